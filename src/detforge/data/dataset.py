@@ -1,0 +1,196 @@
+"""The canonical in-memory dataset: class names plus lazy samples (no pixels held)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from detforge.boxes import as_boxes
+from detforge.data import image as imageio
+from detforge.data.image import ImageRef
+
+
+def _flags(values, n: int) -> np.ndarray:
+    if values is None:
+        return np.zeros(n, bool)
+    arr = np.asarray(values, dtype=bool).reshape(-1)
+    if arr.shape[0] != n:
+        raise ValueError(f"expected {n} per-box flags, got {arr.shape[0]}")
+    return arr
+
+
+@dataclass
+class Sample:
+    """One image and its objects.
+
+    ``boxes`` float32 (N, 4) absolute pixels xyxy in displayed orientation; ``labels`` int64 (N,)
+    indices into the dataset's classes; ``difficult``/``truncated``/``iscrowd`` bool (N,).
+    ``category`` is the image-level class index for classification datasets (else ``None``).
+    An image with N == 0 is a negative.
+    """
+
+    image: ImageRef
+    width: int
+    height: int
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    difficult: np.ndarray | None = None
+    truncated: np.ndarray | None = None
+    iscrowd: np.ndarray | None = None
+    category: int | None = None
+
+    def __post_init__(self):
+        self.boxes = as_boxes(self.boxes)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        n = len(self.boxes)
+        if self.labels.shape[0] != n:
+            raise ValueError(f"{self.name}: {n} boxes but {self.labels.shape[0]} labels")
+        self.difficult = _flags(self.difficult, n)
+        self.truncated = _flags(self.truncated, n)
+        self.iscrowd = _flags(self.iscrowd, n)
+        self.width, self.height = int(self.width), int(self.height)
+
+    @property
+    def name(self) -> str:
+        return self.image.name
+
+    @property
+    def path(self) -> Path:
+        return self.image.path
+
+    @property
+    def is_negative(self) -> bool:
+        return len(self.boxes) == 0 and self.category is None
+
+    def read_bytes(self) -> bytes:
+        return self.image.read()
+
+    def load(self) -> np.ndarray:
+        """Decode the image: RGB uint8 HxWx3."""
+        return imageio.load(self.image)
+
+    def select(self, keep) -> Sample:
+        """A copy holding only the boxes where ``keep`` (mask or indices) selects."""
+        return replace(
+            self,
+            boxes=self.boxes[keep],
+            labels=self.labels[keep],
+            difficult=self.difficult[keep],
+            truncated=self.truncated[keep],
+            iscrowd=self.iscrowd[keep],
+        )
+
+
+@dataclass
+class Issue:
+    """Something a reader noticed but could work around (or skipped)."""
+
+    path: str
+    kind: str
+    message: str
+    severity: str = "warning"  # "error" | "warning" | "info"
+
+
+@dataclass
+class Dataset:
+    """Class names, samples and the folder they came from. ``task`` is detect or classify."""
+
+    classes: list[str]
+    samples: list[Sample]
+    root: Path | None = None
+    task: str = "detect"
+    issues: list[Issue] = field(default_factory=list)
+    format: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> Sample:
+        return self.samples[i]
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples)
+
+    def subset(self, indices: Sequence[int]) -> Dataset:
+        return replace(self, samples=[self.samples[i] for i in indices], issues=[])
+
+    @property
+    def num_boxes(self) -> int:
+        return sum(len(s.boxes) for s in self.samples)
+
+    @property
+    def num_negatives(self) -> int:
+        return sum(s.is_negative for s in self.samples)
+
+    def with_classes(self, names: Sequence[str]) -> Dataset:
+        """Re-index labels to ``names`` (a superset of this dataset's classes, any order)."""
+        names = list(names)
+        missing = [c for c in self.classes if c not in names]
+        if missing:
+            from detforge.errors import DetforgeError
+
+            raise DetforgeError(
+                f"classes {missing} of {self.root or 'the dataset'} are not in the given names",
+                "add them to `names`, or fix the labels",
+            )
+        lut = np.array([names.index(c) for c in self.classes] or [0], np.int64)
+        samples = []
+        for s in self.samples:
+            cat = None if s.category is None else int(lut[s.category])
+            samples.append(replace(s, labels=lut[s.labels], category=cat))
+        return replace(self, classes=names, samples=samples)
+
+
+class ClassIndex:
+    """Grows a class list as readers meet names; ``fixed`` names come first, in order."""
+
+    def __init__(self, fixed: Sequence[str] | None = None):
+        self.names: list[str] = list(fixed or [])
+        self._index = {n: i for i, n in enumerate(self.names)}
+        self.fixed = fixed is not None
+
+    def __call__(self, name: str) -> int:
+        if name not in self._index:
+            self._index[name] = len(self.names)
+            self.names.append(name)
+        return self._index[name]
+
+    def finish(self, samples: list[Sample]) -> tuple[list[str], list[Sample]]:
+        """Sort discovered names (when no fixed order was given) and re-index the samples."""
+        if self.fixed:
+            return self.names, samples
+        order = sorted(self.names)
+        lut = np.array([order.index(n) for n in self.names] or [0], np.int64)
+        out = [
+            replace(s, labels=lut[s.labels], category=None if s.category is None else int(lut[s.category]))
+            for s in samples
+        ]
+        return order, out
+
+
+def read_classes_file(folder: Path) -> list[str] | None:
+    """``classes.txt`` (one name per line) beside a dataset fixes its class order."""
+    p = folder / "classes.txt"
+    if not p.is_file():
+        return None
+    names = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
+    return [n for n in names if n]
+
+
+def concat(datasets: Sequence[Dataset], names: Sequence[str] | None = None) -> Dataset:
+    """One dataset from several; classes are ``names`` or the sorted union of theirs."""
+    if not datasets:
+        raise ValueError("nothing to concatenate")
+    classes = list(names) if names else sorted({c for d in datasets for c in d.classes})
+    parts = [d.with_classes(classes) for d in datasets]
+    return Dataset(
+        classes,
+        [s for d in parts for s in d.samples],
+        datasets[0].root,
+        task=datasets[0].task,
+        issues=[i for d in datasets for i in d.issues],
+        format=datasets[0].format,
+    )

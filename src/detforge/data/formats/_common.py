@@ -1,0 +1,62 @@
+"""What every format writer shares: unique image names, image placement, class files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from rich.progress import track
+
+from detforge.data.dataset import Dataset, Sample
+from detforge.data.image import FileImage
+from detforge.fileio import atomic_write_text, place_image
+
+IMAGE_MODES = ("copy", "link", "none")
+
+
+def unique_names(samples: Iterable[Sample]) -> list[str]:
+    """A distinct flat file name per sample: the image's name, prefixed with its parent
+    folders' names where two images share a name."""
+    samples = list(samples)
+    names = [s.name for s in samples]
+    seen: dict[str, int] = {}
+    for n in names:
+        seen[n.lower()] = seen.get(n.lower(), 0) + 1
+    out, used = [], set()
+    for s, n in zip(samples, names):
+        cand = n
+        if seen[n.lower()] > 1:
+            parent = s.path.parent.name or "img"
+            cand = f"{parent}_{n}"
+        base, k = cand, 1
+        while cand.lower() in used:
+            stem, dot, ext = base.rpartition(".")
+            cand = f"{stem}_{k}.{ext}" if dot else f"{base}_{k}"
+            k += 1
+        used.add(cand.lower())
+        out.append(cand)
+    return out
+
+
+def put_images(ds: Dataset, folder: Path, names: list[str], mode: str = "copy") -> None:
+    """Copy (or hard-link) each sample's image to ``folder/names[i]``; ``none`` writes nothing."""
+    if mode not in IMAGE_MODES:
+        raise ValueError(f"images must be one of {IMAGE_MODES}, got {mode!r}")
+    if mode == "none":
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for s, n in track(
+        list(zip(ds.samples, names)), description="images", transient=True, disable=len(ds) < 200
+    ):
+        src = s.image.path if isinstance(s.image, FileImage) else s.read_bytes()
+        place_image(src, folder / n, mode)
+
+
+def write_classes(folder: Path, classes: list[str]) -> None:
+    atomic_write_text(folder / "classes.txt", "".join(c + "\n" for c in classes))
+
+
+def fmt_num(v: float) -> str:
+    """A coordinate as text: integers without a decimal point, others with 4 decimals."""
+    r = round(float(v), 4)
+    return str(int(r)) if r == int(r) else f"{r:.4f}".rstrip("0")

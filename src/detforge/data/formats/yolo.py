@@ -1,0 +1,154 @@
+"""YOLO txt: ``images/`` + ``labels/`` with one ``cls cx cy w h`` line per box (normalized).
+
+``data.yaml`` gives ``names`` (a list or an ``{id: name}`` mapping) and the split folders. An
+empty or missing txt means a negative image. Polygon lines (``cls x1 y1 x2 y2 ...``) become
+their enclosing box.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from detforge.boxes import from_xyxy, to_xyxy
+from detforge.data import image as imageio
+from detforge.data.dataset import Dataset, Issue, Sample, read_classes_file
+from detforge.data.formats._common import put_images, unique_names
+from detforge.errors import DetforgeError, FormatError, ImageError
+from detforge.fileio import atomic_write_text, prepare_destination
+
+NAME = "yolo"
+
+
+def parse_names(names, where) -> list[str]:
+    """``names`` from a data.yaml as a list: a list, or a mapping of contiguous ids from 0."""
+    if isinstance(names, dict):
+        try:
+            ids = sorted(int(k) for k in names)
+        except (TypeError, ValueError) as e:
+            raise FormatError(where, f"names keys must be integers, got {list(names)}") from e
+        if ids != list(range(len(ids))):
+            raise FormatError(where, f"names ids must be 0..{len(ids) - 1}, got {ids}")
+        return [str(names[k] if k in names else names[str(k)]) for k in ids]
+    if isinstance(names, list):
+        return [str(n) for n in names]
+    raise FormatError(where, "names must be a list or an {id: name} mapping")
+
+
+def label_path(img: Path) -> Path:
+    """Ultralytics' rule: the last ``images`` folder in the path becomes ``labels``."""
+    parts = list(img.parts)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            return Path(*parts).with_suffix(".txt")
+    return img.with_suffix(".txt")
+
+
+def _read_labels(txt: Path, w: int, h: int, nc: int | None):
+    boxes, labels = [], []
+    if not txt.is_file():
+        return boxes, labels
+    for ln, line in enumerate(txt.read_text(encoding="utf-8").splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            cls, vals = int(float(parts[0])), [float(v) for v in parts[1:]]
+        except ValueError as e:
+            raise FormatError(txt, f"not numbers: {line!r}", "each line is: class cx cy w h",
+                              line=ln) from e
+        if len(vals) == 4:
+            box = to_xyxy([vals], "cxcywh", normalized=True, size=(w, h))[0]
+        elif len(vals) >= 6 and len(vals) % 2 == 0:
+            pts = np.array(vals).reshape(-1, 2) * (w, h)
+            box = [*pts.min(0), *pts.max(0)]
+        else:
+            raise FormatError(txt, f"expected 'class cx cy w h', got {len(parts)} values", line=ln)
+        if cls < 0 or (nc is not None and cls >= nc):
+            raise FormatError(txt, f"class id {cls} outside names (0..{(nc or 1) - 1})",
+                              "fix the label or the names in data.yaml", line=ln)
+        boxes.append(box)
+        labels.append(cls)
+    return boxes, labels
+
+
+def _image_list(entry: Path) -> list[Path]:
+    if entry.is_file() and entry.suffix == ".txt":  # a list of image paths
+        base = entry.parent
+        return [(base / line.strip()).resolve() for line in entry.read_text().splitlines() if line.strip()]
+    if (entry / "images").is_dir():
+        entry = entry / "images"
+    return imageio.find_images(entry)
+
+
+def read_images(images: list[Path], classes: list[str] | None, root: Path) -> Dataset:
+    samples, issues = [], []
+    nc = len(classes) if classes is not None else None
+    for img in images:
+        try:
+            w, h, _ = imageio.file_info(img)
+        except ImageError as e:
+            issues.append(Issue(str(img), "unreadable_image", e.message, "error"))
+            continue
+        boxes, labels = _read_labels(label_path(img), w, h, nc)
+        samples.append(Sample(imageio.FileImage(img), w, h, np.array(boxes, np.float32).reshape(-1, 4), labels))
+    if classes is None:
+        top = max((int(s.labels.max()) for s in samples if len(s.labels)), default=-1)
+        classes = [str(i) for i in range(top + 1)]
+        issues.append(Issue(str(root), "no_names", "no data.yaml or classes.txt: classes named by id", "info"))
+    return Dataset(classes, samples, root, issues=issues, format=NAME)
+
+
+def find_yaml(folder: Path) -> Path | None:
+    for n in ("data.yaml", "data.yml", "dataset.yaml"):
+        if (folder / n).is_file():
+            return folder / n
+    return None
+
+
+def read(path, *, split: str | None = None, names=None, **_) -> Dataset:
+    """Read a YOLO folder (with ``images/``), an images folder, or a ``data.yaml``
+    (all its splits, or only ``split``)."""
+    path = Path(path)
+    yml = path if path.suffix in (".yaml", ".yml") else (find_yaml(path) if path.is_dir() else None)
+    if yml is not None:
+        try:
+            cfg = yaml.safe_load(yml.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise FormatError(yml, f"not valid YAML: {e}") from e
+        classes = names or (parse_names(cfg["names"], yml) if "names" in cfg else None)
+        base = yml.parent / cfg["path"] if cfg.get("path") else yml.parent
+        keys = [split] if split else [k for k in ("train", "val", "test") if cfg.get(k)]
+        images: list[Path] = []
+        for k in keys:
+            entries = cfg.get(k)
+            for e in entries if isinstance(entries, list) else [entries]:
+                if e:
+                    images += _image_list(base / e)
+        images = list(dict.fromkeys(images))  # a split may repeat another (val: train)
+        return read_images(images, classes, yml.parent)
+    parent = path.parent if path.name == "images" else path
+    classes = names or read_classes_file(parent) or read_classes_file(path)
+    return read_images(_image_list(path), classes, parent)
+
+
+def write(ds: Dataset, dst, *, images: str = "copy", overwrite: bool = False) -> Path:
+    """Write ``images/``, ``labels/`` and ``data.yaml`` (names as a list) into ``dst``."""
+    if images == "none":
+        raise DetforgeError("YOLO finds labels next to images/, so it cannot be written without images",
+                            "use --link to hard-link the images instead of copying them")
+    dst = prepare_destination(dst, overwrite)
+    names = unique_names(ds.samples)
+    put_images(ds, dst / "images", names, images)
+    for s, n in zip(ds.samples, names):
+        rows = from_xyxy(s.boxes, "cxcywh", normalized=True, size=(s.width, s.height))
+        text = "".join(
+            f"{int(c)} " + " ".join(f"{v:.7f}" for v in r) + "\n" for c, r in zip(s.labels, rows)
+        )
+        atomic_write_text(dst / "labels" / (Path(n).stem + ".txt"), text)
+    cfg = {"path": ".", "train": "images", "val": "images", "names": list(ds.classes)}
+    atomic_write_text(dst / "data.yaml", yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+    return dst

@@ -1,0 +1,193 @@
+"""Image references and decoding: every image becomes RGB uint8 HxWx3 in displayed orientation.
+
+A :class:`Sample` points at its pixels through a small picklable reference (a file, a record in
+a shard, or a labelme JSON's embedded ``imageData``) so a dataset of 100k images holds no pixels.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from detforge.errors import ImageError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+@dataclass(frozen=True)
+class FileImage:
+    """An image file on disk."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def read(self) -> bytes:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError as e:
+            raise ImageError(self.path, "image not found", "check the path in the annotation") from e
+        except OSError as e:
+            raise ImageError(self.path, f"cannot read image: {e}") from e
+        if not data:
+            raise ImageError(self.path, "image file is empty (0 bytes)", "re-export or remove it")
+        return data
+
+    def size_hint(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return 0
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+
+@dataclass(frozen=True)
+class EmbeddedImage:
+    """The base64 ``imageData`` inside a labelme JSON, read again on demand."""
+
+    json_path: Path
+    name: str
+
+    @property
+    def path(self) -> Path:
+        return self.json_path.parent / self.name
+
+    def read(self) -> bytes:
+        try:
+            obj = json.loads(self.json_path.read_text(encoding="utf-8"))
+            return base64.b64decode(obj["imageData"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ImageError(self.json_path, f"cannot read embedded imageData: {e}") from e
+
+    def size_hint(self) -> int:
+        try:
+            return self.json_path.stat().st_size * 3 // 4
+        except OSError:
+            return 0
+
+    def exists(self) -> bool:
+        return self.json_path.is_file()
+
+
+@dataclass(frozen=True)
+class RecordImage:
+    """``image/encoded`` of the record at ``offset`` in a TFRecord file."""
+
+    path: Path
+    offset: int
+    length: int
+    name: str
+
+    def read(self) -> bytes:
+        from detforge.data.records import read_example_at
+
+        ex = read_example_at(self.path, self.offset)
+        return ex["image/encoded"][0]
+
+    def size_hint(self) -> int:
+        return self.length
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+
+ImageRef = FileImage | EmbeddedImage | RecordImage
+
+
+def _open(data: bytes, where) -> Image.Image:
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as e:
+        raise ImageError(where, "not an image or an unsupported format", "re-export it") from e
+    return img
+
+
+def orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1-8), or 1 when absent or invalid."""
+    try:
+        value = img.getexif().get(0x0112, 1)
+    except Exception:  # corrupt EXIF blocks are common in the wild; they carry no rotation
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def info(data: bytes, where=None) -> tuple[int, int, int]:
+    """Header-only read: ``(width, height, orientation)``, size in displayed orientation."""
+    img = _open(data, where)
+    o = orientation(img)
+    w, h = img.size
+    return (h, w, o) if o in _TRANSPOSED else (w, h, o)
+
+
+def file_info(path: Path) -> tuple[int, int, int]:
+    """Like :func:`info` but reads only the file's header."""
+    try:
+        with Image.open(path) as img:
+            o = orientation(img)
+            w, h = img.size
+    except FileNotFoundError as e:
+        raise ImageError(path, "image not found", "check the path in the annotation") from e
+    except UnidentifiedImageError as e:
+        raise ImageError(path, "not an image or an unsupported format", "re-export it") from e
+    except OSError as e:
+        raise ImageError(path, f"cannot read image: {e}") from e
+    return (h, w, o) if o in _TRANSPOSED else (w, h, o)
+
+
+def to_rgb(img: Image.Image) -> np.ndarray:
+    """Convert any PIL mode to RGB uint8: 16/32-bit scaled, alpha composited over white."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        gray = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode == "P" and "transparency" in img.info:
+        img, mode = img.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img)
+
+
+def decode(data: bytes, where=None) -> np.ndarray:
+    """Decode image bytes to RGB uint8 HxWx3 with EXIF orientation applied."""
+    img = _open(data, where)
+    try:
+        if orientation(img) != 1:
+            img = ImageOps.exif_transpose(img)
+        img.load()
+        return to_rgb(img)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(where, f"corrupt or truncated image: {e}", "re-export or remove it") from e
+
+
+def load(ref: ImageRef) -> np.ndarray:
+    """Read and decode the image behind ``ref``."""
+    return decode(ref.read(), getattr(ref, "path", None))
+
+
+def find_images(root: Path) -> list[Path]:
+    """All image files under ``root`` (recursive, sorted, hidden folders skipped)."""
+    out = [
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTS
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]
+    return sorted(out)

@@ -1,0 +1,256 @@
+"""TFRecord files without TensorFlow: record framing, ``tf.train.Example`` and label maps.
+
+Framing (per record): uint64 length, masked CRC32C of the length, data, masked CRC32C of the
+data, all little-endian. ``tf.train.Example`` is encoded with the protobuf wire format by hand;
+it is a three-level message (Example -> Features -> map<string, Feature>) and a feature is a
+list of bytes, float32 or int64 values.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import google_crc32c
+import numpy as np
+
+from detforge.errors import FormatError
+
+_MASK_DELTA = 0xA282EAD8
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+
+
+def masked_crc(data: bytes) -> int:
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def frame(data: bytes) -> bytes:
+    """One TFRecord: header, CRCs and ``data``."""
+    head = _U64.pack(len(data))
+    return head + _U32.pack(masked_crc(head)) + data + _U32.pack(masked_crc(data))
+
+
+def iter_records(path: Path, verify: bool = True, select=None) -> Iterator[tuple[int, int, bytes]]:
+    """Yield ``(index, offset, data)`` for each record of a TFRecord file.
+
+    Records where ``select(index)`` is false are skipped cheaply (a seek: no read, no data CRC)
+    and not yielded. CRCs are checked when ``verify``.
+    """
+    path = Path(path)
+    with path.open("rb") as f:
+        i, offset = 0, 0
+        while True:
+            head = f.read(12)
+            if not head:
+                return
+            if len(head) < 12:
+                raise FormatError(path, "truncated record header (file cut short?)",
+                                  "re-create the file; a killed writer leaves such files", record=i)
+            (n,) = _U64.unpack_from(head)
+            if verify and _U32.unpack_from(head, 8)[0] != masked_crc(head[:8]):
+                raise FormatError(path, "corrupt record: length CRC mismatch",
+                                  "the file is damaged; re-create it", record=i)
+            if select is not None and not select(i):
+                f.seek(n + 4, 1)
+            else:
+                data = f.read(n)
+                tail = f.read(4)
+                if len(data) < n or len(tail) < 4:
+                    raise FormatError(path, "truncated record (file cut short?)",
+                                      "re-create the file", record=i)
+                if verify and _U32.unpack(tail)[0] != masked_crc(data):
+                    raise FormatError(path, "corrupt record: data CRC mismatch",
+                                      "the file is damaged; re-create it", record=i)
+                yield i, offset, data
+            offset += 12 + n + 4
+            i += 1
+
+
+def read_record_at(path: Path, offset: int) -> bytes:
+    with Path(path).open("rb") as f:
+        f.seek(offset)
+        head = f.read(12)
+        (n,) = _U64.unpack_from(head)
+        data = f.read(n)
+        tail = f.read(4)
+    if len(data) < n or _U32.unpack(tail)[0] != masked_crc(data):
+        raise FormatError(path, f"corrupt record at byte {offset}", "re-create the file")
+    return data
+
+
+# ---- protobuf wire format -------------------------------------------------------------------
+
+
+def _varint(v: int) -> bytes:
+    v &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while v > 0x7F:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _len_field(field: int, payload: bytes) -> bytes:
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _feature(values) -> bytes:
+    if isinstance(values, (bytes, str)):
+        values = [values]
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+        packed = np.asarray(values, "<f4").tobytes()
+        return _len_field(2, _len_field(1, packed))
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iub":
+        packed = b"".join(_varint(int(v)) for v in values)
+        return _len_field(3, _len_field(1, packed))
+    items = [v.encode() if isinstance(v, str) else bytes(v) for v in values]
+    return _len_field(1, b"".join(_len_field(1, v) for v in items))
+
+
+def encode_example(features: dict) -> bytes:
+    """Serialize a ``tf.train.Example``. Values: bytes/str (or lists of them), or numpy arrays
+    (float -> FloatList, int/bool -> Int64List). Keys are written in sorted order."""
+    entries = b"".join(
+        _len_field(1, _len_field(1, k.encode()) + _len_field(2, _feature(features[k])))
+        for k in sorted(features)
+    )
+    return _len_field(1, entries)
+
+
+def _fields(buf: bytes, start: int = 0, end: int | None = None):
+    pos, end = start, len(buf) if end is None else end
+    while pos < end:
+        key, pos = _read_varint(buf, pos)
+        field, wt = key >> 3, key & 7
+        if wt == 2:
+            n, pos = _read_varint(buf, pos)
+            yield field, wt, pos, pos + n
+            pos += n
+        elif wt == 0:
+            v, pos = _read_varint(buf, pos)
+            yield field, wt, v, None
+        elif wt == 5:
+            yield field, wt, pos, pos + 4
+            pos += 4
+        elif wt == 1:
+            yield field, wt, pos, pos + 8
+            pos += 8
+        else:
+            raise ValueError(f"unsupported wire type {wt}")
+
+
+def _decode_feature(buf: bytes, s: int, e: int):
+    for kind, _, ks, ke in _fields(buf, s, e):
+        if kind == 1:  # BytesList
+            return [buf[a:b] for _, _, a, b in _fields(buf, ks, ke)]
+        if kind == 2:  # FloatList, packed or not
+            parts = []
+            for _, wt, a, b in _fields(buf, ks, ke):
+                parts.append(np.frombuffer(buf[a:b], "<f4"))
+            return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        if kind == 3:  # Int64List, packed or not
+            vals = []
+            for _, wt, a, b in _fields(buf, ks, ke):
+                if wt == 0:
+                    vals.append(a)
+                else:
+                    p = a
+                    while p < b:
+                        v, p = _read_varint(buf, p)
+                        vals.append(v)
+            arr = np.array(vals, dtype=np.uint64).astype(np.int64) if vals else np.zeros(0, np.int64)
+            return arr
+    return []
+
+
+def decode_example(data: bytes) -> dict:
+    """Parse a serialized ``tf.train.Example`` into ``{key: list[bytes] | ndarray}``."""
+    out = {}
+    for f1, _, s1, e1 in _fields(data):
+        if f1 != 1:
+            continue
+        for f2, _, s2, e2 in _fields(data, s1, e1):
+            if f2 != 1:
+                continue
+            key, val = None, []
+            for f3, _, s3, e3 in _fields(data, s2, e2):
+                if f3 == 1:
+                    key = data[s3:e3].decode("utf-8")
+                elif f3 == 2:
+                    val = _decode_feature(data, s3, e3)
+            if key is not None:
+                out[key] = val
+    return out
+
+
+def read_example_at(path: Path, offset: int) -> dict:
+    return decode_example(read_record_at(path, offset))
+
+
+# ---- label_map.pbtxt -------------------------------------------------------------------------
+
+_TOKEN = re.compile(r'\s*(?:#[^\n]*\n?|(\{|\}|:)|"((?:[^"\\]|\\.)*)"|\'((?:[^\'\\]|\\.)*)\'|([^\s{}:#]+))')
+
+
+def read_label_map(path: Path) -> dict[int, str]:
+    """Parse a TF OD API ``label_map.pbtxt`` -> ``{id: name}`` (``display_name`` when given)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    items, cur, key, depth = {}, None, None, 0
+    pos = 0
+    for m in _TOKEN.finditer(text):
+        pos = m.end()
+        punct, dq, sq, word = m.groups()
+        tok = punct or (dq if dq is not None else sq if sq is not None else word)
+        if tok is None:
+            continue
+        if punct == "{":
+            depth += 1
+            if depth == 1:
+                cur = {}
+            key = None
+        elif punct == "}":
+            depth -= 1
+            if depth == 0 and cur is not None:
+                if "id" not in cur or not ("name" in cur or "display_name" in cur):
+                    raise FormatError(path, f"item without id or name: {cur}")
+                items[int(cur["id"])] = cur.get("display_name") or cur["name"]
+                cur = None
+        elif punct == ":":
+            continue
+        elif depth == 1 and key is None:
+            key = tok
+        elif depth == 1:
+            cur[key] = tok
+            key = None
+    if text[pos:].strip():
+        raise FormatError(path, f"cannot parse near {text[pos:pos + 30]!r}")
+    if depth != 0:
+        raise FormatError(path, "unbalanced braces")
+    if not items:
+        raise FormatError(path, "no 'item { id: N name: \"...\" }' entries")
+    return items
+
+
+def label_map_text(classes: list[str]) -> str:
+    """``label_map.pbtxt`` text with ids 1..K (0 is the background in the TF OD API)."""
+    return "".join(
+        f"item {{\n  id: {i}\n  name: '{c.replace(chr(39), chr(92) + chr(39))}'\n}}\n\n"
+        for i, c in enumerate(classes, start=1)
+    )

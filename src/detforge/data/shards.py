@@ -1,0 +1,410 @@
+"""Sharded TFRecord datasets: pack a Dataset into shards + ``index.json``, and read them back.
+
+Records use the TensorFlow Object Detection API keys, so TensorFlow reads our shards and we read
+theirs. JPEG and PNG bytes are stored as they are; other formats, and images whose EXIF
+orientation rotates them (TensorFlow's decoders ignore EXIF), are re-encoded once.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import json
+import multiprocessing as mp
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from detforge.data import image as imageio
+from detforge.data.dataset import Dataset, Sample
+from detforge.data.records import decode_example, encode_example, frame, iter_records, label_map_text
+from detforge.errors import DestinationError, DetforgeError, FormatError
+from detforge.fileio import atomic_write_json, atomic_write_text
+
+INDEX = "index.json"
+STATE = ".pack-state.json"
+SHARD_RE = re.compile(r"^(?P<name>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})(?P<ext>\.tfrecord|\.record)?$")
+DEFAULT_SHARD_SIZE = "100MB"
+
+
+# ---- one sample <-> one tf.train.Example ------------------------------------------------------
+
+
+def sniff(data: bytes) -> str:
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    return "other"
+
+
+def _rotated(data: bytes) -> bool:
+    """True when EXIF orientation would rotate or flip the image (cheap scan first)."""
+    if data.find(b"Exif\x00\x00", 0, 1 << 16) < 0 and data.find(b"eXIf", 0, 1 << 16) < 0:
+        return False
+    try:
+        return imageio.orientation(Image.open(io.BytesIO(data))) != 1
+    except Exception:
+        return False
+
+
+def record_image(s: Sample) -> tuple[bytes, str, bool]:
+    """``(bytes, format, reencoded)`` for a sample's record: JPEG/PNG kept byte for byte."""
+    data = s.read_bytes()
+    kind = sniff(data)
+    if kind in ("jpeg", "png") and not _rotated(data):
+        return data, kind, False
+    pixels = imageio.decode(data, s.path)
+    buf = io.BytesIO()
+    if kind == "jpeg":
+        Image.fromarray(pixels).save(buf, "JPEG", quality=95)
+    else:
+        kind = "png"
+        Image.fromarray(pixels).save(buf, "PNG")
+    return buf.getvalue(), kind, True
+
+
+def to_example(s: Sample, classes: list[str], data: bytes, fmt: str, source_id: str) -> bytes:
+    """A TF OD API ``tf.train.Example`` (normalized boxes, 1-based class ids)."""
+    w, h = float(s.width), float(s.height)
+    b = s.boxes.astype(np.float64)
+    feats = {
+        "image/encoded": [data],
+        "image/format": fmt,
+        "image/filename": s.name,
+        "image/source_id": source_id,
+        "image/key/sha256": hashlib.sha256(data).hexdigest(),
+        "image/height": np.array([s.height], np.int64),
+        "image/width": np.array([s.width], np.int64),
+        "image/object/bbox/xmin": (b[:, 0] / w).astype(np.float32),
+        "image/object/bbox/ymin": (b[:, 1] / h).astype(np.float32),
+        "image/object/bbox/xmax": (b[:, 2] / w).astype(np.float32),
+        "image/object/bbox/ymax": (b[:, 3] / h).astype(np.float32),
+        "image/object/class/text": [classes[int(i)] for i in s.labels],
+        "image/object/class/label": s.labels.astype(np.int64) + 1,
+        "image/object/difficult": s.difficult.astype(np.int64),
+        "image/object/truncated": s.truncated.astype(np.int64),
+        "image/object/is_crowd": s.iscrowd.astype(np.int64),
+    }
+    if s.category is not None:
+        feats["image/class/label"] = np.array([s.category], np.int64)
+        feats["image/class/text"] = classes[s.category]
+    return encode_example(feats)
+
+
+@dataclass
+class Parsed:
+    """The fields of one record, boxes already in absolute-pixel xyxy."""
+
+    filename: str
+    width: int
+    height: int
+    boxes: np.ndarray
+    class_ids: np.ndarray  # 1-based ids as written (label map ids), -1 where absent
+    class_text: list[str]
+    difficult: np.ndarray
+    truncated: np.ndarray
+    iscrowd: np.ndarray
+    category_id: int | None
+    category_text: str | None
+    image: bytes | None
+
+
+def parse_example(ex: dict, where=None, record=None) -> Parsed:
+    def ints(key, n=None):
+        v = ex.get(key)
+        arr = np.asarray(v if isinstance(v, np.ndarray) else [], np.int64)
+        return arr if n is None or len(arr) == n else np.zeros(n, np.int64)
+
+    def text(key):
+        return [t.decode("utf-8", "replace") for t in ex.get(key) or []]
+
+    enc = ex.get("image/encoded") or [None]
+    h, w = ints("image/height"), ints("image/width")
+    if not len(h) or not len(w):
+        if enc[0] is None:
+            raise FormatError(where, "record has no image/height, image/width", record=record)
+        ww, hh, _ = imageio.info(enc[0], where)
+        w, h = np.array([ww]), np.array([hh])
+    w, h = int(w[0]), int(h[0])
+    coords = [np.asarray(ex.get(f"image/object/bbox/{k}", np.zeros(0)), np.float64)
+              for k in ("xmin", "ymin", "xmax", "ymax")]
+    n = len(coords[0])
+    if any(len(c) != n for c in coords):
+        raise FormatError(where, "bbox xmin/ymin/xmax/ymax have different lengths", record=record)
+    boxes = (np.stack(coords, 1) * [w, h, w, h]).astype(np.float32) if n else np.zeros((0, 4), np.float32)
+    ids = ints("image/object/class/label")
+    texts = text("image/object/class/text")
+    if len(ids) != n and len(texts) != n:
+        raise FormatError(where, f"{n} boxes but {len(ids)} class labels and {len(texts)} class "
+                          "texts", "each box needs image/object/class/label or /text", record=record)
+    cid = ints("image/class/label")
+    ctext = text("image/class/text")
+    fname = (text("image/filename") or text("image/source_id") or [""])[0]
+    return Parsed(fname, w, h, boxes, ids if len(ids) == n else np.full(n, -1, np.int64), texts,
+                  ints("image/object/difficult", n).astype(bool),
+                  ints("image/object/truncated", n).astype(bool),
+                  ints("image/object/is_crowd", n).astype(bool),
+                  int(cid[0]) if len(cid) else None, ctext[0] if ctext else None, enc[0])
+
+
+# ---- planning and packing -------------------------------------------------------------------
+
+
+def parse_shard_size(value: str | int) -> tuple[str, int]:
+    """``"100MB"``/``"1GB"`` -> ("bytes", n); a plain integer -> ("records", n)."""
+    if isinstance(value, int):
+        return "records", value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(kb|k|mb|m|gb|g|records|r)?\s*", str(value).lower())
+    if not m or float(m.group(1)) <= 0:
+        raise DetforgeError(f"invalid shard size {value!r}",
+                            "use a size such as 100MB or 1GB, or a record count such as 1000")
+    num, unit = float(m.group(1)), m.group(2) or "records"
+    mult = {"kb": 1e3, "k": 1e3, "mb": 1e6, "m": 1e6, "gb": 1e9, "g": 1e9}
+    if unit in mult:
+        return "bytes", int(num * mult[unit])
+    return "records", int(num)
+
+
+def plan(ds: Dataset, shard_size="100MB") -> list[list[int]]:
+    """Sample indices per shard, in dataset order (deterministic, no image is read)."""
+    kind, limit = parse_shard_size(shard_size)
+    shards, cur, acc = [], [], 0
+    for i, s in enumerate(ds.samples):
+        size = s.image.size_hint() + 256 if kind == "bytes" else 1
+        if cur and acc + size > limit:
+            shards.append(cur)
+            cur, acc = [], 0
+        cur.append(i)
+        acc += size
+    if cur:
+        shards.append(cur)
+    return shards
+
+
+def fingerprint(ds: Dataset, shards: list[list[int]], name: str) -> str:
+    h = hashlib.sha256(json.dumps([name, ds.classes, [len(x) for x in shards]]).encode())
+    for s in ds.samples:
+        h.update(f"{s.path}|{s.image.size_hint()}|{s.width}|{s.height}|{s.category}".encode())
+        for arr in (s.boxes, s.labels, s.difficult, s.truncated, s.iscrowd):
+            h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+_COUNTER = None
+
+
+def _init_worker(counter):
+    global _COUNTER
+    _COUNTER = counter
+
+
+def _write_shard(task) -> dict:
+    """Write one shard to a temp name, then rename: a shard file either is complete or absent."""
+    path, samples, classes, first_id = task
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    sha = hashlib.sha256()
+    per_class = np.zeros(len(classes), np.int64)
+    result = {"file": path.name, "records": 0, "boxes": 0, "negatives": 0, "reencoded": 0}
+    with tmp.open("wb") as f:
+        for k, s in enumerate(samples):
+            data, fmt, re_encoded = record_image(s)
+            rec = frame(to_example(s, classes, data, fmt, str(first_id + k)))
+            f.write(rec)
+            sha.update(rec)
+            result["records"] += 1
+            result["boxes"] += len(s.boxes)
+            result["negatives"] += int(s.is_negative)
+            result["reencoded"] += int(re_encoded)
+            np.add.at(per_class, s.labels, 1)
+            if s.category is not None:
+                per_class[s.category] += 1
+            if _COUNTER is not None:
+                with _COUNTER.get_lock():
+                    _COUNTER.value += 1
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    result.update(bytes=path.stat().st_size, sha256=sha.hexdigest(), per_class=per_class.tolist())
+    return result
+
+
+def _load_state(out: Path, fp: str) -> dict | None:
+    for name in (STATE, INDEX):
+        p = out / name
+        if p.is_file():
+            try:
+                state = json.loads(p.read_text())
+            except ValueError:
+                continue
+            if state.get("fingerprint") == fp:
+                return state
+    return None
+
+
+def pack(ds: Dataset, out, *, shard_size="100MB", workers: int | None = None, name: str = "data",
+         overwrite: bool = False, progress: bool = True) -> dict:
+    """Pack ``ds`` into ``out/<name>-NNNNN-of-NNNNN.tfrecord`` shards plus ``index.json`` and
+    ``label_map.pbtxt``. Re-running after a kill resumes: complete shards are kept, the rest are
+    rewritten, and the result is byte-identical to an uninterrupted run. Returns the index."""
+    out = Path(out)
+    shards = plan(ds, shard_size)
+    fp = fingerprint(ds, shards, name)
+    state = _load_state(out, fp) if out.is_dir() else None
+    if state is not None and "shards" in state and (out / INDEX).is_file():
+        return state  # already packed, same input
+    if state is None and out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise DestinationError(f"{out} is not empty and holds no matching unfinished pack",
+                               "choose an empty folder, or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    done = dict(state["done"]) if state else {}
+    n = len(shards)
+    files = [f"{name}-{i:05d}-of-{n:05d}.tfrecord" for i in range(n)]
+    for f in out.glob(f"{name}-*-of-*.tfrecord"):  # shards of another plan
+        if f.name not in files:
+            f.unlink()
+    done = {f: r for f, r in done.items() if f in files and (out / f).is_file()
+            and (out / f).stat().st_size == r["bytes"]}
+    atomic_write_json(out / STATE, {"fingerprint": fp, "done": done})
+    tasks, first = [], 0
+    for f, idx in zip(files, shards):
+        if f not in done:
+            tasks.append((str(out / f), [ds.samples[i] for i in idx], ds.classes, first))
+        first += len(idx)
+    total = len(ds)
+    start = sum(r["records"] for r in done.values())
+    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
+    _run_tasks(tasks, workers, done, out, fp, total, start, progress)
+    index = _write_index(out, ds, files, done, fp, shard_size)
+    (out / STATE).unlink(missing_ok=True)
+    return index
+
+
+def _run_tasks(tasks, workers, done, out, fp, total, start, show) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    cols = (TextColumn("packing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*cols, disable=not show, transient=False) as bar:
+        job = bar.add_task("pack", total=total, completed=start)
+
+        def finished(res):
+            done[res["file"]] = res
+            atomic_write_json(out / STATE, {"fingerprint": fp, "done": done})
+
+        if workers == 1:
+            counter = mp.Value("q", 0, lock=True)
+            _init_worker(counter)
+            try:
+                for t in tasks:
+                    finished(_write_shard(t))
+                    bar.update(job, completed=start + counter.value)
+            finally:
+                _init_worker(None)
+            return
+        ctx = mp.get_context("spawn" if os.name == "nt" else "fork")
+        counter = ctx.Value("q", 0, lock=True)
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(counter,)) as pool:
+            pending = pool.imap_unordered(_write_shard, tasks)
+            remaining = len(tasks)
+            while remaining:
+                try:
+                    res = pending.next(timeout=0.2)
+                except mp.TimeoutError:
+                    bar.update(job, completed=start + counter.value)
+                    continue
+                finished(res)
+                remaining -= 1
+                bar.update(job, completed=start + counter.value)
+
+
+def _write_index(out: Path, ds: Dataset, files, done, fp, shard_size) -> dict:
+    per_class = np.zeros(len(ds.classes), np.int64)
+    shards = []
+    for f in files:
+        r = dict(done[f])
+        per_class += np.array(r.pop("per_class"), np.int64)
+        shards.append(r)
+    index = {
+        "format": "detforge-shards",
+        "version": 1,
+        "task": ds.task,
+        "classes": ds.classes,
+        "records": sum(r["records"] for r in shards),
+        "boxes": sum(r["boxes"] for r in shards),
+        "negatives": sum(r["negatives"] for r in shards),
+        "reencoded": sum(r["reencoded"] for r in shards),
+        "per_class": dict(zip(ds.classes, per_class.tolist())),
+        "shard_size": str(shard_size),
+        "fingerprint": fp,
+        "shards": shards,
+    }
+    atomic_write_text(out / "label_map.pbtxt", label_map_text(ds.classes))
+    atomic_write_json(out / INDEX, index)
+    return index
+
+
+# ---- reading shards ---------------------------------------------------------------------------
+
+
+def shard_files(path) -> tuple[list[Path], dict | None]:
+    """The record files behind ``path`` (an index.json, a folder, a file, a sharded name such as
+    ``train.record-00000-of-00010``, or a glob) and the index when there is one."""
+    path = Path(path)
+    if path.is_dir() and (path / INDEX).is_file():
+        path = path / INDEX
+    if path.name == INDEX:
+        try:
+            index = json.loads(path.read_text())
+        except ValueError as e:
+            raise FormatError(path, f"not valid JSON: {e}") from e
+        files = [path.parent / s["file"] for s in index["shards"]]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise FormatError(path, f"shards listed but missing: {missing[:3]}", "re-run pack")
+        return files, index
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and _is_record_name(p.name))
+        return files, None
+    if path.is_file():
+        return [path], None
+    if any(c in str(path) for c in "*?["):
+        files = sorted(Path(p) for p in glob.glob(str(path)))
+    else:  # "train.record" naming shards "train.record-00000-of-00010"
+        files = sorted(path.parent.glob(glob.escape(path.name) + "-*-of-*"))
+    if files:
+        return files, None
+    raise FormatError(path, "no TFRecord files found")
+
+
+def _is_record_name(name: str) -> bool:
+    return name.endswith((".tfrecord", ".record")) or bool(SHARD_RE.match(name)) or ".tfrecord-" in name or ".record-" in name
+
+
+def assign(n_items: int, rank: int, world: int) -> list[int]:
+    """Items ``rank, rank + world, ...``: how shards (or records) are split between readers."""
+    return list(range(rank, n_items, world)) if world > 0 else []
+
+
+def iter_parsed(files, *, part: int = 0, parts: int = 1, verify: bool = True, order=None):
+    """Yield ``(file, record_index, Parsed)`` for reader ``part`` of ``parts``: whole shards when
+    there are at least ``parts`` shards, else every ``parts``-th record of each shard (records of
+    other readers are seeked over, not read)."""
+    files = [Path(f) for f in files]
+    order = list(range(len(files))) if order is None else list(order)
+    if len(files) >= parts:
+        for k in assign(len(order), part, parts):
+            f = files[order[k]]
+            for i, _, data in iter_records(f, verify):
+                yield f, i, parse_example(decode_example(data), f, i)
+        return
+    for k in order:
+        f = files[k]
+        mine = lambda i, k=k: (i + k) % parts == part  # noqa: E731
+        for i, _, data in iter_records(f, verify, select=mine):
+            yield f, i, parse_example(decode_example(data), f, i)

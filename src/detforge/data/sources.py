@@ -1,0 +1,80 @@
+"""Open any data source: auto-detected formats and the data YAML that names splits.
+
+```yaml
+path: datasets/raccoon      # optional base folder
+train: train                # any source read() takes; or {path: ..., format: voc, images: ...}
+val: val
+test: test                  # optional
+names: [raccoon]            # optional: fixes the class order
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from detforge.data import formats
+from detforge.data.dataset import Dataset, concat
+from detforge.errors import FormatError
+
+SPLITS = ("train", "val", "test")
+
+
+def is_data_yaml(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in (".yaml", ".yml")
+
+
+def read(src, format: str = "auto", **opts) -> Dataset:
+    """Read ``src`` into a :class:`Dataset`. ``format='auto'`` detects it; a data YAML gives all
+    its splits together. Options go to the format's reader (``images``, ``names``, ...)."""
+    src = Path(src)
+    if format == "auto" and is_data_yaml(src):
+        splits = read_splits(src, **opts)
+        parts = list(splits.values())
+        return concat(parts, parts[0].classes)
+    name = formats.detect(src) if format == "auto" else format
+    ds = formats.get(name).read(src, **opts)
+    ds.format = name
+    return ds
+
+
+def _yaml(path: Path) -> dict:
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise FormatError(path, f"not valid YAML: {e}") from e
+    if not isinstance(cfg, dict):
+        raise FormatError(path, "expected a mapping with train/val/test keys")
+    return cfg
+
+
+def read_splits(path, **opts) -> dict[str, Dataset]:
+    """``{split: Dataset}`` for a data YAML; all splits share one class list."""
+    from detforge.data.formats import yolo
+
+    path = Path(path)
+    cfg = _yaml(path)
+    names = yolo.parse_names(cfg["names"], path) if cfg.get("names") else opts.pop("names", None)
+    base = (path.parent / cfg["path"]) if cfg.get("path") else path.parent
+    present = [k for k in SPLITS if cfg.get(k)]
+    if not present:
+        raise FormatError(path, "names no split", "add train: (and val:, test:) entries")
+    out = {}
+    for k in present:
+        entry = cfg[k]
+        fmt, kw = "auto", dict(opts)
+        if isinstance(entry, dict):
+            fmt = entry.get("format", "auto")
+            kw.update({a: entry[a] for a in ("images", "split", "label_map") if a in entry})
+            if kw.get("images"):
+                kw["images"] = base / kw["images"]
+            entry = entry.get("path")
+        if isinstance(entry, list) or str(entry).endswith(".txt"):  # YOLO image lists
+            ds = yolo.read(path, split=k, names=names)
+        else:
+            ds = read(base / str(entry), fmt, names=names, **kw)
+        out[k] = ds
+    classes = names or sorted({c for d in out.values() for c in d.classes})
+    return {k: d.with_classes(classes) for k, d in out.items()}

@@ -1,0 +1,114 @@
+"""A deterministic synthetic shapes dataset for tests, benchmarks and the demo.
+
+Three classes (circle, square, triangle) on textured backgrounds, from small to large, some
+overlapping, about one image in eight a negative. The same seed gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from detforge.boxes import iou
+from detforge.data.dataset import Dataset, Sample
+from detforge.data.image import FileImage
+
+CLASSES = ["circle", "square", "triangle"]
+
+
+def _background(rng: np.random.Generator, w: int, h: int) -> Image.Image:
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = rng.uniform(40, 200, 3)
+    grad = rng.uniform(-0.25, 0.25, (2, 3))
+    img = base + xx[..., None] * grad[0] + yy[..., None] * grad[1]
+    period = rng.uniform(6, 40)
+    angle = rng.uniform(0, np.pi)
+    stripes = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period)
+    img += stripes[..., None] * rng.uniform(5, 25)
+    img += rng.normal(0, rng.uniform(3, 12), (h, w, 3))
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def _place(rng, w, h, boxes) -> list[int] | None:
+    for _ in range(20):
+        side = int(min(w, h) * rng.choice([rng.uniform(0.05, 0.12), rng.uniform(0.12, 0.3), rng.uniform(0.3, 0.6)]))
+        side = max(side, 8)
+        bw = int(side * rng.uniform(0.8, 1.25)) if rng.random() < 0.5 else side
+        x0, y0 = int(rng.integers(0, max(1, w - bw))), int(rng.integers(0, max(1, h - side)))
+        box = [x0, y0, x0 + bw, y0 + side]
+        if not boxes or iou(np.array([box], np.float32), np.array(boxes, np.float32)).max() < 0.35:
+            return box
+    return None
+
+
+def render(rng: np.random.Generator, w: int, h: int, n_objects: int, single_class: int | None = None):
+    """One image with ``n_objects`` shapes -> (PIL image, boxes (N, 4) xyxy, labels (N,))."""
+    img = _background(rng, w, h)
+    draw = ImageDraw.Draw(img)
+    boxes, labels = [], []
+    for _ in range(n_objects):
+        box = _place(rng, w, h, boxes)
+        if box is None:
+            continue
+        cls = int(rng.integers(0, len(CLASSES))) if single_class is None else single_class
+        color = tuple(int(c) for c in rng.integers(0, 256, 3))
+        x0, y0, x1, y1 = box
+        if cls == 0:
+            s = min(x1 - x0, y1 - y0)
+            x1, y1 = x0 + s, y0 + s
+            draw.ellipse([x0, y0, x1 - 1, y1 - 1], fill=color, outline=(0, 0, 0))
+        elif cls == 1:
+            draw.rectangle([x0, y0, x1 - 1, y1 - 1], fill=color, outline=(255, 255, 255))
+        else:
+            draw.polygon([((x0 + x1 - 1) // 2, y0), (x0, y1 - 1), (x1 - 1, y1 - 1)], fill=color, outline=(0, 0, 0))
+        boxes.append([x0, y0, x1, y1])
+        labels.append(cls)
+    return img, np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64)
+
+
+def generate(folder, n: int = 100, *, seed: int = 0, size=(320, 320), task: str = "detect",
+             negatives: float = 0.125, max_objects: int = 4) -> Dataset:
+    """Render ``n`` JPEG images into ``folder`` and return their Dataset.
+
+    ``size`` is the largest (width, height); images vary between 60% and 100% of it.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        w = int(size[0] * rng.uniform(0.6, 1.0))
+        h = int(size[1] * rng.uniform(0.6, 1.0))
+        if task == "classify":
+            cls = i % len(CLASSES)
+            img, boxes, labels = render(rng, w, h, 1, single_class=cls)
+        else:
+            k = 0 if rng.random() < negatives else int(rng.integers(1, max_objects + 1))
+            img, boxes, labels = render(rng, w, h, k)
+        path = folder / f"synth_{i:06d}.jpg"
+        img.save(path, "JPEG", quality=90)
+        s = Sample(FileImage(path.resolve()), w, h, boxes, labels,
+                   category=int(labels[0]) if task == "classify" else None)
+        samples.append(s.select(slice(0, 0)) if task == "classify" else s)
+    return Dataset(list(CLASSES), samples, folder, task=task, format="synth")
+
+
+def synth(out, n: int = 100, format: str = "yolo", *, seed: int = 0, size=(320, 320),
+          overwrite: bool = False, **opts) -> Dataset:
+    """Write a synthetic dataset to ``out`` in ``format`` and return it as read back."""
+    from detforge.data import read, write
+    from detforge.fileio import prepare_destination
+
+    out = prepare_destination(out, overwrite)
+    tmp = out.parent / f".{out.name}.synth-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        task = "classify" if format == "folders" else "detect"
+        ds = generate(tmp, n, seed=seed, size=size, task=task, **opts)
+        write(ds, out, format, images="link", overwrite=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return read(out, format)

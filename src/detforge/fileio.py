@@ -1,0 +1,72 @@
+"""Atomic writes and destination handling: nothing the user had is lost or half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from detforge.errors import DestinationError
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj, indent: int | None = 2) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+def prepare_destination(dst: str | Path, overwrite: bool = False) -> Path:
+    """Create ``dst``; refuse a non-empty folder unless ``overwrite`` (then files are replaced
+    one by one as they are written; nothing else in the folder is removed)."""
+    dst = Path(dst)
+    if dst.exists() and not dst.is_dir():
+        raise DestinationError(f"{dst} exists and is not a folder", "choose another destination")
+    if dst.is_dir() and any(dst.iterdir()) and not overwrite:
+        raise DestinationError(
+            f"{dst} is not empty", "choose an empty folder, or pass --overwrite to write into it"
+        )
+    dst.mkdir(parents=True, exist_ok=True)
+    return dst
+
+
+def place_image(data_or_src, dst: Path, mode: str = "copy") -> None:
+    """Put an image at ``dst``: ``mode`` is ``copy`` or ``link`` (hard link, falling back to a
+    copy across file systems). ``data_or_src`` is a source path or the image bytes."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data_or_src, (bytes, bytearray)):
+        atomic_write_bytes(dst, bytes(data_or_src))
+        return
+    src = Path(data_or_src)
+    if dst.exists() and dst.samefile(src):
+        return
+    if mode == "link":
+        tmp = dst.with_name(f".{dst.name}.lnk")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+            os.replace(tmp, dst)
+            return
+        except OSError:
+            tmp.unlink(missing_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
