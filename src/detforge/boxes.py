@@ -55,7 +55,12 @@ def from_xyxy(boxes, fmt: str = "xyxy", *, normalized: bool = False, size=None) 
         b = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
     elif fmt == "cxcywh":
         b = np.stack(
-            [(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]],
+            [
+                (b[:, 0] + b[:, 2]) / 2,
+                (b[:, 1] + b[:, 3]) / 2,
+                b[:, 2] - b[:, 0],
+                b[:, 3] - b[:, 1],
+            ],
             1,
         )
     elif fmt != "xyxy":

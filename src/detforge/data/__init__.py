@@ -9,14 +9,23 @@ from detforge.data.dataset import Dataset, Issue, Sample, concat
 from detforge.data.sources import read, read_splits
 
 
-def write(ds: Dataset, dst, format: str, *, images: str = "copy", overwrite: bool = False,
-          **opts) -> Path:
+def write(
+    ds: Dataset, dst, format: str, *, images: str = "copy", overwrite: bool = False, **opts
+) -> Path:
     """Write ``ds`` to the folder ``dst`` in ``format``. ``images``: copy, link or none."""
     return formats.get(format).write(ds, dst, images=images, overwrite=overwrite, **opts)
 
 
-def convert(src, dst, to: str, *, format: str = "auto", images: str = "copy",
-            overwrite: bool = False, **read_opts) -> Path:
+def convert(
+    src,
+    dst,
+    to: str,
+    *,
+    format: str = "auto",
+    images: str = "copy",
+    overwrite: bool = False,
+    **read_opts,
+) -> Path:
     """Read ``src`` and write it to ``dst`` in the format ``to``."""
     formats.get(to)  # fail on a typo before reading anything
     return write(read(src, format, **read_opts), dst, to, images=images, overwrite=overwrite)

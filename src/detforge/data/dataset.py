@@ -165,7 +165,11 @@ class ClassIndex:
         order = sorted(self.names)
         lut = np.array([order.index(n) for n in self.names] or [0], np.int64)
         out = [
-            replace(s, labels=lut[s.labels], category=None if s.category is None else int(lut[s.category]))
+            replace(
+                s,
+                labels=lut[s.labels],
+                category=None if s.category is None else int(lut[s.category]),
+            )
             for s in samples
         ]
         return order, out

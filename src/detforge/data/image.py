@@ -35,7 +35,9 @@ class FileImage:
         try:
             data = self.path.read_bytes()
         except FileNotFoundError as e:
-            raise ImageError(self.path, "image not found", "check the path in the annotation") from e
+            raise ImageError(
+                self.path, "image not found", "check the path in the annotation"
+            ) from e
         except OSError as e:
             raise ImageError(self.path, f"cannot read image: {e}") from e
         if not data:

@@ -48,23 +48,36 @@ def iter_records(path: Path, verify: bool = True, select=None) -> Iterator[tuple
             if not head:
                 return
             if len(head) < 12:
-                raise FormatError(path, "truncated record header (file cut short?)",
-                                  "re-create the file; a killed writer leaves such files", record=i)
+                raise FormatError(
+                    path,
+                    "truncated record header (file cut short?)",
+                    "re-create the file; a killed writer leaves such files",
+                    record=i,
+                )
             (n,) = _U64.unpack_from(head)
             if verify and _U32.unpack_from(head, 8)[0] != masked_crc(head[:8]):
-                raise FormatError(path, "corrupt record: length CRC mismatch",
-                                  "the file is damaged; re-create it", record=i)
+                raise FormatError(
+                    path,
+                    "corrupt record: length CRC mismatch",
+                    "the file is damaged; re-create it",
+                    record=i,
+                )
             if select is not None and not select(i):
                 f.seek(n + 4, 1)
             else:
                 data = f.read(n)
                 tail = f.read(4)
                 if len(data) < n or len(tail) < 4:
-                    raise FormatError(path, "truncated record (file cut short?)",
-                                      "re-create the file", record=i)
+                    raise FormatError(
+                        path, "truncated record (file cut short?)", "re-create the file", record=i
+                    )
                 if verify and _U32.unpack(tail)[0] != masked_crc(data):
-                    raise FormatError(path, "corrupt record: data CRC mismatch",
-                                      "the file is damaged; re-create it", record=i)
+                    raise FormatError(
+                        path,
+                        "corrupt record: data CRC mismatch",
+                        "the file is damaged; re-create it",
+                        record=i,
+                    )
                 yield i, offset, data
             offset += 12 + n + 4
             i += 1
@@ -161,7 +174,7 @@ def _decode_feature(buf: bytes, s: int, e: int):
             return [buf[a:b] for _, _, a, b in _fields(buf, ks, ke)]
         if kind == 2:  # FloatList, packed or not
             parts = []
-            for _, wt, a, b in _fields(buf, ks, ke):
+            for _, _, a, b in _fields(buf, ks, ke):
                 parts.append(np.frombuffer(buf[a:b], "<f4"))
             return np.concatenate(parts) if parts else np.zeros(0, np.float32)
         if kind == 3:  # Int64List, packed or not
@@ -174,7 +187,9 @@ def _decode_feature(buf: bytes, s: int, e: int):
                     while p < b:
                         v, p = _read_varint(buf, p)
                         vals.append(v)
-            arr = np.array(vals, dtype=np.uint64).astype(np.int64) if vals else np.zeros(0, np.int64)
+            arr = (
+                np.array(vals, dtype=np.uint64).astype(np.int64) if vals else np.zeros(0, np.int64)
+            )
             return arr
     return []
 
@@ -205,7 +220,9 @@ def read_example_at(path: Path, offset: int) -> dict:
 
 # ---- label_map.pbtxt -------------------------------------------------------------------------
 
-_TOKEN = re.compile(r'\s*(?:#[^\n]*\n?|(\{|\}|:)|"((?:[^"\\]|\\.)*)"|\'((?:[^\'\\]|\\.)*)\'|([^\s{}:#]+))')
+_TOKEN = re.compile(
+    r'\s*(?:#[^\n]*\n?|(\{|\}|:)|"((?:[^"\\]|\\.)*)"|\'((?:[^\'\\]|\\.)*)\'|([^\s{}:#]+))'
+)
 
 
 def read_label_map(path: Path) -> dict[int, str]:
@@ -240,7 +257,7 @@ def read_label_map(path: Path) -> dict[int, str]:
             cur[key] = tok
             key = None
     if text[pos:].strip():
-        raise FormatError(path, f"cannot parse near {text[pos:pos + 30]!r}")
+        raise FormatError(path, f"cannot parse near {text[pos : pos + 30]!r}")
     if depth != 0:
         raise FormatError(path, "unbalanced braces")
     if not items:

@@ -22,7 +22,13 @@ from PIL import Image
 
 from detforge.data import image as imageio
 from detforge.data.dataset import Dataset, Sample
-from detforge.data.records import decode_example, encode_example, frame, iter_records, label_map_text
+from detforge.data.records import (
+    decode_example,
+    encode_example,
+    frame,
+    iter_records,
+    label_map_text,
+)
 from detforge.errors import DestinationError, DetforgeError, FormatError
 from detforge.fileio import atomic_write_json, atomic_write_text
 
@@ -132,25 +138,44 @@ def parse_example(ex: dict, where=None, record=None) -> Parsed:
         ww, hh, _ = imageio.info(enc[0], where)
         w, h = np.array([ww]), np.array([hh])
     w, h = int(w[0]), int(h[0])
-    coords = [np.asarray(ex.get(f"image/object/bbox/{k}", np.zeros(0)), np.float64)
-              for k in ("xmin", "ymin", "xmax", "ymax")]
+    coords = [
+        np.asarray(ex.get(f"image/object/bbox/{k}", np.zeros(0)), np.float64)
+        for k in ("xmin", "ymin", "xmax", "ymax")
+    ]
     n = len(coords[0])
     if any(len(c) != n for c in coords):
         raise FormatError(where, "bbox xmin/ymin/xmax/ymax have different lengths", record=record)
-    boxes = (np.stack(coords, 1) * [w, h, w, h]).astype(np.float32) if n else np.zeros((0, 4), np.float32)
+    boxes = (
+        (np.stack(coords, 1) * [w, h, w, h]).astype(np.float32)
+        if n
+        else np.zeros((0, 4), np.float32)
+    )
     ids = ints("image/object/class/label")
     texts = text("image/object/class/text")
     if len(ids) != n and len(texts) != n:
-        raise FormatError(where, f"{n} boxes but {len(ids)} class labels and {len(texts)} class "
-                          "texts", "each box needs image/object/class/label or /text", record=record)
+        raise FormatError(
+            where,
+            f"{n} boxes but {len(ids)} class labels and {len(texts)} class texts",
+            "each box needs image/object/class/label or /text",
+            record=record,
+        )
     cid = ints("image/class/label")
     ctext = text("image/class/text")
     fname = (text("image/filename") or text("image/source_id") or [""])[0]
-    return Parsed(fname, w, h, boxes, ids if len(ids) == n else np.full(n, -1, np.int64), texts,
-                  ints("image/object/difficult", n).astype(bool),
-                  ints("image/object/truncated", n).astype(bool),
-                  ints("image/object/is_crowd", n).astype(bool),
-                  int(cid[0]) if len(cid) else None, ctext[0] if ctext else None, enc[0])
+    return Parsed(
+        fname,
+        w,
+        h,
+        boxes,
+        ids if len(ids) == n else np.full(n, -1, np.int64),
+        texts,
+        ints("image/object/difficult", n).astype(bool),
+        ints("image/object/truncated", n).astype(bool),
+        ints("image/object/is_crowd", n).astype(bool),
+        int(cid[0]) if len(cid) else None,
+        ctext[0] if ctext else None,
+        enc[0],
+    )
 
 
 # ---- planning and packing -------------------------------------------------------------------
@@ -162,8 +187,10 @@ def parse_shard_size(value: str | int) -> tuple[str, int]:
         return "records", value
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(kb|k|mb|m|gb|g|records|r)?\s*", str(value).lower())
     if not m or float(m.group(1)) <= 0:
-        raise DetforgeError(f"invalid shard size {value!r}",
-                            "use a size such as 100MB or 1GB, or a record count such as 1000")
+        raise DetforgeError(
+            f"invalid shard size {value!r}",
+            "use a size such as 100MB or 1GB, or a record count such as 1000",
+        )
     num, unit = float(m.group(1)), m.group(2) or "records"
     mult = {"kb": 1e3, "k": 1e3, "mb": 1e6, "m": 1e6, "gb": 1e9, "g": 1e9}
     if unit in mult:
@@ -248,8 +275,16 @@ def _load_state(out: Path, fp: str) -> dict | None:
     return None
 
 
-def pack(ds: Dataset, out, *, shard_size="100MB", workers: int | None = None, name: str = "data",
-         overwrite: bool = False, progress: bool = True) -> dict:
+def pack(
+    ds: Dataset,
+    out,
+    *,
+    shard_size="100MB",
+    workers: int | None = None,
+    name: str = "data",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
     """Pack ``ds`` into ``out/<name>-NNNNN-of-NNNNN.tfrecord`` shards plus ``index.json`` and
     ``label_map.pbtxt``. Re-running after a kill resumes: complete shards are kept, the rest are
     rewritten, and the result is byte-identical to an uninterrupted run. Returns the index."""
@@ -260,8 +295,10 @@ def pack(ds: Dataset, out, *, shard_size="100MB", workers: int | None = None, na
     if state is not None and "shards" in state and (out / INDEX).is_file():
         return state  # already packed, same input
     if state is None and out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise DestinationError(f"{out} is not empty and holds no matching unfinished pack",
-                               "choose an empty folder, or pass --overwrite")
+        raise DestinationError(
+            f"{out} is not empty and holds no matching unfinished pack",
+            "choose an empty folder, or pass --overwrite",
+        )
     out.mkdir(parents=True, exist_ok=True)
     done = dict(state["done"]) if state else {}
     n = len(shards)
@@ -269,8 +306,11 @@ def pack(ds: Dataset, out, *, shard_size="100MB", workers: int | None = None, na
     for f in out.glob(f"{name}-*-of-*.tfrecord"):  # shards of another plan
         if f.name not in files:
             f.unlink()
-    done = {f: r for f, r in done.items() if f in files and (out / f).is_file()
-            and (out / f).stat().st_size == r["bytes"]}
+    done = {
+        f: r
+        for f, r in done.items()
+        if f in files and (out / f).is_file() and (out / f).stat().st_size == r["bytes"]
+    }
     atomic_write_json(out / STATE, {"fingerprint": fp, "done": done})
     tasks, first = [], 0
     for f, idx in zip(files, shards):
@@ -287,7 +327,13 @@ def pack(ds: Dataset, out, *, shard_size="100MB", workers: int | None = None, na
 
 
 def _run_tasks(tasks, workers, done, out, fp, total, start, show) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     cols = (TextColumn("packing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*cols, disable=not show, transient=False) as bar:
@@ -383,7 +429,12 @@ def shard_files(path) -> tuple[list[Path], dict | None]:
 
 
 def _is_record_name(name: str) -> bool:
-    return name.endswith((".tfrecord", ".record")) or bool(SHARD_RE.match(name)) or ".tfrecord-" in name or ".record-" in name
+    return (
+        name.endswith((".tfrecord", ".record"))
+        or bool(SHARD_RE.match(name))
+        or ".tfrecord-" in name
+        or ".record-" in name
+    )
 
 
 def assign(n_items: int, rank: int, world: int) -> list[int]:

@@ -34,7 +34,10 @@ def _background(rng: np.random.Generator, w: int, h: int) -> Image.Image:
 
 def _place(rng, w, h, boxes) -> list[int] | None:
     for _ in range(20):
-        side = int(min(w, h) * rng.choice([rng.uniform(0.05, 0.12), rng.uniform(0.12, 0.3), rng.uniform(0.3, 0.6)]))
+        side = int(
+            min(w, h)
+            * rng.choice([rng.uniform(0.05, 0.12), rng.uniform(0.12, 0.3), rng.uniform(0.3, 0.6)])
+        )
         side = max(side, 8)
         bw = int(side * rng.uniform(0.8, 1.25)) if rng.random() < 0.5 else side
         x0, y0 = int(rng.integers(0, max(1, w - bw))), int(rng.integers(0, max(1, h - side)))
@@ -44,33 +47,51 @@ def _place(rng, w, h, boxes) -> list[int] | None:
     return None
 
 
-def render(rng: np.random.Generator, w: int, h: int, n_objects: int, single_class: int | None = None):
+def render(
+    rng: np.random.Generator, w: int, h: int, n_objects: int, single_class: int | None = None
+):
     """One image with ``n_objects`` shapes -> (PIL image, boxes (N, 4) xyxy, labels (N,))."""
     img = _background(rng, w, h)
     draw = ImageDraw.Draw(img)
     boxes, labels = [], []
     for _ in range(n_objects):
         box = _place(rng, w, h, boxes)
-        if box is None:
-            continue
-        cls = int(rng.integers(0, len(CLASSES))) if single_class is None else single_class
+        if box is not None:
+            cls = int(rng.integers(0, len(CLASSES))) if single_class is None else single_class
+            if cls == 0:  # circles are round: square box
+                s = min(box[2] - box[0], box[3] - box[1])
+                box = [box[0], box[1], box[0] + s, box[1] + s]
+            boxes.append(box)
+            labels.append(cls)
+    order = sorted(
+        range(len(boxes)), key=lambda k: -(boxes[k][2] - boxes[k][0]) * (boxes[k][3] - boxes[k][1])
+    )
+    boxes, labels = [boxes[k] for k in order], [labels[k] for k in order]
+    for (x0, y0, x1, y1), cls in zip(boxes, labels):  # largest first: small shapes stay visible
         color = tuple(int(c) for c in rng.integers(0, 256, 3))
-        x0, y0, x1, y1 = box
         if cls == 0:
-            s = min(x1 - x0, y1 - y0)
-            x1, y1 = x0 + s, y0 + s
             draw.ellipse([x0, y0, x1 - 1, y1 - 1], fill=color, outline=(0, 0, 0))
         elif cls == 1:
             draw.rectangle([x0, y0, x1 - 1, y1 - 1], fill=color, outline=(255, 255, 255))
         else:
-            draw.polygon([((x0 + x1 - 1) // 2, y0), (x0, y1 - 1), (x1 - 1, y1 - 1)], fill=color, outline=(0, 0, 0))
-        boxes.append([x0, y0, x1, y1])
-        labels.append(cls)
+            draw.polygon(
+                [((x0 + x1 - 1) // 2, y0), (x0, y1 - 1), (x1 - 1, y1 - 1)],
+                fill=color,
+                outline=(0, 0, 0),
+            )
     return img, np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64)
 
 
-def generate(folder, n: int = 100, *, seed: int = 0, size=(320, 320), task: str = "detect",
-             negatives: float = 0.125, max_objects: int = 4) -> Dataset:
+def generate(
+    folder,
+    n: int = 100,
+    *,
+    seed: int = 0,
+    size=(320, 320),
+    task: str = "detect",
+    negatives: float = 0.125,
+    max_objects: int = 4,
+) -> Dataset:
     """Render ``n`` JPEG images into ``folder`` and return their Dataset.
 
     ``size`` is the largest (width, height); images vary between 60% and 100% of it.
@@ -90,14 +111,28 @@ def generate(folder, n: int = 100, *, seed: int = 0, size=(320, 320), task: str 
             img, boxes, labels = render(rng, w, h, k)
         path = folder / f"synth_{i:06d}.jpg"
         img.save(path, "JPEG", quality=90)
-        s = Sample(FileImage(path.resolve()), w, h, boxes, labels,
-                   category=int(labels[0]) if task == "classify" else None)
+        s = Sample(
+            FileImage(path.resolve()),
+            w,
+            h,
+            boxes,
+            labels,
+            category=int(labels[0]) if task == "classify" else None,
+        )
         samples.append(s.select(slice(0, 0)) if task == "classify" else s)
     return Dataset(list(CLASSES), samples, folder, task=task, format="synth")
 
 
-def synth(out, n: int = 100, format: str = "yolo", *, seed: int = 0, size=(320, 320),
-          overwrite: bool = False, **opts) -> Dataset:
+def synth(
+    out,
+    n: int = 100,
+    format: str = "yolo",
+    *,
+    seed: int = 0,
+    size=(320, 320),
+    overwrite: bool = False,
+    **opts,
+) -> Dataset:
     """Write a synthetic dataset to ``out`` in ``format`` and return it as read back."""
     from detforge.data import read, write
     from detforge.fileio import prepare_destination

@@ -42,7 +42,11 @@ def _json_kind(p: Path) -> str | None:
 def detect(path) -> str:
     """The format name of ``path`` (a folder, an annotation file or a record file)."""
     p = Path(path)
-    if not p.exists() and not any(c in str(p) for c in "*?[") and not list(p.parent.glob(p.name + "-*-of-*")):
+    if (
+        not p.exists()
+        and not any(c in str(p) for c in "*?[")
+        and not list(p.parent.glob(p.name + "-*-of-*"))
+    ):
         raise UnknownFormatError(f"{p} does not exist", "check the path")
     if not p.is_dir():
         suffix = p.suffix.lower()

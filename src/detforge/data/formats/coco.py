@@ -19,7 +19,9 @@ ANNOTATION_FILE = "annotations.json"
 
 
 def is_coco(obj) -> bool:
-    return isinstance(obj, dict) and "images" in obj and ("annotations" in obj or "categories" in obj)
+    return (
+        isinstance(obj, dict) and "images" in obj and ("annotations" in obj or "categories" in obj)
+    )
 
 
 def find_json(folder: Path) -> Path | None:
@@ -71,14 +73,24 @@ def read(path, *, images=None, names=None, **_) -> Dataset:
         fname = str(im.get("file_name", "")).replace("\\", "/")
         found = next((d / fname for d in dirs if (d / fname).is_file()), None)
         if found is None:
-            issues.append(Issue(str(jpath), "missing_image",
-                                f"image {fname!r} not found; pass images=DIR (--images)", "error"))
+            issues.append(
+                Issue(
+                    str(jpath),
+                    "missing_image",
+                    f"image {fname!r} not found; pass images=DIR (--images)",
+                    "error",
+                )
+            )
             continue
         boxes, labels, crowd = [], [], []
         for k, a in per_image.get(im["id"], []):
             if a.get("category_id") not in cat_index:
-                raise FormatError(jpath, f"annotation {k} (id {a.get('id')}): unknown category_id "
-                                  f"{a.get('category_id')}", "add the category or drop the box")
+                raise FormatError(
+                    jpath,
+                    f"annotation {k} (id {a.get('id')}): unknown category_id "
+                    f"{a.get('category_id')}",
+                    "add the category or drop the box",
+                )
             bbox = a.get("bbox")
             if not bbox or len(bbox) != 4:
                 raise FormatError(jpath, f"annotation {k} (id {a.get('id')}): no bbox [x, y, w, h]")
@@ -89,7 +101,9 @@ def read(path, *, images=None, names=None, **_) -> Dataset:
         if not w or not h:
             w, h, _ = imageio.file_info(found)
         xyxy = to_xyxy(np.array(boxes, np.float64).reshape(-1, 4), "xywh")
-        samples.append(Sample(imageio.FileImage(found.resolve()), w, h, xyxy, labels, iscrowd=crowd))
+        samples.append(
+            Sample(imageio.FileImage(found.resolve()), w, h, xyxy, labels, iscrowd=crowd)
+        )
     ds = Dataset(classes, samples, jpath.parent, issues=issues, format=NAME)
     return ds.with_classes(names) if names else ds
 
@@ -99,19 +113,35 @@ def to_dict(ds: Dataset, names: list[str]) -> dict:
     for i, (s, n) in enumerate(zip(ds.samples, names), start=1):
         images.append({"id": i, "file_name": n, "width": s.width, "height": s.height})
         for b, lab, c, q in zip(from_xyxy(s.boxes, "xywh"), s.labels, s.iscrowd, s.boxes):
-            anns.append({
-                "id": len(anns) + 1,
-                "image_id": i,
-                "category_id": int(lab) + 1,
-                "bbox": [round(float(v), 4) for v in b],
-                "area": round(float(b[2] * b[3]), 4),
-                "iscrowd": int(c),
-                "segmentation": [[float(q[0]), float(q[1]), float(q[2]), float(q[1]),
-                                  float(q[2]), float(q[3]), float(q[0]), float(q[3])]],
-            })
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": int(lab) + 1,
+                    "bbox": [round(float(v), 4) for v in b],
+                    "area": round(float(b[2] * b[3]), 4),
+                    "iscrowd": int(c),
+                    "segmentation": [
+                        [
+                            float(q[0]),
+                            float(q[1]),
+                            float(q[2]),
+                            float(q[1]),
+                            float(q[2]),
+                            float(q[3]),
+                            float(q[0]),
+                            float(q[3]),
+                        ]
+                    ],
+                }
+            )
     cats = [{"id": i + 1, "name": c, "supercategory": "none"} for i, c in enumerate(ds.classes)]
-    return {"info": {"description": "written by detforge"}, "images": images,
-            "annotations": anns, "categories": cats}
+    return {
+        "info": {"description": "written by detforge"},
+        "images": images,
+        "annotations": anns,
+        "categories": cats,
+    }
 
 
 def write(ds: Dataset, dst, *, images: str = "copy", overwrite: bool = False) -> Path:

@@ -50,10 +50,14 @@ def read(path, *, images=None, names=None, **_) -> Dataset:
         fields = {h.strip().lower(): h for h in reader.fieldnames or []}
         missing = [c for c in COLUMNS if c not in fields and c not in ("width", "height")]
         if missing:
-            raise FormatError(cpath, f"missing columns {missing}", "header: " + ",".join(COLUMNS), line=1)
+            raise FormatError(
+                cpath, f"missing columns {missing}", "header: " + ",".join(COLUMNS), line=1
+            )
         for ln, row in enumerate(reader, start=2):
             r = {k: (row.get(v) or "").strip() for k, v in fields.items()}
-            entry = rows.setdefault(r["filename"], {"w": r.get("width"), "h": r.get("height"), "b": [], "l": []})
+            entry = rows.setdefault(
+                r["filename"], {"w": r.get("width"), "h": r.get("height"), "b": [], "l": []}
+            )
             if not r["class"] and not r["xmin"]:
                 continue  # negative row
             try:
@@ -68,8 +72,14 @@ def read(path, *, images=None, names=None, **_) -> Dataset:
         rel = fname.replace("\\", "/")
         img = next((d / rel for d in dirs if (d / rel).is_file()), None)
         if img is None:
-            issues.append(Issue(str(cpath), "missing_image",
-                                f"image {fname!r} not found; pass images=DIR (--images)", "error"))
+            issues.append(
+                Issue(
+                    str(cpath),
+                    "missing_image",
+                    f"image {fname!r} not found; pass images=DIR (--images)",
+                    "error",
+                )
+            )
             continue
         try:
             w, h = int(float(e["w"])), int(float(e["h"]))

@@ -68,18 +68,33 @@ def read_file(jpath: Path, index: ClassIndex, shapes: str = "box") -> tuple[Samp
         raise FormatError(jpath, "not a labelme file (no 'shapes'/'imagePath')")
     ref = _find_image(jpath, obj)
     if ref is None:
-        issues.append(Issue(str(jpath), "missing_image",
-                            f"image {obj.get('imagePath')!r} not found and no imageData", "error"))
+        issues.append(
+            Issue(
+                str(jpath),
+                "missing_image",
+                f"image {obj.get('imagePath')!r} not found and no imageData",
+                "error",
+            )
+        )
         return None, issues
     try:
-        w, h, _ = imageio.file_info(ref.path) if isinstance(ref, imageio.FileImage) else imageio.info(ref.read(), jpath)
+        w, h, _ = (
+            imageio.file_info(ref.path)
+            if isinstance(ref, imageio.FileImage)
+            else imageio.info(ref.read(), jpath)
+        )
     except ImageError as e:
         issues.append(Issue(str(ref.path), "unreadable_image", e.message, "error"))
         w, h = obj.get("imageWidth") or 0, obj.get("imageHeight") or 0
     jw, jh = obj.get("imageWidth"), obj.get("imageHeight")
     if jw and jh and (int(jw), int(jh)) != (w, h) and w and h:
-        issues.append(Issue(str(jpath), "size_mismatch",
-                            f"JSON says {jw}x{jh}, image is {w}x{h} (EXIF orientation?)"))
+        issues.append(
+            Issue(
+                str(jpath),
+                "size_mismatch",
+                f"JSON says {jw}x{jh}, image is {w}x{h} (EXIF orientation?)",
+            )
+        )
     groups: dict[tuple, list] = {}
     order: list[tuple] = []
     for k, shape in enumerate(obj.get("shapes") or []):
@@ -89,7 +104,9 @@ def read_file(jpath: Path, index: ClassIndex, shapes: str = "box") -> tuple[Samp
         try:
             box, kind = _shape_box(shape)
         except (ValueError, TypeError) as e:
-            raise FormatError(jpath, f"shape {k} ({label!r}): {e}", "fix or delete it in labelme") from e
+            raise FormatError(
+                jpath, f"shape {k} ({label!r}): {e}", "fix or delete it in labelme"
+            ) from e
         if kind not in RECT_SHAPES and shapes == "skip":
             continue
         gid = shape.get("group_id")
@@ -115,7 +132,11 @@ def read(path, *, shapes: str = "box", negatives: bool = False, names=None, **_)
     adds images that have no JSON as negatives.
     """
     path = Path(path)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*.json") if not p.name.startswith("."))
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(p for p in path.rglob("*.json") if not p.name.startswith("."))
+    )
     root = path.parent if path.is_file() else path
     index = ClassIndex(names or read_classes_file(root))
     samples, issues, seen = [], [], set()

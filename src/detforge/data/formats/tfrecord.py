@@ -50,13 +50,31 @@ def read(path, *, label_map=None, names=None, **_) -> Dataset:
                 labels.append(cls(_class_name(p.class_ids[k], p.class_text, k, id_to_name, f, i)))
             category = None
             if p.category_id is not None or p.category_text:
-                category = cls(_class_name(p.category_id if p.category_id is not None else -1,
-                                           [p.category_text] if p.category_text else [], 0,
-                                           id_to_name, f, i))
+                category = cls(
+                    _class_name(
+                        p.category_id if p.category_id is not None else -1,
+                        [p.category_text] if p.category_text else [],
+                        0,
+                        id_to_name,
+                        f,
+                        i,
+                    )
+                )
                 task = "classify"
             ref = RecordImage(f.resolve(), off, len(data), p.filename or f"{f.stem}_{i}.jpg")
-            samples.append(Sample(ref, p.width, p.height, p.boxes, labels, p.difficult, p.truncated,
-                                  p.iscrowd, category))
+            samples.append(
+                Sample(
+                    ref,
+                    p.width,
+                    p.height,
+                    p.boxes,
+                    labels,
+                    p.difficult,
+                    p.truncated,
+                    p.iscrowd,
+                    category,
+                )
+            )
     classes, samples = cls.finish(samples)
     return Dataset(classes, samples, folder, task=task, format=NAME)
 
@@ -66,12 +84,23 @@ def _class_name(cid, texts, k, id_to_name, f, i) -> str:
         return id_to_name[int(cid)]
     if k < len(texts) and texts[k]:
         return texts[k]
-    raise FormatError(f, f"class id {cid} is not in the label map and the record has no class "
-                      "text", "pass the label_map.pbtxt the records were written with", record=i)
+    raise FormatError(
+        f,
+        f"class id {cid} is not in the label map and the record has no class text",
+        "pass the label_map.pbtxt the records were written with",
+        record=i,
+    )
 
 
-def write(ds: Dataset, dst, *, images: str = "copy", overwrite: bool = False,
-          shard_size=DEFAULT_SHARD_SIZE, workers: int | None = None) -> Path:
+def write(
+    ds: Dataset,
+    dst,
+    *,
+    images: str = "copy",
+    overwrite: bool = False,
+    shard_size=DEFAULT_SHARD_SIZE,
+    workers: int | None = None,
+) -> Path:
     """Write sharded records, ``label_map.pbtxt`` and ``index.json`` (see :func:`pack`)."""
     if images == "none":
         raise DetforgeError("TFRecords embed the images; --no-images does not apply")

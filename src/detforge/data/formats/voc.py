@@ -60,8 +60,13 @@ def _find_image(xml: Path, path_txt: str, filename: str, images: Path | None) ->
         stem = names[0] if names else xml.stem
         names += [stem + e for e in (".jpg", ".jpeg", ".png", ".JPG", ".PNG")]
     folders = [images] if images else []
-    folders += [xml.parent, xml.parent.parent / "images", xml.parent.parent / "JPEGImages",
-                xml.parent / "images", xml.parent / "JPEGImages"]
+    folders += [
+        xml.parent,
+        xml.parent.parent / "images",
+        xml.parent.parent / "JPEGImages",
+        xml.parent / "images",
+        xml.parent / "JPEGImages",
+    ]
     cands += [f / n for f in folders for n in names]
     for c in cands:
         if c.is_file():
@@ -80,9 +85,15 @@ def read_file(xml: Path, index: ClassIndex, images: Path | None = None):
     issues: list[Issue] = []
     img = _find_image(xml, _text(root, "path"), _text(root, "filename"), images)
     if img is None:
-        issues.append(Issue(str(xml), "missing_image",
-                            f"image {_text(root, 'filename')!r} not found beside the XML, in "
-                            "images/ or JPEGImages/; pass images=DIR (--images)", "error"))
+        issues.append(
+            Issue(
+                str(xml),
+                "missing_image",
+                f"image {_text(root, 'filename')!r} not found beside the XML, in "
+                "images/ or JPEGImages/; pass images=DIR (--images)",
+                "error",
+            )
+        )
         return None, issues
     size = root.find("size")
     w = int(_num(size, "width", xml, 0)) if size is not None else 0
@@ -90,8 +101,13 @@ def read_file(xml: Path, index: ClassIndex, images: Path | None = None):
     try:
         rw, rh, _ = imageio.file_info(img)
         if w and h and (w, h) != (rw, rh):
-            issues.append(Issue(str(xml), "size_mismatch",
-                                f"XML says {w}x{h}, image is {rw}x{rh} (EXIF orientation?)"))
+            issues.append(
+                Issue(
+                    str(xml),
+                    "size_mismatch",
+                    f"XML says {w}x{h}, image is {rw}x{rh} (EXIF orientation?)",
+                )
+            )
         w, h = rw, rh
     except ImageError as e:
         issues.append(Issue(str(img), "unreadable_image", e.message, "error"))
@@ -118,8 +134,9 @@ def _split_ids(root: Path, split: str | None) -> list[str] | None:
     return [line.split()[0] for line in f.read_text().splitlines() if line.strip()]
 
 
-def read(path, *, images=None, split: str | None = None, negatives: bool = False, names=None,
-         **_) -> Dataset:
+def read(
+    path, *, images=None, split: str | None = None, negatives: bool = False, names=None, **_
+) -> Dataset:
     """Read VOC XML: one file, a folder of XMLs (recursive) or a VOCdevkit folder
     (``split`` picks ``ImageSets/Main/<split>.txt``). ``negatives=True`` adds images in the
     folder that have no XML."""
@@ -155,8 +172,13 @@ def read(path, *, images=None, split: str | None = None, negatives: bool = False
     return Dataset(classes, samples, root, issues=issues, format=NAME)
 
 
-def to_xml(s: Sample, classes: list[str], filename: str, path: str | None = None,
-           folder: str = "JPEGImages") -> str:
+def to_xml(
+    s: Sample,
+    classes: list[str],
+    filename: str,
+    path: str | None = None,
+    folder: str = "JPEGImages",
+) -> str:
     """A VOC annotation as LabelImg writes it."""
     a = ET.Element("annotation")
     ET.SubElement(a, "folder").text = folder
@@ -186,7 +208,10 @@ def write(ds: Dataset, dst, *, images: str = "copy", overwrite: bool = False) ->
     names = unique_names(ds.samples)
     put_images(ds, dst / "JPEGImages", names, images)
     for s, n in zip(ds.samples, names):
-        atomic_write_text(dst / "Annotations" / (Path(n).stem + ".xml"), to_xml(s, ds.classes, n, str(s.path) if images == "none" else None))
+        atomic_write_text(
+            dst / "Annotations" / (Path(n).stem + ".xml"),
+            to_xml(s, ds.classes, n, str(s.path) if images == "none" else None),
+        )
     ids = "".join(Path(n).stem + "\n" for n in names)
     atomic_write_text(dst / "ImageSets" / "Main" / "all.txt", ids)
     write_classes(dst, ds.classes)

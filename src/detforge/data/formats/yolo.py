@@ -58,8 +58,9 @@ def _read_labels(txt: Path, w: int, h: int, nc: int | None):
         try:
             cls, vals = int(float(parts[0])), [float(v) for v in parts[1:]]
         except ValueError as e:
-            raise FormatError(txt, f"not numbers: {line!r}", "each line is: class cx cy w h",
-                              line=ln) from e
+            raise FormatError(
+                txt, f"not numbers: {line!r}", "each line is: class cx cy w h", line=ln
+            ) from e
         if len(vals) == 4:
             box = to_xyxy([vals], "cxcywh", normalized=True, size=(w, h))[0]
         elif len(vals) >= 6 and len(vals) % 2 == 0:
@@ -68,8 +69,12 @@ def _read_labels(txt: Path, w: int, h: int, nc: int | None):
         else:
             raise FormatError(txt, f"expected 'class cx cy w h', got {len(parts)} values", line=ln)
         if cls < 0 or (nc is not None and cls >= nc):
-            raise FormatError(txt, f"class id {cls} outside names (0..{(nc or 1) - 1})",
-                              "fix the label or the names in data.yaml", line=ln)
+            raise FormatError(
+                txt,
+                f"class id {cls} outside names (0..{(nc or 1) - 1})",
+                "fix the label or the names in data.yaml",
+                line=ln,
+            )
         boxes.append(box)
         labels.append(cls)
     return boxes, labels
@@ -78,7 +83,11 @@ def _read_labels(txt: Path, w: int, h: int, nc: int | None):
 def _image_list(entry: Path) -> list[Path]:
     if entry.is_file() and entry.suffix == ".txt":  # a list of image paths
         base = entry.parent
-        return [(base / line.strip()).resolve() for line in entry.read_text().splitlines() if line.strip()]
+        return [
+            (base / line.strip()).resolve()
+            for line in entry.read_text().splitlines()
+            if line.strip()
+        ]
     if (entry / "images").is_dir():
         entry = entry / "images"
     return imageio.find_images(entry)
@@ -94,11 +103,15 @@ def read_images(images: list[Path], classes: list[str] | None, root: Path) -> Da
             issues.append(Issue(str(img), "unreadable_image", e.message, "error"))
             continue
         boxes, labels = _read_labels(label_path(img), w, h, nc)
-        samples.append(Sample(imageio.FileImage(img), w, h, np.array(boxes, np.float32).reshape(-1, 4), labels))
+        samples.append(
+            Sample(imageio.FileImage(img), w, h, np.array(boxes, np.float32).reshape(-1, 4), labels)
+        )
     if classes is None:
         top = max((int(s.labels.max()) for s in samples if len(s.labels)), default=-1)
         classes = [str(i) for i in range(top + 1)]
-        issues.append(Issue(str(root), "no_names", "no data.yaml or classes.txt: classes named by id", "info"))
+        issues.append(
+            Issue(str(root), "no_names", "no data.yaml or classes.txt: classes named by id", "info")
+        )
     return Dataset(classes, samples, root, issues=issues, format=NAME)
 
 
@@ -138,8 +151,10 @@ def read(path, *, split: str | None = None, names=None, **_) -> Dataset:
 def write(ds: Dataset, dst, *, images: str = "copy", overwrite: bool = False) -> Path:
     """Write ``images/``, ``labels/`` and ``data.yaml`` (names as a list) into ``dst``."""
     if images == "none":
-        raise DetforgeError("YOLO finds labels next to images/, so it cannot be written without images",
-                            "use --link to hard-link the images instead of copying them")
+        raise DetforgeError(
+            "YOLO finds labels next to images/, so it cannot be written without images",
+            "use --link to hard-link the images instead of copying them",
+        )
     dst = prepare_destination(dst, overwrite)
     names = unique_names(ds.samples)
     put_images(ds, dst / "images", names, images)

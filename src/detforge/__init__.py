@@ -1,0 +1,40 @@
+"""detforge: from a folder of labeled images to a trained, evaluated, exported detector."""
+
+from detforge import errors
+from detforge.api import (
+    check,
+    collect,
+    convert,
+    fix,
+    pack,
+    read,
+    show,
+    split,
+    stats,
+    synth,
+    write,
+)
+from detforge.data import Dataset, Sample, read_splits
+from detforge.data.formats import FORMATS
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FORMATS",
+    "Dataset",
+    "Sample",
+    "__version__",
+    "check",
+    "collect",
+    "convert",
+    "errors",
+    "fix",
+    "pack",
+    "read",
+    "read_splits",
+    "show",
+    "split",
+    "stats",
+    "synth",
+    "write",
+]

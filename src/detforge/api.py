@@ -1,0 +1,152 @@
+"""The Python API behind every CLI command: each function takes a path or a Dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from detforge.data import Dataset, convert, read, write
+from detforge.data import check as _check
+from detforge.data import split as _split
+from detforge.data import stats as _stats
+from detforge.data.shards import DEFAULT_SHARD_SIZE
+from detforge.data.shards import pack as _pack
+from detforge.data.sources import SPLITS
+from detforge.fileio import atomic_write_text, prepare_destination
+
+
+def as_dataset(src, format: str = "auto", **opts) -> Dataset:
+    return src if isinstance(src, Dataset) else read(src, format, **opts)
+
+
+def check(
+    src, *, format: str = "auto", names=None, decode: bool = True, progress: bool = True, **opts
+) -> _check.Report:
+    """Validate a dataset; see :func:`detforge.data.check.check`."""
+    return _check.check(
+        as_dataset(src, format, **opts), names=names, decode=decode, progress=progress
+    )
+
+
+def fix(
+    src,
+    out,
+    *,
+    policy: str = "clip",
+    to: str | None = None,
+    format: str = "auto",
+    images: str = "copy",
+    overwrite: bool = False,
+    **opts,
+) -> tuple[Path, _check.Report]:
+    """Write a fixed copy of ``src`` to ``out`` (the source is never edited) and check it."""
+    ds = as_dataset(src, format, **opts)
+    report = _check.check(ds, progress=False)
+    fixed = _check.fix(ds, report, policy)
+    dst = write(fixed, out, to or ds.format, images=images, overwrite=overwrite)
+    return dst, _check.check(read(dst, to or ds.format), progress=False)
+
+
+def split(
+    src,
+    out=None,
+    *,
+    ratios=(0.7, 0.15, 0.15),
+    seed: int = 0,
+    to: str | None = None,
+    format: str = "auto",
+    images: str = "copy",
+    overwrite: bool = False,
+    **opts,
+) -> dict[str, Dataset]:
+    """Split a dataset; with ``out``, write each split (``out/<split>``) and ``out/data.yaml``."""
+    import yaml
+
+    ds = as_dataset(src, format, **opts)
+    parts = _split.split(ds, ratios, seed)
+    if out is not None:
+        fmt = to or ds.format
+        if fmt in (None, "synth"):
+            fmt = "yolo"
+        out = prepare_destination(out, overwrite)
+        for name, part in parts.items():
+            write(part, out / name, fmt, images=images, overwrite=overwrite)
+        cfg = {"path": ".", **{k: k for k in parts if k in SPLITS}, "names": list(ds.classes)}
+        atomic_write_text(
+            out / "data.yaml", yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
+        )
+    return parts
+
+
+def stats(src, *, format: str = "auto", **opts) -> dict:
+    """Counts of images, negatives, boxes per class, box and image sizes."""
+    return _stats.stats(as_dataset(src, format, **opts))
+
+
+def show(src, out, *, n: int = 16, seed: int = 0, format: str = "auto", **opts) -> Path:
+    """Save a grid of ``n`` samples with their boxes as a PNG."""
+    from detforge.viz import show_dataset
+
+    return show_dataset(as_dataset(src, format, **opts), out, n=n, seed=seed)
+
+
+def pack(
+    src,
+    out,
+    *,
+    shard_size=DEFAULT_SHARD_SIZE,
+    workers: int | None = None,
+    name: str = "data",
+    overwrite: bool = False,
+    progress: bool = True,
+    format: str = "auto",
+    **opts,
+) -> dict:
+    """Pack a dataset into sharded TFRecords + index.json; resumes after a kill."""
+    ds = as_dataset(src, format, **opts)
+    return _pack(
+        ds,
+        out,
+        shard_size=shard_size,
+        workers=workers,
+        name=name,
+        overwrite=overwrite,
+        progress=progress,
+    )
+
+
+def synth(
+    out,
+    n: int = 200,
+    format: str = "yolo",
+    *,
+    seed: int = 0,
+    size: int = 320,
+    overwrite: bool = False,
+) -> Dataset:
+    """Write a deterministic synthetic shapes dataset (3 classes, some negatives)."""
+    from detforge.data.synth import synth as _synth
+
+    return _synth(out, n, format, seed=seed, size=(size, size), overwrite=overwrite)
+
+
+def collect(out, camera=0, count: int = 50, interval: float = 0.5) -> list[Path]:
+    """Save webcam frames with unique names (OpenCV)."""
+    from detforge.data.collect import collect as _collect
+
+    return _collect(out, camera, count, interval)
+
+
+__all__ = [
+    "as_dataset",
+    "check",
+    "collect",
+    "convert",
+    "fix",
+    "pack",
+    "read",
+    "show",
+    "split",
+    "stats",
+    "synth",
+    "write",
+]

@@ -1,0 +1,245 @@
+"""Validate a dataset: images, sizes, boxes, classes, duplicates; and write fixed copies."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from detforge.boxes import clip, iou, problems
+from detforge.data import image as imageio
+from detforge.data.dataset import Dataset, Sample
+from detforge.errors import DetforgeError, ImageError
+
+# kind -> severity. Errors make `data check` exit non-zero.
+SEVERITY = {
+    "missing_image": "error",
+    "unreadable_image": "error",
+    "missing_annotation": "error",
+    "bad_json": "error",
+    "empty_class": "error",
+    "size_mismatch": "error",
+    "nan": "error",
+    "inverted": "error",
+    "zero_area": "error",
+    "unknown_class": "error",
+    "out_of_bounds": "warning",
+    "tiny_box": "warning",
+    "duplicate_image": "warning",
+    "duplicate_box": "warning",
+    "exif_unrotated": "warning",
+    "exif_orientation": "info",
+    "no_names": "info",
+}
+FIXABLE = {"nan", "inverted", "zero_area", "unknown_class", "out_of_bounds", "duplicate_box"}
+
+
+@dataclass
+class Finding:
+    kind: str
+    path: str
+    message: str
+    severity: str
+    box: int | None = None
+
+
+@dataclass
+class Report:
+    images: int
+    boxes: int
+    findings: list[Finding] = field(default_factory=list)
+
+    def count(self, severity: str) -> int:
+        return sum(f.severity == severity for f in self.findings)
+
+    @property
+    def errors(self) -> int:
+        return self.count("error")
+
+    @property
+    def ok(self) -> bool:
+        return self.errors == 0
+
+    def by_kind(self) -> Counter:
+        return Counter(f.kind for f in self.findings)
+
+    def to_dict(self) -> dict:
+        return {
+            "images": self.images,
+            "boxes": self.boxes,
+            "errors": self.errors,
+            "warnings": self.count("warning"),
+            "counts": dict(self.by_kind()),
+            "findings": [asdict(f) for f in self.findings],
+        }
+
+
+def _finding(kind, path, message, box=None) -> Finding:
+    return Finding(kind, str(path), message, SEVERITY.get(kind, "warning"), box)
+
+
+def _check_image(s: Sample, decode: bool):
+    """-> (findings, sha1 or None) for the image of one sample."""
+    out = []
+    try:
+        data = s.read_bytes()
+        w, h, orient = imageio.info(data, s.path)
+        if decode:
+            imageio.decode(data, s.path)
+    except ImageError as e:
+        return [
+            _finding("unreadable_image" if s.image.exists() else "missing_image", s.path, e.message)
+        ], None
+    if (w, h) != (s.width, s.height):
+        if orient in (5, 6, 7, 8) and (h, w) == (s.width, s.height):
+            out.append(
+                _finding(
+                    "exif_unrotated",
+                    s.path,
+                    f"annotation size {s.width}x{s.height} is the unrotated image; EXIF "
+                    f"orientation {orient} shows it as {w}x{h}: were boxes drawn on the "
+                    "unrotated image?",
+                )
+            )
+        else:
+            out.append(
+                _finding(
+                    "size_mismatch",
+                    s.path,
+                    f"annotation says {s.width}x{s.height}, image is {w}x{h}",
+                )
+            )
+    elif orient != 1:
+        out.append(
+            _finding(
+                "exif_orientation",
+                s.path,
+                f"EXIF orientation {orient}: boxes are "
+                "taken in the displayed (rotated) orientation",
+            )
+        )
+    return out, hashlib.sha1(data).hexdigest()
+
+
+def _check_boxes(s: Sample, nc: int, min_size: float) -> list[Finding]:
+    out = []
+    masks = problems(s.boxes, s.width, s.height)
+    for kind, mask in masks.items():
+        for k in np.flatnonzero(mask):
+            out.append(
+                _finding(
+                    kind,
+                    s.path,
+                    f"box {k} {s.boxes[k].round(2).tolist()} in a "
+                    f"{s.width}x{s.height} image: {kind.replace('_', ' ')}",
+                    int(k),
+                )
+            )
+    bad = masks["nan"] | masks["inverted"] | masks["zero_area"]
+    wh = s.boxes[:, 2:] - s.boxes[:, :2]
+    for k in np.flatnonzero(~bad & (wh.min(1, initial=np.inf) < min_size)):
+        out.append(_finding("tiny_box", s.path, f"box {k} is {wh[k].round(2).tolist()} px", int(k)))
+    for k in np.flatnonzero((s.labels < 0) | (s.labels >= nc)):
+        out.append(
+            _finding(
+                "unknown_class",
+                s.path,
+                f"box {k} has class index {s.labels[k]} outside 0..{nc - 1}",
+                int(k),
+            )
+        )
+    for k in _duplicate_boxes(s):
+        out.append(_finding("duplicate_box", s.path, f"box {k} repeats an earlier box", int(k)))
+    return out
+
+
+def _duplicate_boxes(s: Sample, thr: float = 0.95) -> list[int]:
+    if len(s.boxes) < 2:
+        return []
+    m = iou(s.boxes, s.boxes) * (s.labels[:, None] == s.labels[None, :])
+    m = np.triu(m, 1)
+    return [int(k) for k in np.flatnonzero((m >= thr).any(0))]
+
+
+def check(
+    ds: Dataset,
+    *,
+    names=None,
+    decode: bool = True,
+    min_size: float = 2.0,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Report:
+    """Check every sample of ``ds``. ``names`` (expected class names) flags others as unknown;
+    ``decode=False`` reads only image headers (faster; misses truncated files)."""
+    from rich.progress import track
+
+    report = Report(len(ds), ds.num_boxes)
+    report.findings += [
+        Finding(i.kind, i.path, i.message, SEVERITY.get(i.kind, i.severity)) for i in ds.issues
+    ]
+    if names is not None:
+        for c in ds.classes:
+            if c not in names:
+                n = sum(int((s.labels == ds.classes.index(c)).sum()) for s in ds.samples)
+                report.findings.append(
+                    _finding(
+                        "unknown_class",
+                        ds.root,
+                        f"class {c!r} ({n} boxes) is not among the expected names {list(names)}",
+                    )
+                )
+    hashes: dict[str, str] = {}
+    workers = workers or min(8, (os.cpu_count() or 1) + 2)
+    with ThreadPoolExecutor(workers) as pool:
+        results = pool.map(lambda s: _check_image(s, decode), ds.samples)
+        for s, (found, sha) in track(
+            zip(ds.samples, results),
+            total=len(ds),
+            description="checking",
+            disable=not progress,
+            transient=True,
+        ):
+            report.findings += found
+            if sha is not None:
+                if sha in hashes:
+                    report.findings.append(
+                        _finding("duplicate_image", s.path, f"same bytes as {hashes[sha]}")
+                    )
+                else:
+                    hashes[sha] = str(s.path)
+            report.findings += _check_boxes(s, len(ds.classes), min_size)
+    return report
+
+
+def fix(ds: Dataset, report: Report, policy: str = "clip") -> Dataset:
+    """A fixed copy: images that are missing or unreadable are dropped, boxes are clipped
+    (``clip``) or dropped (``drop``) when out of bounds; NaN, inverted, zero-area, unknown-class
+    and duplicate boxes are dropped either way. The source is never touched."""
+    if policy not in ("clip", "drop"):
+        raise DetforgeError(f"unknown fix policy {policy!r}", "use clip or drop")
+    bad_images = {
+        f.path for f in report.findings if f.kind in ("missing_image", "unreadable_image")
+    }
+    samples = []
+    for s in ds.samples:
+        if str(s.path) in bad_images:
+            continue
+        masks = problems(s.boxes, s.width, s.height)
+        drop = masks["nan"] | masks["inverted"] | (s.labels < 0) | (s.labels >= len(ds.classes))
+        if policy == "drop":
+            drop |= masks["out_of_bounds"] | masks["zero_area"]
+        s = s.select(~drop)
+        if policy == "clip":
+            s = replace(s, boxes=clip(s.boxes, s.width, s.height))
+            wh = s.boxes[:, 2:] - s.boxes[:, :2]
+            s = s.select((wh > 0).all(1))
+        dups = _duplicate_boxes(s)
+        if dups:
+            s = s.select(np.setdiff1d(np.arange(len(s.boxes)), dups))
+        samples.append(s)
+    return replace(ds, samples=samples, issues=[])

@@ -1,0 +1,202 @@
+"""Torch datasets over a canonical Dataset (loose files) or over shards, with one contract.
+
+Both yield ``(image, target)``: ``image`` a uint8 tensor (3, H, W) RGB, ``target`` a dict with
+``boxes`` float32 (N, 4) absolute xyxy, ``labels`` int64 (N,), ``iscrowd`` bool (N,) and
+``image_id`` int. Negatives have N == 0. Models normalize; loaders never do.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import Dataset as TorchDataset
+
+from detforge.data import image as imageio
+from detforge.data.dataset import Dataset
+from detforge.data.records import read_label_map
+from detforge.data.shards import iter_parsed, shard_files
+from detforge.errors import FormatError
+
+
+def _item(pixels: np.ndarray, boxes, labels, iscrowd, image_id: int, category=None):
+    target = {
+        "boxes": torch.from_numpy(np.ascontiguousarray(boxes, np.float32)).reshape(-1, 4),
+        "labels": torch.from_numpy(np.asarray(labels, np.int64)),
+        "iscrowd": torch.from_numpy(np.asarray(iscrowd, bool)),
+        "image_id": image_id,
+    }
+    if category is not None:
+        target["category"] = int(category)
+    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1), target
+
+
+class DetectionDataset(TorchDataset):
+    """Map-style dataset over a :class:`Dataset` (images decoded on access)."""
+
+    def __init__(self, ds: Dataset, transform=None):
+        self.ds, self.transform = ds, transform
+        self.classes = ds.classes
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        s = self.ds.samples[i]
+        item = _item(s.load(), s.boxes, s.labels, s.iscrowd, i, s.category)
+        return self.transform(*item) if self.transform else item
+
+
+def _rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class ShardDataset(IterableDataset):
+    """Stream records from shards with bounded memory.
+
+    Shards are split across DDP ranks and DataLoader workers (whole shards when there are enough,
+    else every k-th record). ``shuffle_buffer`` > 0 shuffles shard order per epoch and keeps a
+    buffer of that many encoded records to draw from; call :meth:`set_epoch` each epoch.
+    """
+
+    def __init__(
+        self,
+        source,
+        *,
+        shuffle_buffer: int = 0,
+        seed: int = 0,
+        transform=None,
+        label_map=None,
+        verify: bool = True,
+    ):
+        self.files, index = shard_files(source)
+        if index is not None:
+            self.classes = list(index["classes"])
+            self.length = int(index["records"])
+        else:
+            folder = self.files[0].parent
+            lm = Path(label_map) if label_map else next(iter(sorted(folder.glob("*.pbtxt"))), None)
+            by_id = read_label_map(lm) if lm else {}
+            self.classes = [by_id[i] for i in sorted(by_id)]
+            self.length = None
+            if not self.classes:
+                raise FormatError(
+                    folder,
+                    "no index.json or label_map.pbtxt beside the records",
+                    "pass label_map=..., or pack the data with detforge data pack",
+                )
+        self._id_to_index = self._ids(source, label_map)
+        self.shuffle_buffer, self.seed, self.transform, self.verify = (
+            shuffle_buffer,
+            seed,
+            transform,
+            verify,
+        )
+        self.epoch = 0
+
+    def _ids(self, source, label_map) -> dict[int, int]:
+        lm = Path(label_map) if label_map else self.files[0].parent / "label_map.pbtxt"
+        if lm.is_file():
+            by_id = read_label_map(lm)
+            return {i: self.classes.index(n) for i, n in by_id.items() if n in self.classes}
+        return {i + 1: i for i in range(len(self.classes))}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        if self.length is None:
+            raise TypeError("record count unknown without an index.json; pack the data first")
+        return self.length
+
+    def _records(self):
+        rank, world = _rank_world()
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        order = list(range(len(self.files)))
+        if self.shuffle_buffer:
+            np.random.default_rng([self.seed, self.epoch]).shuffle(order)
+        yield from iter_parsed(
+            self.files, part=rank * nw + wid, parts=world * nw, verify=self.verify, order=order
+        )
+
+    def _to_item(self, f, i, p):
+        labels = np.array([self._id_to_index.get(int(c), -1) for c in p.class_ids], np.int64)
+        if (labels < 0).any():
+            labels = np.array(
+                [self.classes.index(t) if t in self.classes else -1 for t in p.class_text], np.int64
+            )
+        category = self._id_to_index.get(p.category_id) if p.category_id is not None else None
+        pixels = imageio.decode(p.image, f"{f} (record {i})")
+        item = _item(pixels, p.boxes, labels, p.iscrowd, i, category)
+        return self.transform(*item) if self.transform else item
+
+    def __iter__(self):
+        records = self._records()
+        if not self.shuffle_buffer:
+            for rec in records:
+                yield self._to_item(*rec)
+            return
+        info = get_worker_info()
+        rng = np.random.default_rng([self.seed, self.epoch, info.id if info else 0])
+        buf = []
+        for rec in records:
+            if len(buf) < self.shuffle_buffer:
+                buf.append(rec)
+                continue
+            k = int(rng.integers(len(buf)))
+            out, buf[k] = buf[k], rec
+            yield self._to_item(*out)
+        rng.shuffle(buf)
+        for rec in buf:
+            yield self._to_item(*rec)
+
+
+def collate(batch):
+    """Detection batches are lists: images differ in size and box counts."""
+    images, targets = zip(*batch)
+    return list(images), list(targets)
+
+
+def make_loader(
+    source,
+    *,
+    batch_size: int = 8,
+    workers: int = 2,
+    shuffle: bool = False,
+    seed: int = 0,
+    transform=None,
+    shuffle_buffer: int = 256,
+) -> DataLoader:
+    """A DataLoader over a :class:`Dataset` or a shard source (folder, index.json, records)."""
+    if isinstance(source, Dataset):
+        ds = DetectionDataset(source, transform)
+        gen = torch.Generator().manual_seed(seed)
+        return DataLoader(
+            ds,
+            batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            collate_fn=collate,
+            generator=gen,
+            persistent_workers=False,
+        )
+    ds = ShardDataset(
+        source, shuffle_buffer=shuffle_buffer if shuffle else 0, seed=seed, transform=transform
+    )
+    return DataLoader(ds, batch_size, num_workers=workers, collate_fn=collate)
+
+
+def is_shards(path) -> bool:
+    p = Path(path)
+    if p.is_dir() and (p / "index.json").is_file():
+        try:
+            return json.loads((p / "index.json").read_text()).get("format") == "detforge-shards"
+        except ValueError:
+            return False
+    return p.suffix in (".tfrecord", ".record")

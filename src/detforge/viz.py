@@ -1,0 +1,91 @@
+"""Drawing: boxes with labels on images, and sample grids."""
+
+from __future__ import annotations
+
+import colorsys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from detforge.fileio import atomic_write_bytes
+
+
+def palette(n: int) -> list[tuple[int, int, int]]:
+    """``n`` well-separated colors (golden-ratio hues)."""
+    out = []
+    for i in range(max(n, 1)):
+        r, g, b = colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.85, 0.95)
+        out.append((int(r * 255), int(g * 255), int(b * 255)))
+    return out
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def draw_boxes(
+    image: np.ndarray, boxes, labels, names, scores=None, width: int | None = None
+) -> np.ndarray:
+    """Return a copy of RGB ``image`` with xyxy ``boxes`` and their class names drawn."""
+    img = Image.fromarray(np.asarray(image, np.uint8))
+    draw = ImageDraw.Draw(img)
+    colors = palette(len(names))
+    width = width or max(1, round(min(img.size) / 200))
+    font = _font(max(10, round(min(img.size) / 30)))
+    for k, (b, lab) in enumerate(zip(np.asarray(boxes).reshape(-1, 4), labels)):
+        lab = int(lab)
+        color = colors[lab % len(colors)]
+        text = names[lab] if 0 <= lab < len(names) else str(lab)
+        if scores is not None:
+            text += f" {float(scores[k]):.2f}"
+        x0, y0, x1, y1 = (float(v) for v in b)
+        draw.rectangle([x0, y0, x1, y1], outline=color, width=width)
+        tb = draw.textbbox((x0, y0), text, font=font)
+        ty = y0 - (tb[3] - tb[1]) - 2 if y0 > (tb[3] - tb[1]) + 2 else y0
+        tb = draw.textbbox((x0, ty), text, font=font)
+        draw.rectangle([tb[0] - 1, tb[1] - 1, tb[2] + 1, tb[3] + 1], fill=color)
+        draw.text((x0, ty), text, fill=(0, 0, 0), font=font)
+    return np.asarray(img)
+
+
+def grid(images: list[np.ndarray], cols: int = 4, cell: int = 256) -> np.ndarray:
+    """Tile images (letterboxed to ``cell`` x ``cell``) into one RGB array."""
+    rows = max(1, (len(images) + cols - 1) // cols)
+    canvas = Image.new("RGB", (cols * cell, rows * cell), (32, 32, 32))
+    for i, im in enumerate(images):
+        pil = Image.fromarray(im)
+        pil.thumbnail((cell - 4, cell - 4))
+        x = (i % cols) * cell + (cell - pil.width) // 2
+        y = (i // cols) * cell + (cell - pil.height) // 2
+        canvas.paste(pil, (x, y))
+    return np.asarray(canvas)
+
+
+def save_png(array: np.ndarray, path) -> Path:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, "PNG")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def show_dataset(ds, out, n: int = 16, seed: int = 0, cols: int = 4) -> Path:
+    """Save a grid of ``n`` random samples of ``ds`` with their boxes to ``out`` (PNG)."""
+    rng = np.random.default_rng(seed)
+    idx = (
+        sorted(rng.choice(len(ds), size=min(n, len(ds)), replace=False).tolist()) if len(ds) else []
+    )
+    tiles = []
+    for i in idx:
+        s = ds[i]
+        img = draw_boxes(s.load(), s.boxes, s.labels, ds.classes)
+        if s.category is not None:
+            img = draw_boxes(
+                img, [[0, 0, img.shape[1] - 1, img.shape[0] - 1]], [s.category], ds.classes
+            )
+        tiles.append(img)
+    return save_png(grid(tiles, cols), out)
