@@ -109,10 +109,11 @@ ImageRef = FileImage | EmbeddedImage | RecordImage
 
 def _open(data: bytes, where) -> Image.Image:
     try:
-        img = Image.open(io.BytesIO(data))
+        return Image.open(io.BytesIO(data))
     except UnidentifiedImageError as e:
         raise ImageError(where, "not an image or an unsupported format", "re-export it") from e
-    return img
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(where, f"corrupt or truncated image: {e}", "re-export or remove it") from e
 
 
 def orientation(img: Image.Image) -> int:

@@ -225,6 +225,9 @@ _TOKEN = re.compile(
 )
 
 
+_UNESCAPE = re.compile(r"\\(.)")
+
+
 def read_label_map(path: Path) -> dict[int, str]:
     """Parse a TF OD API ``label_map.pbtxt`` -> ``{id: name}`` (``display_name`` when given)."""
     path = Path(path)
@@ -234,7 +237,8 @@ def read_label_map(path: Path) -> dict[int, str]:
     for m in _TOKEN.finditer(text):
         pos = m.end()
         punct, dq, sq, word = m.groups()
-        tok = punct or (dq if dq is not None else sq if sq is not None else word)
+        quoted = dq if dq is not None else sq
+        tok = punct or (_UNESCAPE.sub(r"\1", quoted) if quoted is not None else word)
         if tok is None:
             continue
         if punct == "{":
@@ -267,7 +271,7 @@ def read_label_map(path: Path) -> dict[int, str]:
 
 def label_map_text(classes: list[str]) -> str:
     """``label_map.pbtxt`` text with ids 1..K (0 is the background in the TF OD API)."""
-    return "".join(
-        f"item {{\n  id: {i}\n  name: '{c.replace(chr(39), chr(92) + chr(39))}'\n}}\n\n"
-        for i, c in enumerate(classes, start=1)
-    )
+    def quote(name: str) -> str:
+        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return "".join(f"item {{\n  id: {i}\n  name: {quote(c)}\n}}\n\n" for i, c in enumerate(classes, 1))

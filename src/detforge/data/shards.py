@@ -98,7 +98,7 @@ def to_example(s: Sample, classes: list[str], data: bytes, fmt: str, source_id: 
         "image/object/is_crowd": s.iscrowd.astype(np.int64),
     }
     if s.category is not None:
-        feats["image/class/label"] = np.array([s.category], np.int64)
+        feats["image/class/label"] = np.array([s.category + 1], np.int64)  # label map id
         feats["image/class/text"] = classes[s.category]
     return encode_example(feats)
 

@@ -33,7 +33,10 @@ def read(src, format: str = "auto", **opts) -> Dataset:
     if format == "auto" and is_data_yaml(src):
         splits = read_splits(src, **opts)
         parts = list(splits.values())
-        return concat(parts, parts[0].classes)
+        ds = concat(parts, parts[0].classes)
+        seen: set = set()  # a split may repeat another (YOLO's "val: images")
+        ds.samples = [s for s in ds.samples if not (s.image in seen or seen.add(s.image))]
+        return ds
     name = formats.detect(src) if format == "auto" else format
     ds = formats.get(name).read(src, **opts)
     ds.format = name

@@ -69,9 +69,17 @@ def detect(path) -> str:
 
 
 def _yolo_images_dir(p: Path) -> bool:
-    """``.../images/<split>`` with a matching ``.../labels/<split>`` folder."""
-    parts = p.resolve().parts
-    return "images" in parts and yolo.label_path(p.resolve() / "x.jpg").parent.is_dir()
+    """``.../images/<split>``: a matching ``labels`` folder, or images and no annotation files
+    (a split whose label files are all absent is all negatives)."""
+    p = p.resolve()
+    if "images" not in p.parts:
+        return False
+    if yolo.label_path(p / "x.jpg").parent.is_dir():
+        return True
+    files = [f for f in p.iterdir() if f.is_file()]
+    return any(f.suffix.lower() in IMAGE_EXTS for f in files) and not any(
+        f.suffix.lower() in (".json", ".xml", ".csv") for f in files
+    )
 
 
 def _detect_dir(p: Path) -> str:

@@ -1,0 +1,51 @@
+"""Shared fixtures: every test makes its own data with the synthetic generator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from detforge.data.dataset import Dataset
+from detforge.data.synth import generate
+
+
+@pytest.fixture
+def synth_ds(tmp_path) -> Dataset:
+    """24 synthetic images (3 classes, some negatives) as a canonical Dataset."""
+    return generate(tmp_path / "synth", 24, seed=1, size=(160, 128))
+
+
+def save_image(path: Path, w: int = 64, h: int = 48, mode: str = "RGB", fmt: str | None = None,
+               seed: int = 0, **save_kw) -> Path:
+    """Write a small noise image; returns its path."""
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    img = Image.fromarray(arr).convert(mode) if mode != "RGB" else Image.fromarray(arr)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, fmt, **save_kw)
+    return path
+
+
+def by_name(ds: Dataset) -> dict:
+    """Samples keyed by image file stem (writers keep the stem)."""
+    return {Path(s.name).stem: s for s in ds.samples}
+
+
+def assert_same(a: Dataset, b: Dataset, tol: float = 1e-3) -> None:
+    """Same images, same boxes (within ``tol`` px), same class names per box, same negatives."""
+    sa, sb = by_name(a), by_name(b)
+    assert sorted(sa) == sorted(sb)
+    for k, x in sa.items():
+        y = sb[k]
+        assert (x.width, x.height) == (y.width, y.height), k
+        assert len(x.boxes) == len(y.boxes), k
+        # order-independent comparison: sort by (class name, box)
+        kx = sorted(zip([a.classes[i] for i in x.labels], x.boxes.tolist()))
+        ky = sorted(zip([b.classes[i] for i in y.labels], y.boxes.tolist()))
+        for (cx, bx), (cy, by) in zip(kx, ky):
+            assert cx == cy, k
+            np.testing.assert_allclose(bx, by, atol=tol, err_msg=k)
+    assert a.num_negatives == b.num_negatives
