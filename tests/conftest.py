@@ -18,8 +18,15 @@ def synth_ds(tmp_path) -> Dataset:
     return generate(tmp_path / "synth", 24, seed=1, size=(160, 128))
 
 
-def save_image(path: Path, w: int = 64, h: int = 48, mode: str = "RGB", fmt: str | None = None,
-               seed: int = 0, **save_kw) -> Path:
+def save_image(
+    path: Path,
+    w: int = 64,
+    h: int = 48,
+    mode: str = "RGB",
+    fmt: str | None = None,
+    seed: int = 0,
+    **save_kw,
+) -> Path:
     """Write a small noise image; returns its path."""
     rng = np.random.default_rng(seed)
     arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)

@@ -18,8 +18,10 @@ def test_round_trip_every_format_and_normalization():
 
 def test_known_values():
     np.testing.assert_allclose(B.to_xyxy([[10, 20, 30, 40]], "xywh"), [[10, 20, 40, 60]])
-    np.testing.assert_allclose(B.to_xyxy([[0.5, 0.5, 0.5, 0.25]], "cxcywh", normalized=True,
-                                         size=(200, 100)), [[50, 37.5, 150, 62.5]])
+    np.testing.assert_allclose(
+        B.to_xyxy([[0.5, 0.5, 0.5, 0.25]], "cxcywh", normalized=True, size=(200, 100)),
+        [[50, 37.5, 150, 62.5]],
+    )
     assert B.to_xyxy([], "xywh").shape == (0, 4)
 
 
@@ -28,8 +30,9 @@ def test_errors_and_problems():
         B.to_xyxy([[1, 2, 3]])
     with pytest.raises(ValueError):
         B.to_xyxy([[1, 2, 3, 4]], normalized=True)
-    b = np.array([[0, 0, 10, 10], [5, 5, 2, 8], [1, 1, 1, 5], [-5, 0, 10, 10], [np.nan, 0, 1, 1]],
-                 np.float32)
+    b = np.array(
+        [[0, 0, 10, 10], [5, 5, 2, 8], [1, 1, 1, 5], [-5, 0, 10, 10], [np.nan, 0, 1, 1]], np.float32
+    )
     p = B.problems(b, 20, 20)
     assert p["inverted"].tolist() == [False, True, False, False, False]
     assert p["zero_area"].tolist() == [False, False, True, False, False]

@@ -6,18 +6,19 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import save_image
 from detforge.data import formats, read
 from detforge.errors import FormatError
-
-from conftest import save_image
 
 
 def test_coco_noncontiguous_ids_crowd_and_negatives(tmp_path):
     save_image(tmp_path / "images" / "a.jpg", fmt="JPEG")
     save_image(tmp_path / "images" / "b.jpg", fmt="JPEG", seed=1)
     obj = {
-        "images": [{"id": 7, "file_name": "a.jpg", "width": 64, "height": 48},
-                   {"id": 9, "file_name": "b.jpg", "width": 64, "height": 48}],
+        "images": [
+            {"id": 7, "file_name": "a.jpg", "width": 64, "height": 48},
+            {"id": 9, "file_name": "b.jpg", "width": 64, "height": 48},
+        ],
         "categories": [{"id": 90, "name": "zebra"}, {"id": 3, "name": "car"}],
         "annotations": [
             {"id": 1, "image_id": 7, "category_id": 90, "bbox": [10, 5, 20, 15], "iscrowd": 0},
@@ -43,9 +44,11 @@ def test_coco_noncontiguous_ids_crowd_and_negatives(tmp_path):
 
 def test_coco_unknown_category_names_annotation(tmp_path):
     save_image(tmp_path / "a.jpg", fmt="JPEG")
-    obj = {"images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
-           "categories": [{"id": 1, "name": "x"}],
-           "annotations": [{"id": 5, "image_id": 1, "category_id": 2, "bbox": [1, 1, 2, 2]}]}
+    obj = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+        "categories": [{"id": 1, "name": "x"}],
+        "annotations": [{"id": 5, "image_id": 1, "category_id": 2, "bbox": [1, 1, 2, 2]}],
+    }
     (tmp_path / "c.json").write_text(json.dumps(obj))
     with pytest.raises(FormatError, match=r"c\.json.*annotation 0 \(id 5\)"):
         read(tmp_path / "c.json")
@@ -95,6 +98,7 @@ def test_csv_tf_tutorial_layout_and_negatives(tmp_path):
     ds = read(tmp_path)
     assert ds.classes == ["dog", "raccoon"] and ds.num_negatives == 1 and ds.num_boxes == 2
     (tmp_path / "train_labels.csv").write_text(
-        "filename,width,height,class,xmin,ymin,xmax,ymax\na.jpg,64,48,x,1,2,three,4\n")
+        "filename,width,height,class,xmin,ymin,xmax,ymax\na.jpg,64,48,x,1,2,three,4\n"
+    )
     with pytest.raises(FormatError, match=r"train_labels\.csv:2"):
         read(tmp_path)

@@ -6,22 +6,35 @@ import json
 import numpy as np
 import pytest
 
+from conftest import save_image
 from detforge.data import formats, read
 from detforge.data.formats import labelme
 from detforge.data.image import EmbeddedImage, FileImage
 from detforge.errors import FormatError
 
-from conftest import save_image
-
 
 def shape(label, points, kind="rectangle", group_id=None, **extra):
-    return {"label": label, "points": points, "group_id": group_id, "description": "",
-            "shape_type": kind, "flags": {}, **extra}
+    return {
+        "label": label,
+        "points": points,
+        "group_id": group_id,
+        "description": "",
+        "shape_type": kind,
+        "flags": {},
+        **extra,
+    }
 
 
 def labelme_json(path, shapes, image_path, w=64, h=48, image_data=None, version="5.5.0"):
-    obj = {"version": version, "flags": {}, "shapes": shapes, "imagePath": image_path,
-           "imageData": image_data, "imageHeight": h, "imageWidth": w}
+    obj = {
+        "version": version,
+        "flags": {},
+        "shapes": shapes,
+        "imagePath": image_path,
+        "imageData": image_data,
+        "imageHeight": h,
+        "imageWidth": w,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2))
     return path
@@ -29,8 +42,9 @@ def labelme_json(path, shapes, image_path, w=64, h=48, image_data=None, version=
 
 def test_windows_relative_path_and_corner_order(tmp_path):
     save_image(tmp_path / "images" / "x.jpg", 64, 48, fmt="JPEG")
-    labelme_json(tmp_path / "ann" / "x.json",
-                 [shape("face", [[50.5, 40.25], [10, 5]])], "..\\images\\x.jpg")
+    labelme_json(
+        tmp_path / "ann" / "x.json", [shape("face", [[50.5, 40.25], [10, 5]])], "..\\images\\x.jpg"
+    )
     ds = read(tmp_path / "ann")
     assert ds.format == "labelme" and ds.classes == ["face"]
     s = ds[0]
@@ -42,8 +56,14 @@ def test_embedded_image_data_when_file_absent(tmp_path):
     img = save_image(tmp_path / "tmp.png", 30, 20, fmt="PNG")
     data = base64.b64encode(img.read_bytes()).decode()
     img.unlink()
-    labelme_json(tmp_path / "d" / "y.json", [shape("cat", [[1, 2], [11, 12]])],
-                 "C:\\Users\\me\\Desktop\\y.png", 30, 20, image_data=data)
+    labelme_json(
+        tmp_path / "d" / "y.json",
+        [shape("cat", [[1, 2], [11, 12]])],
+        "C:\\Users\\me\\Desktop\\y.png",
+        30,
+        20,
+        image_data=data,
+    )
     ds = read(tmp_path / "d")
     assert isinstance(ds[0].image, EmbeddedImage)
     assert ds[0].load().shape == (20, 30, 3)
@@ -66,19 +86,37 @@ def test_shapes_groups_ignore_and_skip(tmp_path):
     labelme_json(tmp_path / "a.json", shapes, "a.jpg", 100, 100)
     ds = read(tmp_path)
     got = sorted((ds.classes[lab], b) for lab, b in zip(ds[0].labels, ds[0].boxes.tolist()))
-    assert got == [("ball", [40, 40, 60, 60]), ("dog", [5, 10, 20, 30]), ("line", [1, 1, 9, 3]),
-                   ("person", [0, 0, 35, 45]), ("person", [60, 60, 70, 70])]
+    assert got == [
+        ("ball", [40, 40, 60, 60]),
+        ("dog", [5, 10, 20, 30]),
+        ("line", [1, 1, 9, 3]),
+        ("person", [0, 0, 35, 45]),
+        ("person", [60, 60, 70, 70]),
+    ]
     skip = labelme.read(tmp_path, shapes="skip")
     assert sorted(skip.classes[i] for i in skip[0].labels) == ["ball", "person", "person"]
 
 
 def test_labelme3_files_and_size_mismatch(tmp_path):
     save_image(tmp_path / "b.jpg", 64, 48, fmt="JPEG")
-    obj = {"version": "3.16.7", "flags": {}, "lineColor": [0, 255, 0, 128],
-           "fillColor": [255, 0, 0, 128], "imagePath": "b.jpg", "imageData": None,
-           "imageHeight": 480, "imageWidth": 640,
-           "shapes": [{"label": "x", "line_color": None, "fill_color": None,
-                       "points": [[1, 1], [5, 1], [5, 5], [1, 5]]}]}  # no shape_type: polygon
+    obj = {
+        "version": "3.16.7",
+        "flags": {},
+        "lineColor": [0, 255, 0, 128],
+        "fillColor": [255, 0, 0, 128],
+        "imagePath": "b.jpg",
+        "imageData": None,
+        "imageHeight": 480,
+        "imageWidth": 640,
+        "shapes": [
+            {
+                "label": "x",
+                "line_color": None,
+                "fill_color": None,
+                "points": [[1, 1], [5, 1], [5, 5], [1, 5]],
+            }
+        ],
+    }  # no shape_type: polygon
     (tmp_path / "b.json").write_text(json.dumps(obj))
     ds = read(tmp_path)
     np.testing.assert_allclose(ds[0].boxes, [[1, 1, 5, 5]])
@@ -114,8 +152,15 @@ def test_bad_shape_names_file(tmp_path):
 def test_written_json_is_what_labelme_saves(synth_ds, tmp_path):
     dst = formats.get("labelme").write(synth_ds, tmp_path / "lm")
     obj = json.loads(next(dst.glob("*.json")).read_text())
-    assert set(obj) >= {"version", "flags", "shapes", "imagePath", "imageData", "imageHeight",
-                        "imageWidth"}
+    assert set(obj) >= {
+        "version",
+        "flags",
+        "shapes",
+        "imagePath",
+        "imageData",
+        "imageHeight",
+        "imageWidth",
+    }
     assert (dst / obj["imagePath"]).is_file()
     for sh in obj["shapes"]:
         assert sh["shape_type"] == "rectangle" and len(sh["points"]) == 2

@@ -52,8 +52,9 @@ def test_unpacked_repeated_fields_decode():
     floats = b"".join(_varint(1 << 3 | 5) + np.float32(v).tobytes() for v in (0.5, 2.0))
     feat_i = _len_field(3, ints)
     feat_f = _len_field(2, floats)
-    entries = (_len_field(1, _len_field(1, b"i") + _len_field(2, feat_i))
-               + _len_field(1, _len_field(1, b"f") + _len_field(2, feat_f)))
+    entries = _len_field(1, _len_field(1, b"i") + _len_field(2, feat_i)) + _len_field(
+        1, _len_field(1, b"f") + _len_field(2, feat_f)
+    )
     out = decode_example(_len_field(1, entries))
     assert out["i"].tolist() == [3, 4] and out["f"].tolist() == [0.5, 2.0]
 

@@ -33,9 +33,16 @@ def test_tensorflow_parses_our_records(synth_ds, tmp_path):
         img = tf.io.decode_image(ex["image/encoded"]).numpy()
         assert img.shape == (s.height, s.width, 3)
         assert (int(ex["image/width"]), int(ex["image/height"])) == (s.width, s.height)
-        box = np.stack([tf.sparse.to_dense(ex[f"image/object/bbox/{k}"]).numpy()
-                        for k in ("xmin", "ymin", "xmax", "ymax")], 1)
-        np.testing.assert_allclose(box * [s.width, s.height, s.width, s.height], s.boxes.reshape(-1, 4), atol=1e-3)
+        box = np.stack(
+            [
+                tf.sparse.to_dense(ex[f"image/object/bbox/{k}"]).numpy()
+                for k in ("xmin", "ymin", "xmax", "ymax")
+            ],
+            1,
+        )
+        np.testing.assert_allclose(
+            box * [s.width, s.height, s.width, s.height], s.boxes.reshape(-1, 4), atol=1e-3
+        )
         labels = tf.sparse.to_dense(ex["image/object/class/label"]).numpy()
         assert labels.tolist() == (s.labels + 1).tolist()
         n += 1

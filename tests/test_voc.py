@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 
+from conftest import save_image
 from detforge.data import formats, read
 from detforge.data.formats import voc
 from detforge.errors import FormatError
-
-from conftest import save_image
 
 XML = """<annotation>
 \t<folder>images</folder>
@@ -28,8 +27,10 @@ OBJ = """\t<object>
 
 
 def voc_xml(path, fn, objects, w=64, h=48, stale="C:\\Users\\someone\\Desktop\\imgs\\{fn}"):
-    objs = "".join(OBJ.format(name=n, b=b, t=t, d="/>" if d is None else f">{d}</difficult>")
-                   for n, b, t, d in objects)
+    objs = "".join(
+        OBJ.format(name=n, b=b, t=t, d="/>" if d is None else f">{d}</difficult>")
+        for n, b, t, d in objects
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(XML.format(fn=fn, path=stale.format(fn=fn), w=w, h=h, objects=objs))
     return path
@@ -38,8 +39,11 @@ def voc_xml(path, fn, objects, w=64, h=48, stale="C:\\Users\\someone\\Desktop\\i
 def test_raccoon_layout_stale_path_floats_and_empty_tags(tmp_path):
     """annotations/ beside images/, an absolute <path> from another machine (like raccoon)."""
     save_image(tmp_path / "images" / "r1.jpg", fmt="JPEG")
-    voc_xml(tmp_path / "annotations" / "r1.xml", "r1.jpg",
-            [("raccoon", [1.5, 2.25, 30, 40], 1, None), ("raccoon", [3, 4, 5, 6], 0, 1)])
+    voc_xml(
+        tmp_path / "annotations" / "r1.xml",
+        "r1.jpg",
+        [("raccoon", [1.5, 2.25, 30, 40], 1, None), ("raccoon", [3, 4, 5, 6], 0, 1)],
+    )
     assert formats.detect(tmp_path) == "voc"
     ds = read(tmp_path)
     s = ds[0]
@@ -79,9 +83,11 @@ def test_negative_xml_and_size_from_image(tmp_path):
 
 
 def test_entity_expansion_is_refused(tmp_path):
-    bomb = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
-            '<!ENTITY lol2 "&lol;&lol;&lol;&lol;">]><annotation><filename>&lol2;</filename>'
-            '</annotation>')
+    bomb = (
+        '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+        '<!ENTITY lol2 "&lol;&lol;&lol;&lol;">]><annotation><filename>&lol2;</filename>'
+        "</annotation>"
+    )
     (tmp_path / "bomb.xml").write_text(bomb)
     with pytest.raises(FormatError, match="bomb.xml"):
         read(tmp_path / "bomb.xml", "voc")

@@ -12,17 +12,31 @@ from detforge.boxes import as_boxes
 from detforge.data import image as imageio
 from detforge.data.image import ImageRef
 
+_FALSE: dict[int, np.ndarray] = {}  # shared read-only all-False flag arrays, by length
+_NO_BOXES = np.zeros((0, 4), np.float32)
+_NO_BOXES.flags.writeable = False
+_NO_LABELS = np.zeros(0, np.int64)
+_NO_LABELS.flags.writeable = False
+
+
+def _false(n: int) -> np.ndarray:
+    if n not in _FALSE:
+        arr = np.zeros(n, bool)
+        arr.flags.writeable = False
+        _FALSE[n] = arr
+    return _FALSE[n]
+
 
 def _flags(values, n: int) -> np.ndarray:
     if values is None:
-        return np.zeros(n, bool)
+        return _false(n)
     arr = np.asarray(values, dtype=bool).reshape(-1)
     if arr.shape[0] != n:
         raise ValueError(f"expected {n} per-box flags, got {arr.shape[0]}")
-    return arr
+    return arr if arr.any() else _false(n)
 
 
-@dataclass
+@dataclass(slots=True)
 class Sample:
     """One image and its objects.
 
@@ -35,16 +49,18 @@ class Sample:
     image: ImageRef
     width: int
     height: int
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
-    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    boxes: np.ndarray = field(default_factory=lambda: _NO_BOXES)
+    labels: np.ndarray = field(default_factory=lambda: _NO_LABELS)
     difficult: np.ndarray | None = None
     truncated: np.ndarray | None = None
     iscrowd: np.ndarray | None = None
     category: int | None = None
 
     def __post_init__(self):
-        self.boxes = as_boxes(self.boxes)
+        self.boxes = as_boxes(self.boxes) if len(self.boxes) else _NO_BOXES
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        if not len(self.labels):
+            self.labels = _NO_LABELS
         n = len(self.boxes)
         if self.labels.shape[0] != n:
             raise ValueError(f"{self.name}: {n} boxes but {self.labels.shape[0]} labels")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,15 +22,33 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 _TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
-@dataclass(frozen=True)
 class FileImage:
-    """An image file on disk."""
+    """An image file on disk (the path is kept as a string: 100k of these stay small)."""
 
-    path: Path
+    __slots__ = ("file",)
+
+    def __init__(self, path: str | Path):
+        self.file = os.fspath(path)
+
+    def __repr__(self) -> str:
+        return f"FileImage({self.file!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, FileImage) and other.file == self.file
+
+    def __hash__(self) -> int:
+        return hash(self.file)
+
+    def __reduce__(self):
+        return FileImage, (self.file,)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.file)
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return os.path.basename(self.file)
 
     def read(self) -> bytes:
         try:
@@ -46,12 +65,12 @@ class FileImage:
 
     def size_hint(self) -> int:
         try:
-            return self.path.stat().st_size
+            return os.stat(self.file).st_size
         except OSError:
             return 0
 
     def exists(self) -> bool:
-        return self.path.is_file()
+        return os.path.isfile(self.file)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ def _item(pixels: np.ndarray, boxes, labels, iscrowd, image_id: int, category=No
     }
     if category is not None:
         target["category"] = int(category)
+    if not pixels.flags.writeable:  # PIL hands out read-only buffers; torch wants its own
+        pixels = pixels.copy()
     return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1), target
 
 

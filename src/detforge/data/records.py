@@ -23,15 +23,26 @@ _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 
 
-def masked_crc(data: bytes) -> int:
-    crc = google_crc32c.value(data)
+def _mask(crc: int) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def masked_crc(data: bytes) -> int:
+    return _mask(google_crc32c.value(data))
+
+
+def frame_chunks(chunks: list[bytes]) -> list[bytes]:
+    """One TFRecord around ``chunks`` (the record's data in pieces, never concatenated)."""
+    head = _U64.pack(sum(len(c) for c in chunks))
+    crc = 0
+    for c in chunks:
+        crc = google_crc32c.extend(crc, c)
+    return [head + _U32.pack(masked_crc(head)), *chunks, _U32.pack(_mask(crc))]
 
 
 def frame(data: bytes) -> bytes:
     """One TFRecord: header, CRCs and ``data``."""
-    head = _U64.pack(len(data))
-    return head + _U32.pack(masked_crc(head)) + data + _U32.pack(masked_crc(data))
+    return b"".join(frame_chunks([data]))
 
 
 def iter_records(path: Path, verify: bool = True, select=None) -> Iterator[tuple[int, int, bytes]]:
@@ -119,31 +130,38 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
+def _msg(field: int, parts: list[bytes]) -> list[bytes]:
+    """A length-delimited field holding ``parts`` (kept as a list: big payloads are not copied)."""
+    return [_varint(field << 3 | 2) + _varint(sum(len(p) for p in parts)), *parts]
+
+
 def _len_field(field: int, payload: bytes) -> bytes:
-    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+    return b"".join(_msg(field, [payload]))
 
 
-def _feature(values) -> bytes:
+def _feature(values) -> list[bytes]:
     if isinstance(values, (bytes, str)):
         values = [values]
     if isinstance(values, np.ndarray) and values.dtype.kind == "f":
-        packed = np.asarray(values, "<f4").tobytes()
-        return _len_field(2, _len_field(1, packed))
+        return _msg(2, _msg(1, [np.asarray(values, "<f4").tobytes()]))
     if isinstance(values, np.ndarray) and values.dtype.kind in "iub":
-        packed = b"".join(_varint(int(v)) for v in values)
-        return _len_field(3, _len_field(1, packed))
+        return _msg(3, _msg(1, [b"".join(_varint(int(v)) for v in values)]))
     items = [v.encode() if isinstance(v, str) else bytes(v) for v in values]
-    return _len_field(1, b"".join(_len_field(1, v) for v in items))
+    return _msg(1, [c for v in items for c in _msg(1, [v])])
+
+
+def example_chunks(features: dict) -> list[bytes]:
+    """A serialized ``tf.train.Example`` as a list of byte strings (see :func:`encode_example`)."""
+    entries: list[bytes] = []
+    for k in sorted(features):
+        entries += _msg(1, _msg(1, [k.encode()]) + _msg(2, _feature(features[k])))
+    return _msg(1, entries)
 
 
 def encode_example(features: dict) -> bytes:
     """Serialize a ``tf.train.Example``. Values: bytes/str (or lists of them), or numpy arrays
     (float -> FloatList, int/bool -> Int64List). Keys are written in sorted order."""
-    entries = b"".join(
-        _len_field(1, _len_field(1, k.encode()) + _len_field(2, _feature(features[k])))
-        for k in sorted(features)
-    )
-    return _len_field(1, entries)
+    return b"".join(example_chunks(features))
 
 
 def _fields(buf: bytes, start: int = 0, end: int | None = None):
@@ -271,7 +289,10 @@ def read_label_map(path: Path) -> dict[int, str]:
 
 def label_map_text(classes: list[str]) -> str:
     """``label_map.pbtxt`` text with ids 1..K (0 is the background in the TF OD API)."""
+
     def quote(name: str) -> str:
         return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
-    return "".join(f"item {{\n  id: {i}\n  name: {quote(c)}\n}}\n\n" for i, c in enumerate(classes, 1))
+    return "".join(
+        f"item {{\n  id: {i}\n  name: {quote(c)}\n}}\n\n" for i, c in enumerate(classes, 1)
+    )

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 from PIL import Image
 
@@ -24,8 +25,8 @@ from detforge.data import image as imageio
 from detforge.data.dataset import Dataset, Sample
 from detforge.data.records import (
     decode_example,
-    encode_example,
-    frame,
+    example_chunks,
+    frame_chunks,
     iter_records,
     label_map_text,
 )
@@ -75,8 +76,8 @@ def record_image(s: Sample) -> tuple[bytes, str, bool]:
     return buf.getvalue(), kind, True
 
 
-def to_example(s: Sample, classes: list[str], data: bytes, fmt: str, source_id: str) -> bytes:
-    """A TF OD API ``tf.train.Example`` (normalized boxes, 1-based class ids)."""
+def to_example(s: Sample, classes: list[str], data: bytes, fmt: str, source_id: str) -> list[bytes]:
+    """A TF OD API ``tf.train.Example`` (normalized boxes, 1-based class ids), in chunks."""
     w, h = float(s.width), float(s.height)
     b = s.boxes.astype(np.float64)
     feats = {
@@ -84,7 +85,6 @@ def to_example(s: Sample, classes: list[str], data: bytes, fmt: str, source_id: 
         "image/format": fmt,
         "image/filename": s.name,
         "image/source_id": source_id,
-        "image/key/sha256": hashlib.sha256(data).hexdigest(),
         "image/height": np.array([s.height], np.int64),
         "image/width": np.array([s.width], np.int64),
         "image/object/bbox/xmin": (b[:, 0] / w).astype(np.float32),
@@ -100,7 +100,7 @@ def to_example(s: Sample, classes: list[str], data: bytes, fmt: str, source_id: 
     if s.category is not None:
         feats["image/class/label"] = np.array([s.category + 1], np.int64)  # label map id
         feats["image/class/text"] = classes[s.category]
-    return encode_example(feats)
+    return example_chunks(feats)
 
 
 @dataclass
@@ -236,15 +236,16 @@ def _write_shard(task) -> dict:
     path, samples, classes, first_id = task
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    sha = hashlib.sha256()
+    crc = 0
     per_class = np.zeros(len(classes), np.int64)
     result = {"file": path.name, "records": 0, "boxes": 0, "negatives": 0, "reencoded": 0}
     with tmp.open("wb") as f:
         for k, s in enumerate(samples):
             data, fmt, re_encoded = record_image(s)
-            rec = frame(to_example(s, classes, data, fmt, str(first_id + k)))
-            f.write(rec)
-            sha.update(rec)
+            chunks = frame_chunks(to_example(s, classes, data, fmt, str(first_id + k)))
+            f.writelines(chunks)
+            for c in chunks:
+                crc = google_crc32c.extend(crc, c)
             result["records"] += 1
             result["boxes"] += len(s.boxes)
             result["negatives"] += int(s.is_negative)
@@ -258,7 +259,7 @@ def _write_shard(task) -> dict:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    result.update(bytes=path.stat().st_size, sha256=sha.hexdigest(), per_class=per_class.tolist())
+    result.update(bytes=path.stat().st_size, crc32c=f"{crc:08x}", per_class=per_class.tolist())
     return result
 
 

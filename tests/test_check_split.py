@@ -1,0 +1,129 @@
+"""data check finds what is wrong and fixes copies; data split is seeded and stratified."""
+
+import shutil
+from collections import Counter
+
+import numpy as np
+import pytest
+
+import detforge
+from detforge.data import read, write
+from detforge.data.check import check, fix
+from detforge.data.split import split, split_indices
+from detforge.errors import DetforgeError
+
+
+def _broken(synth_ds, tmp_path):
+    """A VOC copy of the synthetic set with one of each problem injected."""
+    ds = synth_ds
+    pos = [i for i, s in enumerate(ds) if len(s.boxes) >= 2]
+    s = ds[pos[0]]
+    s.boxes[0] = [-10, 5, s.width + 20, 30]  # out of bounds
+    s = ds[pos[1]]
+    s.boxes[0] = [50, 50, 20, 60]  # inverted
+    s.boxes[1] = [10, 10, 10, 30]  # zero area
+    s = ds[pos[2]]
+    s.boxes = np.concatenate([s.boxes, s.boxes[:1]])  # duplicate box
+    s.labels = np.concatenate([s.labels, s.labels[:1]])
+    s.difficult = s.truncated = s.iscrowd = None
+    s.__post_init__()
+    dst = write(ds, tmp_path / "voc", "voc")
+    imgs = sorted((dst / "JPEGImages").iterdir())
+    shutil.copyfile(imgs[0], imgs[1])  # duplicate image (and its size still matches)
+    imgs[2].write_bytes(imgs[2].read_bytes()[:300])  # truncated image
+    return dst, imgs
+
+
+def test_check_finds_each_problem(synth_ds, tmp_path):
+    dst, imgs = _broken(synth_ds, tmp_path)
+    report = check(read(dst), progress=False)
+    kinds = report.by_kind()
+    for k in (
+        "out_of_bounds",
+        "inverted",
+        "zero_area",
+        "duplicate_box",
+        "duplicate_image",
+        "unreadable_image",
+    ):
+        assert kinds[k] >= 1, k
+    assert not report.ok
+    bad = next(f for f in report.findings if f.kind == "unreadable_image")
+    assert imgs[2].name in bad.path
+
+
+def test_fix_writes_a_clean_copy_and_keeps_the_source(synth_ds, tmp_path):
+    dst, imgs = _broken(synth_ds, tmp_path)
+    before = {p: p.read_bytes() for p in dst.rglob("*") if p.is_file()}
+    for policy in ("clip", "drop"):
+        out, after = detforge.fix(dst, tmp_path / f"fixed-{policy}", policy=policy)
+        assert after.ok, after.by_kind()
+        fixed = read(out)
+        assert len(fixed) == len(synth_ds) - 1  # the unreadable image is dropped
+        assert all((s.boxes[:, 2:] > s.boxes[:, :2]).all() for s in fixed)
+        assert all((s.boxes >= 0).all() and (s.boxes[:, 2] <= s.width).all() for s in fixed)
+    assert before == {p: p.read_bytes() for p in dst.rglob("*") if p.is_file()}
+    with pytest.raises(DetforgeError, match="clip or drop"):
+        fix(read(dst), check(read(dst), progress=False), "nope")
+
+
+def test_size_mismatch_and_exif_are_reported(tmp_path):
+    from PIL import Image
+
+    img = Image.new("RGB", (60, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (tmp_path / "images").mkdir()
+    img.save(tmp_path / "images" / "r.jpg", exif=exif.tobytes())
+    img.save(tmp_path / "images" / "s.jpg")
+    (tmp_path / "a.csv").write_text(
+        "filename,width,height,class,xmin,ymin,xmax,ymax\n"
+        "r.jpg,60,40,x,1,1,5,5\ns.jpg,99,40,x,1,1,5,5\n"
+    )
+    report = check(read(tmp_path / "a.csv"), progress=False)
+    kinds = report.by_kind()
+    assert kinds["exif_unrotated"] == 1 and kinds["size_mismatch"] == 1
+
+
+def test_unknown_class_names(synth_ds):
+    report = check(synth_ds, names=["circle", "square"], progress=False)
+    assert any(f.kind == "unknown_class" and "triangle" in f.message for f in report.findings)
+
+
+def test_split_is_deterministic_disjoint_and_stratified(tmp_path):
+    from detforge.data.synth import generate
+
+    ds = generate(tmp_path / "s", 120, seed=3, size=(64, 64), negatives=0.2)
+    a = split(ds, (0.7, 0.15, 0.15), seed=0)
+    b = split(ds, "0.7,0.15,0.15", seed=0)
+    c = split(ds, (0.7, 0.15, 0.15), seed=1)
+    names = {k: sorted(s.name for s in v) for k, v in a.items()}
+    assert names == {k: sorted(s.name for s in v) for k, v in b.items()}
+    assert names != {k: sorted(s.name for s in v) for k, v in c.items()}
+    allnames = [n for v in names.values() for n in v]
+    assert len(allnames) == len(set(allnames)) == len(ds)
+    assert [len(a[k]) for k in ("train", "val", "test")] == [84, 18, 18]
+    neg = {k: v.num_negatives for k, v in a.items()}
+    total_neg = ds.num_negatives
+    assert abs(neg["train"] - 0.7 * total_neg) <= 1.5 and abs(neg["val"] - 0.15 * total_neg) <= 1.5
+    for part in a.values():  # every class appears in every split
+        present = {int(c) for s in part for c in s.labels}
+        assert present == {0, 1, 2}
+
+
+def test_split_indices_ratios_and_errors():
+    keys = ["a"] * 7 + ["b"] * 3
+    parts = split_indices(keys, [0.5, 0.5], seed=0)
+    assert sorted(parts[0] + parts[1]) == list(range(10))
+    assert Counter(keys[i] for i in parts[0]) + Counter(keys[i] for i in parts[1]) == Counter(keys)
+    with pytest.raises(DetforgeError, match="sum"):
+        split_indices(keys, [0.5, 0.6])
+
+
+def test_split_writes_folders_and_data_yaml(synth_ds, tmp_path):
+    parts = detforge.split(synth_ds, tmp_path / "out", ratios="0.5,0.5", to="coco")
+    splits = detforge.read_splits(tmp_path / "out" / "data.yaml")
+    assert set(splits) == {"train", "val"}
+    for k in splits:
+        assert sorted(s.name for s in splits[k]) == sorted(s.name for s in parts[k])
+        assert splits[k].format == "coco"

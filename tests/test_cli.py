@@ -1,0 +1,105 @@
+"""The CLI end to end: each command, its exit codes and its one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from detforge.cli import app
+from detforge.data import read
+
+runner = CliRunner()
+
+
+def cli(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def detforge(*args, cwd=None):
+    """Run the real console entry point (error handling lives in main())."""
+    return subprocess.run(
+        [sys.executable, "-m", "detforge.cli", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_data_commands_end_to_end(tmp_path):
+    r = cli("data", "synth", tmp_path / "s", "--n", 30, "--format", "labelme", "--size", 96)
+    assert r.exit_code == 0, r.output
+    r = cli("data", "stats", tmp_path / "s", "--json")
+    stats = json.loads(r.output)
+    assert stats["images"] == 30 and stats["format"] == "labelme"
+    r = cli("data", "check", tmp_path / "s", "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["errors"] == 0
+    r = cli("data", "convert", tmp_path / "s", tmp_path / "c", "--to", "coco")
+    assert r.exit_code == 0 and read(tmp_path / "c").num_boxes == stats["boxes"]
+    r = cli("data", "split", tmp_path / "c", "--out", tmp_path / "sp", "--ratios", "0.8,0.2")
+    assert r.exit_code == 0 and (tmp_path / "sp" / "data.yaml").is_file()
+    r = cli("data", "pack", tmp_path / "sp" / "data.yaml", tmp_path / "p", "--shard-size", 10)
+    assert (
+        r.exit_code == 0
+        and json.loads((tmp_path / "p" / "index.json").read_text())["records"] == 30
+    )
+    r = cli("data", "show", tmp_path / "p", "--out", tmp_path / "g.png", "--n", 4)
+    assert r.exit_code == 0 and cv2.imread(str(tmp_path / "g.png")) is not None
+
+
+def test_check_exit_code_and_fix(tmp_path):
+    cli("data", "synth", tmp_path / "s", "--n", 10, "--format", "csv", "--size", 96)
+    csv = tmp_path / "s" / "annotations.csv"
+    lines = csv.read_text().splitlines()
+    i = next(k for k, line in enumerate(lines) if line.split(",")[3])
+    cols = lines[i].split(",")
+    cols[4], cols[6] = cols[6], cols[4]  # inverted box
+    lines[i] = ",".join(cols)
+    csv.write_text("\n".join(lines) + "\n")
+    assert cli("data", "check", tmp_path / "s").exit_code == 1
+    r = cli("data", "check", tmp_path / "s", "--fix", "drop", "--out", tmp_path / "f")
+    assert r.exit_code == 0, r.output
+    assert "fixed copy" in r.output
+    assert csv.read_text() == "\n".join(lines) + "\n"
+
+
+def test_errors_are_one_clear_line(tmp_path):
+    r = detforge("data", "stats", tmp_path / "nope")
+    assert r.returncode == 2
+    assert "error:" in r.stderr and "nope" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "x").write_text("mine")
+    cli("data", "synth", tmp_path / "s", "--n", 3)
+    r = detforge("data", "convert", tmp_path / "s", tmp_path / "o", "--to", "voc")
+    assert r.returncode == 2 and "--overwrite" in r.stderr
+    r = detforge("data", "convert", tmp_path / "s", tmp_path / "o2", "--to", "vocc")
+    assert r.returncode == 2 and "did you mean 'voc'" in r.stderr
+
+
+def test_collect_errors_and_saves_frames(tmp_path):
+    r = detforge("data", "collect", "--camera", "97", "--out", tmp_path / "f", "--count", 1)
+    assert r.returncode == 2 and "could not open camera 97" in r.stderr
+    video = tmp_path / "v.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for k in range(5):
+        w.write(np.full((48, 64, 3), k * 40, np.uint8))
+    w.release()
+    r = cli(
+        "data", "collect", "--camera", video, "--out", tmp_path / "f", "--count", 3, "--interval", 0
+    )
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in (tmp_path / "f").iterdir())
+    assert len(names) == 3 and len(set(names)) == 3
+
+
+@pytest.mark.slow
+def test_demo_runs(tmp_path):
+    r = detforge("demo", "--project", tmp_path / "runs", "--n", 40)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "runs" / "demo" / "exp" / "summary.json").read_text())
+    assert summary["images"] == 40 and summary["check"]["errors"] == 0
+    r = detforge("demo", "--project", tmp_path / "runs", "--n", 20)
+    assert (tmp_path / "runs" / "demo" / "exp2" / "summary.json").is_file()  # never reused
