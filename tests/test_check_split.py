@@ -23,10 +23,10 @@ def _broken(synth_ds, tmp_path):
     s.boxes[0] = [50, 50, 20, 60]  # inverted
     s.boxes[1] = [10, 10, 10, 30]  # zero area
     s = ds[pos[2]]
-    s.boxes = np.concatenate([s.boxes, s.boxes[:1]])  # duplicate box
-    s.labels = np.concatenate([s.labels, s.labels[:1]])
-    s.difficult = s.truncated = s.iscrowd = None
-    s.__post_init__()
+    ds.samples[pos[2]] = s.replace(
+        boxes=np.concatenate([s.boxes, s.boxes[:1]]),  # duplicate box
+        labels=np.concatenate([s.labels, s.labels[:1]]),
+    )
     dst = write(ds, tmp_path / "voc", "voc")
     imgs = sorted((dst / "JPEGImages").iterdir())
     shutil.copyfile(imgs[0], imgs[1])  # duplicate image (and its size still matches)

@@ -67,6 +67,7 @@ def test_refuses_foreign_destination_and_bad_sizes(synth_ds, tmp_path):
     with pytest.raises(DetforgeError, match="shard size"):
         parse_shard_size("lots")
     assert [len(x) for x in plan(synth_ds, 10)] == [10, 10, 4]
+    assert [len(x) for x in plan(synth_ds, "1MB")] == [24]
 
 
 def test_exif_rotated_and_odd_formats_are_reencoded(tmp_path):
@@ -139,3 +140,22 @@ def test_corrupt_shard_is_reported_with_record(synth_ds, tmp_path):
 
     with pytest.raises(FormatError, match=r"record 3"):
         read(tmp_path / "p")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_exif_orientation_scan_agrees_with_pillow(fmt):
+    import io
+
+    from detforge.data.shards import _exif_orientation, sniff
+
+    for value in range(0, 10):
+        exif = Image.Exif()
+        exif[0x010F] = "camera"  # another tag first, as cameras write them
+        exif[0x0112] = value
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(buf, fmt, exif=exif.tobytes())
+        data = buf.getvalue()
+        assert _exif_orientation(data, sniff(data)) == (value if 1 <= value <= 8 else 1)
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, fmt)
+    assert _exif_orientation(buf.getvalue(), sniff(buf.getvalue())) == 1

@@ -235,7 +235,7 @@ def fix(ds: Dataset, report: Report, policy: str = "clip") -> Dataset:
             drop |= masks["out_of_bounds"] | masks["zero_area"]
         s = s.select(~drop)
         if policy == "clip":
-            s = replace(s, boxes=clip(s.boxes, s.width, s.height))
+            s = s.replace(boxes=clip(s.boxes, s.width, s.height))
             wh = s.boxes[:, 2:] - s.boxes[:, :2]
             s = s.select((wh > 0).all(1))
         dups = _duplicate_boxes(s)

@@ -36,38 +36,115 @@ def _flags(values, n: int) -> np.ndarray:
     return arr if arr.any() else _false(n)
 
 
-@dataclass(slots=True)
+_EMPTY = np.zeros((0, 6), np.float32)
+_EMPTY.flags.writeable = False
+
+
+def _pack(boxes, labels) -> np.ndarray:
+    """Boxes and labels in one float32 (N, 6) buffer: columns 0-3 the box, 4-5 the int64 label's
+    bytes. One array per sample instead of two keeps 100k samples ~40% smaller."""
+    b = as_boxes(boxes)
+    lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(b) != len(lab):
+        raise ValueError(f"{len(b)} boxes but {len(lab)} labels")
+    if not len(b):
+        return _EMPTY
+    buf = np.empty((len(b), 6), np.float32)
+    buf[:, :4] = b
+    buf[:, 4:6].view(np.int64)[:, 0] = lab
+    return buf
+
+
 class Sample:
     """One image and its objects.
 
     ``boxes`` float32 (N, 4) absolute pixels xyxy in displayed orientation; ``labels`` int64 (N,)
     indices into the dataset's classes; ``difficult``/``truncated``/``iscrowd`` bool (N,).
     ``category`` is the image-level class index for classification datasets (else ``None``).
-    An image with N == 0 is a negative.
+    An image with N == 0 is a negative. ``boxes`` and ``labels`` are writable views of one
+    buffer; assign a new box list with :meth:`replace` (boxes and labels together).
     """
 
-    image: ImageRef
-    width: int
-    height: int
-    boxes: np.ndarray = field(default_factory=lambda: _NO_BOXES)
-    labels: np.ndarray = field(default_factory=lambda: _NO_LABELS)
-    difficult: np.ndarray | None = None
-    truncated: np.ndarray | None = None
-    iscrowd: np.ndarray | None = None
-    category: int | None = None
+    __slots__ = ("image", "width", "height", "_bl", "difficult", "truncated", "iscrowd", "category")
 
-    def __post_init__(self):
-        self.boxes = as_boxes(self.boxes) if len(self.boxes) else _NO_BOXES
-        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
-        if not len(self.labels):
-            self.labels = _NO_LABELS
-        n = len(self.boxes)
-        if self.labels.shape[0] != n:
-            raise ValueError(f"{self.name}: {n} boxes but {self.labels.shape[0]} labels")
-        self.difficult = _flags(self.difficult, n)
-        self.truncated = _flags(self.truncated, n)
-        self.iscrowd = _flags(self.iscrowd, n)
-        self.width, self.height = int(self.width), int(self.height)
+    def __init__(
+        self,
+        image: ImageRef,
+        width: int,
+        height: int,
+        boxes=_NO_BOXES,
+        labels=_NO_LABELS,
+        difficult=None,
+        truncated=None,
+        iscrowd=None,
+        category: int | None = None,
+    ):
+        self.image = image
+        self.width, self.height = int(width), int(height)
+        try:
+            self._bl = _pack(boxes, labels)
+        except ValueError as e:
+            raise ValueError(f"{image.name}: {e}") from None
+        n = len(self._bl)
+        self.difficult = _flags(difficult, n)
+        self.truncated = _flags(truncated, n)
+        self.iscrowd = _flags(iscrowd, n)
+        self.category = None if category is None else int(category)
+
+    @property
+    def boxes(self) -> np.ndarray:
+        return self._bl[:, :4]
+
+    @boxes.setter
+    def boxes(self, value) -> None:
+        value = as_boxes(value)
+        if len(value) != len(self._bl):
+            raise ValueError(
+                "a different number of boxes needs labels too: use "
+                "sample.replace(boxes=..., labels=...)"
+            )
+        if len(value):
+            self._bl[:, :4] = value
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._bl[:, 4:6].view(np.int64)[:, 0]
+
+    def replace(self, **changes) -> Sample:
+        """A new sample with some fields changed (like ``dataclasses.replace``)."""
+        fields = {k: getattr(self, k) for k in self.__slots__ if not k.startswith("_")}
+        fields.update(boxes=self.boxes, labels=self.labels)
+        if (
+            "boxes" in changes
+            and "labels" not in changes
+            and len(changes["boxes"]) != len(self._bl)
+        ):
+            raise ValueError("changing the number of boxes needs labels too")
+        n_new = len(changes.get("boxes", self._bl))
+        if n_new != len(self._bl):  # flags of the old boxes no longer apply
+            for k in ("difficult", "truncated", "iscrowd"):
+                fields[k] = None
+        fields.update(changes)
+        return Sample(**fields)
+
+    def __repr__(self) -> str:
+        return (
+            f"Sample({self.image!r}, {self.width}x{self.height}, {len(self._bl)} boxes"
+            + (f", category={self.category}" if self.category is not None else "")
+            + ")"
+        )
+
+    def __reduce__(self):
+        return _restore, (
+            self.image,
+            self.width,
+            self.height,
+            self._bl,
+            self.difficult,
+            self.truncated,
+            self.iscrowd,
+            self.category,
+        )
 
     @property
     def name(self) -> str:
@@ -79,7 +156,7 @@ class Sample:
 
     @property
     def is_negative(self) -> bool:
-        return len(self.boxes) == 0 and self.category is None
+        return len(self._bl) == 0 and self.category is None
 
     def read_bytes(self) -> bytes:
         return self.image.read()
@@ -90,14 +167,20 @@ class Sample:
 
     def select(self, keep) -> Sample:
         """A copy holding only the boxes where ``keep`` (mask or indices) selects."""
-        return replace(
-            self,
+        return self.replace(
             boxes=self.boxes[keep],
             labels=self.labels[keep],
             difficult=self.difficult[keep],
             truncated=self.truncated[keep],
             iscrowd=self.iscrowd[keep],
         )
+
+
+def _restore(image, width, height, bl, difficult, truncated, iscrowd, category) -> Sample:
+    s = Sample.__new__(Sample)
+    s.image, s.width, s.height, s._bl = image, width, height, bl
+    s.difficult, s.truncated, s.iscrowd, s.category = difficult, truncated, iscrowd, category
+    return s
 
 
 @dataclass
@@ -156,7 +239,7 @@ class Dataset:
         samples = []
         for s in self.samples:
             cat = None if s.category is None else int(lut[s.category])
-            samples.append(replace(s, labels=lut[s.labels], category=cat))
+            samples.append(s.replace(labels=lut[s.labels], category=cat))
         return replace(self, classes=names, samples=samples)
 
 
@@ -180,15 +263,12 @@ class ClassIndex:
             return self.names, samples
         order = sorted(self.names)
         lut = np.array([order.index(n) for n in self.names] or [0], np.int64)
-        out = [
-            replace(
-                s,
-                labels=lut[s.labels],
-                category=None if s.category is None else int(lut[s.category]),
-            )
-            for s in samples
-        ]
-        return order, out
+        for s in samples:  # the reader's own fresh samples: relabel in place
+            if len(s.labels):
+                s.labels[:] = lut[s.labels]
+            if s.category is not None:
+                s.category = int(lut[s.category])
+        return order, samples
 
 
 def read_classes_file(folder: Path) -> list[str] | None:

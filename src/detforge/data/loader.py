@@ -23,10 +23,10 @@ from detforge.errors import FormatError
 
 
 def _item(pixels: np.ndarray, boxes, labels, iscrowd, image_id: int, category=None):
-    target = {
-        "boxes": torch.from_numpy(np.ascontiguousarray(boxes, np.float32)).reshape(-1, 4),
-        "labels": torch.from_numpy(np.asarray(labels, np.int64)),
-        "iscrowd": torch.from_numpy(np.asarray(iscrowd, bool)),
+    target = {  # copies: samples share read-only arrays, and transforms may edit targets
+        "boxes": torch.tensor(np.asarray(boxes, np.float32)).reshape(-1, 4),
+        "labels": torch.tensor(np.asarray(labels, np.int64)),
+        "iscrowd": torch.tensor(np.asarray(iscrowd, bool)),
         "image_id": image_id,
     }
     if category is not None:

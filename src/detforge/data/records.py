@@ -110,6 +110,12 @@ def read_record_at(path: Path, offset: int) -> bytes:
 
 
 def _varint(v: int) -> bytes:
+    if 0 <= v < 16384:
+        return _VARINTS[v]
+    return _varint_slow(v)
+
+
+def _varint_slow(v: int) -> bytes:
     v &= 0xFFFFFFFFFFFFFFFF
     out = bytearray()
     while v > 0x7F:
@@ -117,6 +123,9 @@ def _varint(v: int) -> bytes:
         v >>= 7
     out.append(v)
     return bytes(out)
+
+
+_VARINTS = [_varint_slow(v) for v in range(16384)]
 
 
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -130,32 +139,69 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _msg(field: int, parts: list[bytes]) -> list[bytes]:
-    """A length-delimited field holding ``parts`` (kept as a list: big payloads are not copied)."""
-    return [_varint(field << 3 | 2) + _varint(sum(len(p) for p in parts)), *parts]
+def _msg(field: int, parts: list[bytes], n: int) -> tuple[list[bytes], int]:
+    """A length-delimited field around ``parts`` (``n`` bytes in all). Parts stay a list so big
+    payloads (encoded images) are never copied; returns the new parts and their length."""
+    head = _varint(field << 3 | 2) + _varint(n)
+    return [head, *parts], n + len(head)
+
+
+def _small(field: int, payload: bytes) -> bytes:
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
 
 
 def _len_field(field: int, payload: bytes) -> bytes:
-    return b"".join(_msg(field, [payload]))
+    return _small(field, payload)
 
 
-def _feature(values) -> list[bytes]:
+def _feature(values) -> tuple[list[bytes], int]:
     if isinstance(values, (bytes, str)):
         values = [values]
     if isinstance(values, np.ndarray) and values.dtype.kind == "f":
-        return _msg(2, _msg(1, [np.asarray(values, "<f4").tobytes()]))
+        b = _small(2, _small(1, np.asarray(values, "<f4").tobytes()))
+        return [b], len(b)
     if isinstance(values, np.ndarray) and values.dtype.kind in "iub":
-        return _msg(3, _msg(1, [b"".join(_varint(int(v)) for v in values)]))
-    items = [v.encode() if isinstance(v, str) else bytes(v) for v in values]
-    return _msg(1, [c for v in items for c in _msg(1, [v])])
+        b = _small(3, _small(1, b"".join(_varint(int(v)) for v in values)))
+        return [b], len(b)
+    parts: list[bytes] = []
+    n = 0
+    for v in values:
+        v = v.encode() if isinstance(v, str) else bytes(v)
+        head = _varint(1 << 3 | 2) + _varint(len(v))
+        parts += (head, v)
+        n += len(head) + len(v)
+    return _msg(1, parts, n)
 
 
 def example_chunks(features: dict) -> list[bytes]:
     """A serialized ``tf.train.Example`` as a list of byte strings (see :func:`encode_example`)."""
     entries: list[bytes] = []
+    total = 0
     for k in sorted(features):
-        entries += _msg(1, _msg(1, [k.encode()]) + _msg(2, _feature(features[k])))
-    return _msg(1, entries)
+        key = _small(1, k.encode())
+        fparts, fn = _msg(2, *_feature(features[k]))
+        parts, n = _msg(1, [key, *fparts], len(key) + fn)
+        entries += parts
+        total += n
+    return _coalesce(_msg(1, entries, total)[0])
+
+
+def _coalesce(chunks: list[bytes], big: int = 4096) -> list[bytes]:
+    """Join runs of small chunks (headers, boxes) so a record is a few pieces: cheaper to CRC
+    and write, while big payloads stay uncopied."""
+    out: list[bytes] = []
+    run: list[bytes] = []
+    for c in chunks:
+        if len(c) >= big:
+            if run:
+                out.append(b"".join(run))
+                run = []
+            out.append(c)
+        else:
+            run.append(c)
+    if run:
+        out.append(b"".join(run))
+    return out
 
 
 def encode_example(features: dict) -> bytes:

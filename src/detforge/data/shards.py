@@ -10,10 +10,14 @@ from __future__ import annotations
 import glob
 import hashlib
 import io
+import itertools
 import json
 import multiprocessing as mp
 import os
 import re
+import struct
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,21 +54,36 @@ def sniff(data: bytes) -> str:
     return "other"
 
 
-def _rotated(data: bytes) -> bool:
-    """True when EXIF orientation would rotate or flip the image (cheap scan first)."""
-    if data.find(b"Exif\x00\x00", 0, 1 << 16) < 0 and data.find(b"eXIf", 0, 1 << 16) < 0:
-        return False
+def _exif_orientation(data: bytes, kind: str) -> int:
+    """EXIF orientation read straight from the TIFF block of a JPEG (APP1) or PNG (eXIf), without
+    decoding anything; 1 when absent or unreadable."""
+    marker = b"Exif\x00\x00" if kind == "jpeg" else b"eXIf"
+    pos = data.find(marker, 0, 1 << 16)
+    if pos < 0:
+        return 1
+    tiff = pos + (6 if kind == "jpeg" else 4)  # "Exif\0\0" or the PNG chunk type, then TIFF
+    order = data[tiff : tiff + 2]
+    if order not in (b"II", b"MM"):
+        return 1
+    e = "<" if order == b"II" else ">"
     try:
-        return imageio.orientation(Image.open(io.BytesIO(data))) != 1
-    except Exception:
-        return False
+        (ifd,) = struct.unpack_from(e + "I", data, tiff + 4)
+        (count,) = struct.unpack_from(e + "H", data, tiff + ifd)
+        for k in range(min(count, 512)):
+            tag, typ, _, value = struct.unpack_from(e + "HHI4s", data, tiff + ifd + 2 + 12 * k)
+            if tag == 0x0112:
+                v = struct.unpack_from(e + "H", value)[0] if typ == 3 else 1
+                return v if 1 <= v <= 8 else 1
+    except struct.error:
+        return 1
+    return 1
 
 
 def record_image(s: Sample) -> tuple[bytes, str, bool]:
     """``(bytes, format, reencoded)`` for a sample's record: JPEG/PNG kept byte for byte."""
     data = s.read_bytes()
     kind = sniff(data)
-    if kind in ("jpeg", "png") and not _rotated(data):
+    if kind in ("jpeg", "png") and _exif_orientation(data, kind) == 1:
         return data, kind, False
     pixels = imageio.decode(data, s.path)
     buf = io.BytesIO()
@@ -198,23 +217,24 @@ def parse_shard_size(value: str | int) -> tuple[str, int]:
     return "records", int(num)
 
 
-def plan(ds: Dataset, shard_size="100MB") -> list[list[int]]:
-    """Sample indices per shard, in dataset order (deterministic, no image is read)."""
+def plan(ds: Dataset, shard_size="100MB") -> list[range]:
+    """Sample indices per shard: consecutive runs in dataset order (no image is read)."""
     kind, limit = parse_shard_size(shard_size)
-    shards, cur, acc = [], [], 0
+    if kind == "records":
+        return [range(i, min(i + limit, len(ds))) for i in range(0, len(ds), limit)]
+    shards, start, acc = [], 0, 0
     for i, s in enumerate(ds.samples):
-        size = s.image.size_hint() + 256 if kind == "bytes" else 1
-        if cur and acc + size > limit:
-            shards.append(cur)
-            cur, acc = [], 0
-        cur.append(i)
+        size = s.image.size_hint() + 256
+        if i > start and acc + size > limit:
+            shards.append(range(start, i))
+            start, acc = i, 0
         acc += size
-    if cur:
-        shards.append(cur)
+    if start < len(ds):
+        shards.append(range(start, len(ds)))
     return shards
 
 
-def fingerprint(ds: Dataset, shards: list[list[int]], name: str) -> str:
+def fingerprint(ds: Dataset, shards: list[range], name: str) -> str:
     h = hashlib.sha256(json.dumps([name, ds.classes, [len(x) for x in shards]]).encode())
     for s in ds.samples:
         h.update(f"{s.path}|{s.image.size_hint()}|{s.width}|{s.height}|{s.category}".encode())
@@ -224,24 +244,42 @@ def fingerprint(ds: Dataset, shards: list[list[int]], name: str) -> str:
 
 
 _COUNTER = None
+_SAMPLES: list[Sample] = []
+_CLASSES: list[str] = []
 
 
-def _init_worker(counter):
-    global _COUNTER
-    _COUNTER = counter
+def _init_worker(counter, samples, classes):
+    """Pool initializer: with fork the samples are inherited, never pickled per task."""
+    global _COUNTER, _SAMPLES, _CLASSES
+    _COUNTER, _SAMPLES, _CLASSES = counter, samples, classes
+
+
+def _prefetch(fn, items, depth: int = 8, threads: int = 4):
+    """``fn(item)`` for each item, in order, with up to ``depth`` calls running ahead on threads:
+    reading files is latency-bound, so a few requests in flight keep the disk busy."""
+    items = iter(items)
+    with ThreadPoolExecutor(threads) as pool:
+        queue = deque(pool.submit(fn, x) for x in itertools.islice(items, depth))
+        while queue:
+            result = queue.popleft().result()
+            for x in itertools.islice(items, 1):
+                queue.append(pool.submit(fn, x))
+            yield result
 
 
 def _write_shard(task) -> dict:
     """Write one shard to a temp name, then rename: a shard file either is complete or absent."""
-    path, samples, classes, first_id = task
+    path, indices, first_id = task
+    samples, classes = [_SAMPLES[i] for i in indices], _CLASSES
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     crc = 0
     per_class = np.zeros(len(classes), np.int64)
     result = {"file": path.name, "records": 0, "boxes": 0, "negatives": 0, "reencoded": 0}
     with tmp.open("wb") as f:
-        for k, s in enumerate(samples):
-            data, fmt, re_encoded = record_image(s)
+        for k, (s, (data, fmt, re_encoded)) in enumerate(
+            zip(samples, _prefetch(record_image, samples))
+        ):
             chunks = frame_chunks(to_example(s, classes, data, fmt, str(first_id + k)))
             f.writelines(chunks)
             for c in chunks:
@@ -256,8 +294,8 @@ def _write_shard(task) -> dict:
             if _COUNTER is not None:
                 with _COUNTER.get_lock():
                     _COUNTER.value += 1
-        f.flush()
-        os.fsync(f.fileno())
+    # No fsync: a shard counts as done only when its size matches the recorded one, and readers
+    # verify every record's CRC, so a shard torn by a power cut is caught and rewritten.
     os.replace(tmp, path)
     result.update(bytes=path.stat().st_size, crc32c=f"{crc:08x}", per_class=per_class.tolist())
     return result
@@ -316,18 +354,18 @@ def pack(
     tasks, first = [], 0
     for f, idx in zip(files, shards):
         if f not in done:
-            tasks.append((str(out / f), [ds.samples[i] for i in idx], ds.classes, first))
+            tasks.append((str(out / f), idx, first))
         first += len(idx)
     total = len(ds)
     start = sum(r["records"] for r in done.values())
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
-    _run_tasks(tasks, workers, done, out, fp, total, start, progress)
+    _run_tasks(tasks, (ds.samples, ds.classes), workers, done, out, fp, total, start, progress)
     index = _write_index(out, ds, files, done, fp, shard_size)
     (out / STATE).unlink(missing_ok=True)
     return index
 
 
-def _run_tasks(tasks, workers, done, out, fp, total, start, show) -> None:
+def _run_tasks(tasks, data, workers, done, out, fp, total, start, show) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -346,17 +384,17 @@ def _run_tasks(tasks, workers, done, out, fp, total, start, show) -> None:
 
         if workers == 1:
             counter = mp.Value("q", 0, lock=True)
-            _init_worker(counter)
+            _init_worker(counter, *data)
             try:
                 for t in tasks:
                     finished(_write_shard(t))
                     bar.update(job, completed=start + counter.value)
             finally:
-                _init_worker(None)
+                _init_worker(None, [], [])
             return
         ctx = mp.get_context("spawn" if os.name == "nt" else "fork")
         counter = ctx.Value("q", 0, lock=True)
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(counter,)) as pool:
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(counter, *data)) as pool:
             pending = pool.imap_unordered(_write_shard, tasks)
             remaining = len(tasks)
             while remaining:

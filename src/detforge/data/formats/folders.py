@@ -37,9 +37,7 @@ def read(path, *, names=None, **_) -> Dataset:
             except ImageError as e:
                 issues.append(Issue(str(img), "unreadable_image", e.message, "error"))
                 continue
-            samples.append(
-                Sample(imageio.FileImage(img.resolve()), w, h, category=classes.index(d.name))
-            )
+            samples.append(Sample(imageio.FileImage(img), w, h, category=classes.index(d.name)))
     return Dataset(classes, samples, root, task="classify", issues=issues, format=NAME)
 
 

@@ -8,6 +8,7 @@ separators; when the file is absent the embedded base64 ``imageData`` is used. S
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -153,12 +154,12 @@ def read(path, *, shapes: str = "box", negatives: bool = False, names=None, **_)
         issues += found
         if s is not None:
             samples.append(s)
-            seen.add(s.path.resolve())
+            seen.add(os.path.realpath(s.path))
     if negatives and path.is_dir():
         for img in imageio.find_images(path):
-            if img.resolve() not in seen:
+            if os.path.realpath(img) not in seen:
                 w, h, _ = imageio.file_info(img)
-                samples.append(Sample(imageio.FileImage(img.resolve()), w, h))
+                samples.append(Sample(imageio.FileImage(img), w, h))
     classes, samples = index.finish(samples)
     return Dataset(classes, samples, root, issues=issues, format=NAME)
 
@@ -203,8 +204,6 @@ def write(ds: Dataset, dst, *, images: str = "copy", overwrite: bool = False) ->
 
 
 def _relpath(p: Path, start: Path) -> str:
-    import os
-
     try:
         return os.path.relpath(p, start)
     except ValueError:  # another drive on Windows

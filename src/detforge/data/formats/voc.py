@@ -7,6 +7,7 @@ sibling ``images/`` or ``JPEGImages/`` folder, or in the ``images`` folder the u
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -162,12 +163,12 @@ def read(
         issues += found
         if s is not None:
             samples.append(s)
-            seen.add(s.path)
+            seen.add(os.path.realpath(s.path))
     if negatives:
         for img in imageio.find_images(images or root):
-            if img.resolve() not in seen:
+            if os.path.realpath(img) not in seen:
                 w, h, _ = imageio.file_info(img)
-                samples.append(Sample(imageio.FileImage(img.resolve()), w, h))
+                samples.append(Sample(imageio.FileImage(img), w, h))
     classes, samples = index.finish(samples)
     return Dataset(classes, samples, root, issues=issues, format=NAME)
 

@@ -7,6 +7,7 @@ their enclosing box.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,9 @@ def parse_names(names, where) -> list[str]:
     raise FormatError(where, "names must be a list or an {id: name} mapping")
 
 
-def label_path(img: Path) -> Path:
+def label_path(img: str | Path) -> Path:
     """Ultralytics' rule: the last ``images`` folder in the path becomes ``labels``."""
+    img = Path(img)
     parts = list(img.parts)
     for i in range(len(parts) - 1, -1, -1):
         if parts[i] == "images":
@@ -80,20 +82,16 @@ def _read_labels(txt: Path, w: int, h: int, nc: int | None):
     return boxes, labels
 
 
-def _image_list(entry: Path) -> list[Path]:
+def _image_list(entry: Path) -> list[str]:
     if entry.is_file() and entry.suffix == ".txt":  # a list of image paths
-        base = entry.parent
-        return [
-            (base / line.strip()).resolve()
-            for line in entry.read_text().splitlines()
-            if line.strip()
-        ]
+        lines = entry.read_text().splitlines()
+        return [os.path.abspath(entry.parent / line.strip()) for line in lines if line.strip()]
     if (entry / "images").is_dir():
         entry = entry / "images"
     return imageio.find_images(entry)
 
 
-def read_images(images: list[Path], classes: list[str] | None, root: Path) -> Dataset:
+def read_images(images: list[str], classes: list[str] | None, root: Path) -> Dataset:
     samples, issues = [], []
     nc = len(classes) if classes is not None else None
     for img in images:
@@ -135,13 +133,16 @@ def read(path, *, split: str | None = None, names=None, **_) -> Dataset:
         classes = names or (parse_names(cfg["names"], yml) if "names" in cfg else None)
         base = yml.parent / cfg["path"] if cfg.get("path") else yml.parent
         keys = [split] if split else [k for k in ("train", "val", "test") if cfg.get(k)]
-        images: list[Path] = []
+        images: list[str] = []
+        listed = set()  # a split may repeat another (val: images)
         for k in keys:
             entries = cfg.get(k)
             for e in entries if isinstance(entries, list) else [entries]:
-                if e:
+                if e and os.path.abspath(base / e) not in listed:
+                    listed.add(os.path.abspath(base / e))
                     images += _image_list(base / e)
-        images = list(dict.fromkeys(images))  # a split may repeat another (val: train)
+        if len(listed) > 1:
+            images = list(dict.fromkeys(images))
         return read_images(images, classes, yml.parent)
     parent = path.parent if path.name == "images" else path
     classes = names or read_classes_file(parent) or read_classes_file(path)
