@@ -11,10 +11,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import dataset
-
 from detforge.data.loader import make_loader
 from detforge.data.shards import pack
+
+from _common import dataset
 
 
 def rate(loader) -> tuple[float, int]:

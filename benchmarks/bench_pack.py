@@ -13,15 +13,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from _common import best_of, dataset, evict
-
 from detforge.data.shards import pack
+
+from _common import best_of, dataset, evict
 
 
 def replicate(ds, what, copies: int, folder: Path):
     """``copies`` distinct copies of every image file (so a cold read really reads them all)."""
-    from dataclasses import replace
-
     from detforge.data.dataset import Dataset
     from detforge.data.image import FileImage
 
@@ -31,7 +29,7 @@ def replicate(ds, what, copies: int, folder: Path):
         for s in ds:
             dst = folder / f"{k}_{s.name}"
             shutil.copyfile(s.path, dst)
-            samples.append(replace(s, image=FileImage(dst)))
+            samples.append(s.replace(image=FileImage(dst)))
     return Dataset(ds.classes, samples, folder), f"{what} x{copies} copies"
 
 
@@ -51,32 +49,29 @@ def main() -> None:
             with open(p, "rb") as f:
                 f.read()
 
-    out = tmp / "out"
-
-    def do_pack():
+    def do_pack(out):
         pack(ds, out, shard_size="8MB", workers=args.workers, progress=False)
 
-    def clean():
+    def clean(out, cold):
         shutil.rmtree(out, ignore_errors=True)
-
-    def clean_cold():
-        clean()
-        evict(files)
+        if cold:
+            evict(files)
 
     print(f"dataset: {what}, {len(files)} files, {mb:.1f} MB; pack workers={args.workers}")
-    runs = [("warm cache", clean, tmp / "out"), ("cold cache", clean_cold, tmp / "out")]
+    runs = [("warm cache", False, tmp / "out"), ("cold cache", True, tmp / "out")]
     if Path("/dev/shm").is_dir():  # cold reads, shards written to memory: the cost of writing
-        runs.append(("cold, out on tmpfs", clean_cold, Path("/dev/shm") / tmp.name))
-    for label, setup, out in runs:
-        cold = "cold" in label
+        runs.append(("cold, out on tmpfs", True, Path("/dev/shm") / tmp.name))
+    for label, cold, out in runs:
         t_read = best_of(args.repeat, read_all, setup=(lambda: evict(files)) if cold else None)
-        t_pack = best_of(args.repeat, do_pack, setup=setup)
+        t_pack = best_of(
+            args.repeat, lambda o=out: do_pack(o), setup=lambda o=out, c=cold: clean(o, c)
+        )
         print(
             f"{label:>10}: read {len(files) / t_read:8.0f} img/s ({mb / t_read:7.1f} MB/s) | "
             f"pack {len(files) / t_pack:8.0f} img/s ({mb / t_pack:7.1f} MB/s) | "
             f"pack/read = {t_read / t_pack:.2f}x"
         )
-        clean()
+        clean(out, False)
     shutil.rmtree(tmp, ignore_errors=True)
 
 

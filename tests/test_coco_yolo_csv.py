@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import save_image
 from detforge.data import formats, read
 from detforge.errors import FormatError
+
+from conftest import save_image
 
 
 def test_coco_noncontiguous_ids_crowd_and_negatives(tmp_path):

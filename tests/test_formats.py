@@ -3,11 +3,12 @@
 import pytest
 
 import detforge
-from conftest import assert_same
 from detforge.data import formats, read, write
 from detforge.data.formats import folders
 from detforge.data.synth import generate
 from detforge.errors import DestinationError, UnknownFormatError
+
+from conftest import assert_same
 
 DETECTION = ["labelme", "voc", "coco", "yolo", "csv", "tfrecord"]
 

@@ -6,11 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from conftest import save_image
 from detforge.data import formats, read
 from detforge.data.formats import labelme
 from detforge.data.image import EmbeddedImage, FileImage
 from detforge.errors import FormatError
+
+from conftest import save_image
 
 
 def shape(label, points, kind="rectangle", group_id=None, **extra):

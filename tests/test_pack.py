@@ -13,11 +13,12 @@ import google_crc32c
 import pytest
 from PIL import Image
 
-from conftest import assert_same
 from detforge.data import read, write
 from detforge.data.records import iter_records, read_label_map
 from detforge.data.shards import STATE, pack, parse_shard_size, plan
 from detforge.errors import DestinationError, DetforgeError
+
+from conftest import assert_same
 
 
 def digest(folder: Path) -> dict:

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from conftest import save_image
 from detforge.data import formats, read
 from detforge.data.formats import voc
 from detforge.errors import FormatError
+
+from conftest import save_image
 
 XML = """<annotation>
 \t<folder>images</folder>
