@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from rich.progress import track
 
-from detforge.data.dataset import Dataset, Sample
+from detforge.data import image as imageio
+from detforge.data.dataset import Dataset, Issue, Sample
 from detforge.data.image import FileImage
-from detforge.fileio import atomic_write_text, place_image
+from detforge.errors import ImageError
+from detforge.fileio import atomic_write_text, place_image, prepare_destination
 
 IMAGE_MODES = ("copy", "link", "none")
 
@@ -60,3 +63,36 @@ def fmt_num(v: float) -> str:
     """A coordinate as text: integers without a decimal point, others with 4 decimals."""
     r = round(float(v), 4)
     return str(int(r)) if r == int(r) else f"{r:.4f}".rstrip("0")
+
+
+def start_write(
+    ds: Dataset, dst, images: str, overwrite: bool, folder: str = "images"
+) -> tuple[Path, list[str], list[str]]:
+    """Prepare ``dst`` and place the images in ``dst/folder``. Returns ``(dst, names, refs)``:
+    ``names`` the flat file names given to the images, ``refs`` what annotations point at (the
+    names, or with ``images='none'`` the original absolute paths)."""
+    dst = prepare_destination(dst, overwrite)
+    names = unique_names(ds.samples)
+    put_images(ds, dst / folder if folder else dst, names, images)
+    refs = [str(s.path) for s in ds.samples] if images == "none" else names
+    return dst, names, refs
+
+
+def image_size(img, issues: list[Issue]) -> tuple[int, int] | None:
+    """An image's displayed size from its header, or None with an ``unreadable_image`` issue."""
+    try:
+        w, h, _ = imageio.file_info(img)
+    except ImageError as e:
+        issues.append(Issue(str(img), "unreadable_image", e.message, "error"))
+        return None
+    return w, h
+
+
+def unlabeled_negatives(folder, samples: list[Sample], issues: list[Issue]) -> list[Sample]:
+    """Images under ``folder`` that no sample points at, as negatives."""
+    seen = {os.path.realpath(s.path) for s in samples}
+    out = []
+    for img in imageio.find_images(folder):
+        if os.path.realpath(img) not in seen and (size := image_size(img, issues)):
+            out.append(Sample(imageio.FileImage(img), *size))
+    return out

@@ -10,9 +10,9 @@ import numpy as np
 from detforge.boxes import from_xyxy, to_xyxy
 from detforge.data import image as imageio
 from detforge.data.dataset import Dataset, Issue, Sample
-from detforge.data.formats._common import put_images, unique_names
+from detforge.data.formats._common import start_write
 from detforge.errors import FormatError
-from detforge.fileio import atomic_write_json, prepare_destination
+from detforge.fileio import atomic_write_json
 
 NAME = "coco"
 ANNOTATION_FILE = "annotations.json"
@@ -146,10 +146,6 @@ def to_dict(ds: Dataset, names: list[str]) -> dict:
 
 def write(ds: Dataset, dst, *, images: str = "copy", overwrite: bool = False) -> Path:
     """Write ``annotations.json`` and ``images/`` into ``dst``."""
-    dst = prepare_destination(dst, overwrite)
-    names = unique_names(ds.samples)
-    put_images(ds, dst / "images", names, images)
-    if images == "none":
-        names = [str(s.path) for s in ds.samples]
+    dst, _, names = start_write(ds, dst, images, overwrite)
     atomic_write_json(dst / ANNOTATION_FILE, to_dict(ds, names), indent=None)
     return dst

@@ -13,9 +13,9 @@ import numpy as np
 
 from detforge.data import image as imageio
 from detforge.data.dataset import ClassIndex, Dataset, Issue, Sample, read_classes_file
-from detforge.data.formats._common import fmt_num, put_images, unique_names, write_classes
+from detforge.data.formats._common import fmt_num, start_write, write_classes
 from detforge.errors import FormatError
-from detforge.fileio import atomic_write_text, prepare_destination
+from detforge.fileio import atomic_write_text
 
 NAME = "csv"
 COLUMNS = ["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax"]
@@ -93,11 +93,7 @@ def read(path, *, images=None, names=None, **_) -> Dataset:
 
 def write(ds: Dataset, dst, *, images: str = "copy", overwrite: bool = False) -> Path:
     """Write ``annotations.csv``, ``classes.txt`` and ``images/`` into ``dst``."""
-    dst = prepare_destination(dst, overwrite)
-    names = unique_names(ds.samples)
-    put_images(ds, dst / "images", names, images)
-    if images == "none":
-        names = [str(s.path) for s in ds.samples]
+    dst, _, names = start_write(ds, dst, images, overwrite)
     buf = io.StringIO()
     w = _csv.writer(buf, lineterminator="\n")
     w.writerow(COLUMNS)

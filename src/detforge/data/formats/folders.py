@@ -6,8 +6,8 @@ from pathlib import Path
 
 from detforge.data import image as imageio
 from detforge.data.dataset import Dataset, Issue, Sample
-from detforge.data.formats._common import put_images, unique_names
-from detforge.errors import FormatError, ImageError
+from detforge.data.formats._common import image_size, put_images, unique_names
+from detforge.errors import FormatError
 from detforge.fileio import prepare_destination
 
 NAME = "folders"
@@ -32,12 +32,10 @@ def read(path, *, names=None, **_) -> Dataset:
         if not imgs:
             issues.append(Issue(str(d), "empty_class", "class folder holds no images", "error"))
         for img in imgs:
-            try:
-                w, h, _ = imageio.file_info(img)
-            except ImageError as e:
-                issues.append(Issue(str(img), "unreadable_image", e.message, "error"))
-                continue
-            samples.append(Sample(imageio.FileImage(img), w, h, category=classes.index(d.name)))
+            if size := image_size(img, issues):
+                samples.append(
+                    Sample(imageio.FileImage(img), *size, category=classes.index(d.name))
+                )
     return Dataset(classes, samples, root, task="classify", issues=issues, format=NAME)
 
 

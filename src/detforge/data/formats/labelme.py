@@ -15,9 +15,9 @@ import numpy as np
 
 from detforge.data import image as imageio
 from detforge.data.dataset import ClassIndex, Dataset, Issue, Sample, read_classes_file
-from detforge.data.formats._common import put_images, unique_names, write_classes
+from detforge.data.formats._common import start_write, unlabeled_negatives, write_classes
 from detforge.errors import FormatError, ImageError
-from detforge.fileio import atomic_write_json, prepare_destination
+from detforge.fileio import atomic_write_json
 
 NAME = "labelme"
 RECT_SHAPES = ("rectangle", "circle")
@@ -140,7 +140,7 @@ def read(path, *, shapes: str = "box", negatives: bool = False, names=None, **_)
     )
     root = path.parent if path.is_file() else path
     index = ClassIndex(names or read_classes_file(root))
-    samples, issues, seen = [], [], set()
+    samples, issues = [], []
     for jp in files:
         if path.is_dir():
             try:
@@ -154,12 +154,8 @@ def read(path, *, shapes: str = "box", negatives: bool = False, names=None, **_)
         issues += found
         if s is not None:
             samples.append(s)
-            seen.add(os.path.realpath(s.path))
     if negatives and path.is_dir():
-        for img in imageio.find_images(path):
-            if os.path.realpath(img) not in seen:
-                w, h, _ = imageio.file_info(img)
-                samples.append(Sample(imageio.FileImage(img), w, h))
+        samples += unlabeled_negatives(path, samples, issues)
     classes, samples = index.finish(samples)
     return Dataset(classes, samples, root, issues=issues, format=NAME)
 
@@ -191,13 +187,11 @@ def to_json(s: Sample, classes: list[str], image_path: str) -> dict:
 
 def write(ds: Dataset, dst, *, images: str = "copy", overwrite: bool = False) -> Path:
     """Write images and one labelme JSON beside each (rectangles) into ``dst``."""
-    dst = prepare_destination(dst, overwrite)
-    names = unique_names(ds.samples)
-    put_images(ds, dst, names, images)
-    for s, n in zip(ds.samples, names):
+    dst, names, refs = start_write(ds, dst, images, overwrite, folder="")
+    for s, n, ref in zip(ds.samples, names, refs):
         rel = n
         if images == "none":  # point at the original image, relative when possible
-            rel = Path(_relpath(s.path, dst)).as_posix()
+            rel = Path(_relpath(ref, dst)).as_posix()
         atomic_write_json(dst / (Path(n).stem + ".json"), to_json(s, ds.classes, rel))
     write_classes(dst, ds.classes)
     return dst

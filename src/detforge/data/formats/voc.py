@@ -7,7 +7,6 @@ sibling ``images/`` or ``JPEGImages/`` folder, or in the ``images`` folder the u
 
 from __future__ import annotations
 
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -17,9 +16,9 @@ from defusedxml import DefusedXmlException
 
 from detforge.data import image as imageio
 from detforge.data.dataset import ClassIndex, Dataset, Issue, Sample, read_classes_file
-from detforge.data.formats._common import fmt_num, put_images, unique_names, write_classes
+from detforge.data.formats._common import fmt_num, start_write, unlabeled_negatives, write_classes
 from detforge.errors import FormatError, ImageError
-from detforge.fileio import atomic_write_text, prepare_destination
+from detforge.fileio import atomic_write_text
 
 NAME = "voc"
 
@@ -154,7 +153,7 @@ def read(
     else:
         root, files = path, sorted(p for p in path.rglob("*.xml") if not p.name.startswith("."))
     index = ClassIndex(names or read_classes_file(root))
-    samples, issues, seen = [], [], set()
+    samples, issues = [], []
     for xml in files:
         if not xml.is_file():
             issues.append(Issue(str(xml), "missing_annotation", "listed but not found", "error"))
@@ -163,12 +162,8 @@ def read(
         issues += found
         if s is not None:
             samples.append(s)
-            seen.add(os.path.realpath(s.path))
     if negatives:
-        for img in imageio.find_images(images or root):
-            if os.path.realpath(img) not in seen:
-                w, h, _ = imageio.file_info(img)
-                samples.append(Sample(imageio.FileImage(img), w, h))
+        samples += unlabeled_negatives(images or root, samples, issues)
     classes, samples = index.finish(samples)
     return Dataset(classes, samples, root, issues=issues, format=NAME)
 
@@ -205,14 +200,10 @@ def to_xml(
 
 def write(ds: Dataset, dst, *, images: str = "copy", overwrite: bool = False) -> Path:
     """Write a VOCdevkit layout: ``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/all.txt``."""
-    dst = prepare_destination(dst, overwrite)
-    names = unique_names(ds.samples)
-    put_images(ds, dst / "JPEGImages", names, images)
-    for s, n in zip(ds.samples, names):
-        atomic_write_text(
-            dst / "Annotations" / (Path(n).stem + ".xml"),
-            to_xml(s, ds.classes, n, str(s.path) if images == "none" else None),
-        )
+    dst, names, refs = start_write(ds, dst, images, overwrite, folder="JPEGImages")
+    for s, n, ref in zip(ds.samples, names, refs):
+        xml = to_xml(s, ds.classes, n, ref)
+        atomic_write_text(dst / "Annotations" / (Path(n).stem + ".xml"), xml)
     ids = "".join(Path(n).stem + "\n" for n in names)
     atomic_write_text(dst / "ImageSets" / "Main" / "all.txt", ids)
     write_classes(dst, ds.classes)

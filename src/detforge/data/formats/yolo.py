@@ -16,9 +16,9 @@ import yaml
 from detforge.boxes import from_xyxy, to_xyxy
 from detforge.data import image as imageio
 from detforge.data.dataset import Dataset, Issue, Sample, read_classes_file
-from detforge.data.formats._common import put_images, unique_names
-from detforge.errors import DetforgeError, FormatError, ImageError
-from detforge.fileio import atomic_write_text, prepare_destination
+from detforge.data.formats._common import image_size, start_write
+from detforge.errors import DetforgeError, FormatError
+from detforge.fileio import atomic_write_text
 
 NAME = "yolo"
 
@@ -95,11 +95,9 @@ def read_images(images: list[str], classes: list[str] | None, root: Path) -> Dat
     samples, issues = [], []
     nc = len(classes) if classes is not None else None
     for img in images:
-        try:
-            w, h, _ = imageio.file_info(img)
-        except ImageError as e:
-            issues.append(Issue(str(img), "unreadable_image", e.message, "error"))
+        if not (size := image_size(img, issues)):
             continue
+        w, h = size
         boxes, labels = _read_labels(label_path(img), w, h, nc)
         samples.append(
             Sample(imageio.FileImage(img), w, h, np.array(boxes, np.float32).reshape(-1, 4), labels)
@@ -156,9 +154,7 @@ def write(ds: Dataset, dst, *, images: str = "copy", overwrite: bool = False) ->
             "YOLO finds labels next to images/, so it cannot be written without images",
             "use --link to hard-link the images instead of copying them",
         )
-    dst = prepare_destination(dst, overwrite)
-    names = unique_names(ds.samples)
-    put_images(ds, dst / "images", names, images)
+    dst, names, _ = start_write(ds, dst, images, overwrite)
     for s, n in zip(ds.samples, names):
         rows = from_xyxy(s.boxes, "cxcywh", normalized=True, size=(s.width, s.height))
         text = "".join(
