@@ -87,3 +87,25 @@ def test_embedded_image_reads_base64(tmp_path):
     j.write_text(json.dumps({"imageData": base64.b64encode(buf.getvalue()).decode()}))
     arr = imageio.load(imageio.EmbeddedImage(j, "x.png"))
     assert arr.shape == (4, 5, 3) and tuple(arr[0, 0]) == (1, 2, 3)
+
+
+def test_48bit_png_and_unreadable_image_in_a_dataset(tmp_path):
+    import cv2
+
+    from detforge.data import read
+
+    rgb16 = np.zeros((6, 8, 3), np.uint16)
+    rgb16[..., 0] = 65535  # full red, stored BGR by OpenCV
+    p = tmp_path / "images" / "deep.png"
+    p.parent.mkdir()
+    cv2.imwrite(str(p), rgb16)
+    out = imageio.load(imageio.FileImage(p))
+    assert out.dtype == np.uint8 and out.shape == (6, 8, 3) and out[0, 0].tolist() == [0, 0, 255]
+    (tmp_path / "images" / "zero.jpg").write_bytes(b"")
+    (tmp_path / "a.csv").write_text(
+        "filename,width,height,class,xmin,ymin,xmax,ymax\n"
+        "deep.png,,,x,1,1,5,5\nzero.jpg,,,x,1,1,5,5\n"
+    )
+    ds = read(tmp_path / "a.csv")  # the zero-byte image is reported, the rest still reads
+    assert len(ds) == 1 and [i.kind for i in ds.issues] == ["unreadable_image"]
+    assert "zero.jpg" in ds.issues[0].path

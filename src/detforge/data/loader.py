@@ -92,7 +92,7 @@ class ShardDataset(IterableDataset):
                     "no index.json or label_map.pbtxt beside the records",
                     "pass label_map=..., or pack the data with detforge data pack",
                 )
-        self._id_to_index = self._ids(source, label_map)
+        self._id_to_index = self._ids(label_map)
         self.shuffle_buffer, self.seed, self.transform, self.verify = (
             shuffle_buffer,
             seed,
@@ -101,7 +101,7 @@ class ShardDataset(IterableDataset):
         )
         self.epoch = 0
 
-    def _ids(self, source, label_map) -> dict[int, int]:
+    def _ids(self, label_map) -> dict[int, int]:
         lm = Path(label_map) if label_map else self.files[0].parent / "label_map.pbtxt"
         if lm.is_file():
             by_id = read_label_map(lm)

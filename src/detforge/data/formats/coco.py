@@ -10,7 +10,7 @@ import numpy as np
 from detforge.boxes import from_xyxy, to_xyxy
 from detforge.data import image as imageio
 from detforge.data.dataset import Dataset, Issue, Sample
-from detforge.data.formats._common import start_write
+from detforge.data.formats._common import image_size, start_write
 from detforge.errors import FormatError
 from detforge.fileio import atomic_write_json
 
@@ -99,7 +99,9 @@ def read(path, *, images=None, names=None, **_) -> Dataset:
             crowd.append(bool(a.get("iscrowd", 0)))
         w, h = im.get("width"), im.get("height")
         if not w or not h:
-            w, h, _ = imageio.file_info(found)
+            if not (size := image_size(found, issues)):
+                continue
+            w, h = size
         xyxy = to_xyxy(np.array(boxes, np.float64).reshape(-1, 4), "xywh")
         samples.append(
             Sample(imageio.FileImage(found.resolve()), w, h, xyxy, labels, iscrowd=crowd)

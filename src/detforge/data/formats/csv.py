@@ -13,7 +13,7 @@ import numpy as np
 
 from detforge.data import image as imageio
 from detforge.data.dataset import ClassIndex, Dataset, Issue, Sample, read_classes_file
-from detforge.data.formats._common import fmt_num, start_write, write_classes
+from detforge.data.formats._common import fmt_num, image_size, start_write, write_classes
 from detforge.errors import FormatError
 from detforge.fileio import atomic_write_text
 
@@ -84,7 +84,9 @@ def read(path, *, images=None, names=None, **_) -> Dataset:
         try:
             w, h = int(float(e["w"])), int(float(e["h"]))
         except (TypeError, ValueError):
-            w, h, _ = imageio.file_info(img)
+            if not (size := image_size(img, issues)):
+                continue
+            w, h = size
         boxes = np.array(e["b"], np.float32).reshape(-1, 4)
         samples.append(Sample(imageio.FileImage(img.resolve()), w, h, boxes, e["l"]))
     classes, samples = index.finish(samples)
