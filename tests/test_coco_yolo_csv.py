@@ -103,3 +103,27 @@ def test_csv_tf_tutorial_layout_and_negatives(tmp_path):
     )
     with pytest.raises(FormatError, match=r"train_labels\.csv:2"):
         read(tmp_path)
+
+
+def test_labelimg_yolo_folder_and_roboflow_yaml(tmp_path):
+    """LabelImg saves YOLO txt beside the images with classes.txt; Roboflow writes
+    ``train: ../train/images`` in a data.yaml that sits beside train/."""
+    lab = tmp_path / "labelimg"
+    save_image(lab / "a.jpg", 100, 50, fmt="JPEG")
+    save_image(lab / "b.jpg", 100, 50, fmt="JPEG", seed=1)
+    (lab / "a.txt").write_text("0 0.5 0.5 0.2 0.4\n")
+    (lab / "classes.txt").write_text("dog\ncat\n")
+    assert formats.detect(lab) == "yolo"
+    ds = read(lab)
+    assert ds.classes == ["dog", "cat"] and len(ds) == 2 and ds.num_negatives == 1
+
+    rf = tmp_path / "roboflow"
+    save_image(rf / "train" / "images" / "t.jpg", 100, 50, fmt="JPEG")
+    (rf / "train" / "labels").mkdir(parents=True)
+    (rf / "train" / "labels" / "t.txt").write_text("0 0.5 0.5 0.2 0.4\n")
+    (rf / "data.yaml").write_text(
+        "train: ../train/images\nval: ../train/images\nnc: 1\nnames: ['fish']\n"
+    )
+    ds = read(rf / "data.yaml")
+    assert ds.classes == ["fish"] and len(ds) == 1 and ds.num_boxes == 1
+    assert len(read(rf)) == 1

@@ -109,3 +109,12 @@ def test_reads_records_written_by_tensorflow():
         np.testing.assert_allclose(s.boxes, np.array(e["boxes"]).reshape(-1, 4), atol=1e-3)
         assert [ds.classes[i] for i in s.labels] == e["classes"]
         assert s.load().shape == (e["height"], e["width"], 3)
+
+
+def test_gzip_records_get_a_clear_error(tmp_path):
+    import gzip
+
+    p = tmp_path / "x.record"
+    p.write_bytes(gzip.compress(frame(b"one")))
+    with pytest.raises(FormatError, match="gunzip"):
+        list(iter_records(p))

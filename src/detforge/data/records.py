@@ -53,6 +53,13 @@ def iter_records(path: Path, verify: bool = True, select=None) -> Iterator[tuple
     """
     path = Path(path)
     with path.open("rb") as f:
+        if f.read(2) == b"\x1f\x8b":
+            raise FormatError(
+                path,
+                "GZIP-compressed TFRecord file",
+                f"decompress it first: gunzip -c {path.name} > {path.stem}.record",
+            )
+        f.seek(0)
         i, offset = 0, 0
         while True:
             head = f.read(12)

@@ -77,7 +77,7 @@ def read_splits(path, **opts) -> dict[str, Dataset]:
         if isinstance(entry, list) or str(entry).endswith(".txt"):  # YOLO image lists
             ds = yolo.read(path, split=k, names=names)
         else:
-            ds = read(base / str(entry), fmt, names=names, **kw)
+            ds = read(yolo.resolve_entry(base, entry), fmt, names=names, **kw)
         out[k] = ds
     classes = names or sorted({c for d in out.values() for c in d.classes})
     return {k: d.with_classes(classes) for k, d in out.items()}

@@ -82,6 +82,14 @@ def _yolo_images_dir(p: Path) -> bool:
     )
 
 
+def _labelimg_yolo_dir(p: Path) -> bool:
+    """LabelImg's YOLO mode: ``classes.txt`` and a ``.txt`` beside each labeled image."""
+    files = [f for f in p.iterdir() if f.is_file()]
+    stems = {f.stem for f in files if f.suffix.lower() in IMAGE_EXTS}
+    txts = {f.stem for f in files if f.suffix == ".txt" and f.name != "classes.txt"}
+    return bool(stems) and (bool(stems & txts) or (p / "classes.txt").is_file())
+
+
 def _detect_dir(p: Path) -> str:
     names = {c.name for c in p.iterdir()}
     if "index.json" in names:
@@ -100,6 +108,8 @@ def _detect_dir(p: Path) -> str:
             return "labelme"
     if next(p.rglob("*.xml"), None) is not None:
         return "voc"
+    if _labelimg_yolo_dir(p):  # after labelme, whose folders may hold a classes.txt too
+        return "yolo"
     if csv.find_csv(p):
         return "csv"
     subdirs = folders.class_dirs(p)

@@ -111,6 +111,15 @@ def read_images(images: list[str], classes: list[str] | None, root: Path) -> Dat
     return Dataset(classes, samples, root, issues=issues, format=NAME)
 
 
+def resolve_entry(base: Path, entry) -> Path:
+    """A split entry of a data.yaml, relative to ``base``. Roboflow exports write
+    ``../train/images`` for a folder beside the YAML; like Ultralytics, fall back to that."""
+    p = base / str(entry)
+    if not p.exists() and str(entry).startswith("../") and (base / str(entry)[3:]).exists():
+        return base / str(entry)[3:]
+    return p
+
+
 def find_yaml(folder: Path) -> Path | None:
     for n in ("data.yaml", "data.yml", "dataset.yaml"):
         if (folder / n).is_file():
@@ -136,9 +145,9 @@ def read(path, *, split: str | None = None, names=None, **_) -> Dataset:
         for k in keys:
             entries = cfg.get(k)
             for e in entries if isinstance(entries, list) else [entries]:
-                if e and os.path.abspath(base / e) not in listed:
-                    listed.add(os.path.abspath(base / e))
-                    images += _image_list(base / e)
+                if e and os.path.abspath(resolve_entry(base, e)) not in listed:
+                    listed.add(os.path.abspath(resolve_entry(base, e)))
+                    images += _image_list(resolve_entry(base, e))
         if len(listed) > 1:
             images = list(dict.fromkeys(images))
         return read_images(images, classes, yml.parent)
