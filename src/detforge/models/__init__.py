@@ -1,0 +1,31 @@
+"""Models by name: ``build(name, classes, **options)``; every builder is a plain function."""
+
+from __future__ import annotations
+
+import difflib
+
+from detforge.errors import DetforgeError
+from detforge.models import tracker, zoo
+from detforge.models.base import Detector, load_checkpoint, save_checkpoint
+
+MODELS = {"tracker": tracker.build, **{name: zoo.builder(name) for name in zoo.FAMILIES}}
+
+
+def build(name: str, classes, **options) -> Detector:
+    """Build model ``name`` for ``classes``. Options: ``imgsz``, ``pretrained`` (none, imagenet,
+    coco) and the model's own (see ``detforge models``)."""
+    if name not in MODELS:
+        close = difflib.get_close_matches(name, list(MODELS), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "one of " + ", ".join(MODELS)
+        raise DetforgeError(f"unknown model {name!r}", hint)
+    if not classes:
+        raise DetforgeError("a model needs at least one class")
+    options = {k: v for k, v in options.items() if v is not None}
+    return MODELS[name](list(classes), **options)
+
+
+def describe() -> dict[str, str]:
+    return {name: (fn.__doc__ or "").strip() for name, fn in MODELS.items()}
+
+
+__all__ = ["MODELS", "Detector", "build", "describe", "load_checkpoint", "save_checkpoint"]
