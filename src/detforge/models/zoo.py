@@ -195,10 +195,17 @@ class TorchvisionDetector(Detector):
                 raise DetforgeError("train mode needs targets", "call model.eval() to predict")
             shifted = [{"boxes": t["boxes"].float(), "labels": t["labels"] + 1} for t in targets]
             return self.net(images, shifted)
-        out = self.net(images)
-        return [
-            {"boxes": o["boxes"], "scores": o["scores"], "labels": o["labels"] - 1} for o in out
-        ]
+        out = []
+        for o in self.net(images):
+            keep = o["labels"] > 0  # sigmoid heads (RetinaNet, FCOS) may pick the unused slot 0
+            out.append(
+                {
+                    "boxes": o["boxes"][keep],
+                    "scores": o["scores"][keep],
+                    "labels": o["labels"][keep] - 1,
+                }
+            )
+        return out
 
 
 def builder(name: str):
