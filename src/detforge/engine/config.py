@@ -1,0 +1,141 @@
+"""The training configuration: typed, every field with a one-line meaning, loadable from YAML,
+overridable from the CLI, validated with messages that name the field."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from detforge.data.augment import AugmentConfig
+from detforge.errors import DetforgeError
+
+
+class ConfigError(DetforgeError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""  # dataset: folder, annotation file, data.yaml, shards
+    model: str = "ssdlite"  # model name (see `detforge models`)
+    epochs: int = 30  # passes over the training set
+    imgsz: int = 320  # input size the model resizes to (longest side)
+    batch: int = 8  # images per step
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
+    workers: int = 2  # DataLoader worker processes
+    pretrained: str = "none"  # none, imagenet or coco
+    name: str = "exp"  # run name under project/train/
+    project: str = "runs"  # root folder of runs
+    optimizer: str = "adamw"  # adamw or sgd
+    lr: float = 1e-3  # peak learning rate
+    momentum: float = 0.9  # SGD momentum (AdamW beta1)
+    weight_decay: float = 1e-4  # decoupled weight decay (not on norms and biases)
+    warmup_epochs: float = 1.0  # linear warmup, in epochs
+    final_lr: float = 0.05  # cosine decays to lr * final_lr
+    grad_clip: float = 10.0  # max gradient norm (0 = off)
+    accumulate: int = 1  # steps to accumulate before an optimizer update
+    amp: bool = True  # mixed precision on CUDA
+    ema: float = 0.999  # EMA decay of weights for validation and best.pt (0 = off)
+    precise_bn: int = 256  # training images to re-estimate BatchNorm stats before val (0 = off)
+    seed: int = 0  # seeds Python, NumPy and torch
+    deterministic: bool = False  # deterministic algorithms (slower)
+    patience: int = 0  # stop after this many epochs without mAP gain (0 = off)
+    time: float = 0.0  # time budget in minutes (0 = off)
+    val_split: float = 0.2  # fraction held out when the data has no val split
+    model_options: dict = field(default_factory=dict)  # e.g. {backbone: vgg16, rois: 128}
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def validate(self) -> TrainConfig:
+        checks = [
+            ("epochs", self.epochs >= 1, "at least 1"),
+            ("imgsz", 32 <= self.imgsz <= 4096, "between 32 and 4096"),
+            ("batch", self.batch >= 1, "at least 1"),
+            ("workers", self.workers >= 0, "0 or more"),
+            ("optimizer", self.optimizer in ("adamw", "sgd"), "adamw or sgd"),
+            ("lr", self.lr > 0, "positive"),
+            (
+                "pretrained",
+                self.pretrained in ("none", "imagenet", "coco"),
+                "none, imagenet or coco",
+            ),
+            ("accumulate", self.accumulate >= 1, "at least 1"),
+            ("ema", 0 <= self.ema < 1, "in [0, 1)"),
+            ("val_split", 0 < self.val_split < 1, "in (0, 1)"),
+            ("data", bool(self.data), "a dataset path"),
+        ]
+        for name, ok, want in checks:
+            if not ok:
+                raise ConfigError(f"config field {name!r} = {getattr(self, name)!r} must be {want}")
+        return self
+
+    def to_dict(self) -> dict:
+        """Plain values only (tuples as lists), as saved in the run's config.yaml."""
+        import json
+
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def _coerce(name: str, value, default):
+    kind = type(default)
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if isinstance(default, AugmentConfig):
+            return (
+                value
+                if isinstance(value, AugmentConfig)
+                else _build(AugmentConfig, value, "augment.")
+            )
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return dict(value)
+        if isinstance(default, tuple):
+            return tuple(float(v) for v in value)
+        return kind(value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config field {name!r}: expected {kind.__name__}, got {value!r}") from e
+
+
+def _build(cls, values: dict, prefix: str = ""):
+    known = {f.name: f for f in fields(cls)}
+    base = cls()
+    out = {}
+    for k, v in (values or {}).items():
+        if k not in known:
+            close = difflib.get_close_matches(k, list(known), n=1)
+            raise ConfigError(
+                f"unknown config field {prefix}{k!r}",
+                f"did you mean {prefix}{close[0]!r}?" if close else None,
+            )
+        out[k] = _coerce(prefix + k, v, getattr(base, k))
+    return cls(**out)
+
+
+def load_config(path=None, **overrides) -> TrainConfig:
+    """A TrainConfig from a YAML file (optional) with ``overrides`` (e.g. from the CLI) on top;
+    ``None`` overrides are ignored."""
+    values: dict = {}
+    if path:
+        try:
+            values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"{path}: cannot read the config: {e}") from e
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of config fields")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return _build(TrainConfig, values)
+
+
+def save_config(cfg: TrainConfig, path) -> None:
+    from detforge.fileio import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
