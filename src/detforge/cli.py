@@ -294,6 +294,66 @@ def data_collect(
 
 
 @app.command()
+def models():
+    """List the models `detforge train --model` builds."""
+    from detforge.models import describe
+
+    t = Table()
+    t.add_column("model")
+    t.add_column("what it is")
+    for name, doc in describe().items():
+        t.add_row(name, doc.split(":", 1)[-1].strip())
+    out.print(t)
+
+
+@app.command()
+def train(
+    data: str = typer.Option(None, help="Dataset: folder, annotation file, data.yaml, shards."),
+    model: str = typer.Option(None, help="Model name (see `detforge models`)."),
+    config: Path = typer.Option(None, help="YAML with any training field; options override it."),
+    epochs: int = typer.Option(None, help="Passes over the training set."),
+    imgsz: int = typer.Option(None, help="Input size (longest side)."),
+    batch: int = typer.Option(None, help="Images per step."),
+    device: str = typer.Option(None, help="auto, cpu, cuda, cuda:1, mps."),
+    workers: int = typer.Option(None, help="DataLoader workers."),
+    pretrained: str = typer.Option(None, help="none, imagenet or coco."),
+    name: str = typer.Option(None, help="Run name under runs/train/."),
+    lr: float = typer.Option(None, help="Peak learning rate."),
+    patience: int = typer.Option(None, help="Stop after N epochs without mAP gain."),
+    time_budget: float = typer.Option(None, "--time", help="Time budget in minutes."),
+    seed: int = typer.Option(None, help="Seed."),
+    resume: Path = typer.Option(None, help="Continue a run: runs/train/NAME."),
+):
+    """Train a detector; every run gets its own folder with weights, metrics and plots."""
+    from detforge.engine.config import load_config
+    from detforge.engine.train import train as run_train
+
+    overrides = dict(
+        data=data,
+        model=model,
+        epochs=epochs,
+        imgsz=imgsz,
+        batch=batch,
+        device=device,
+        workers=workers,
+        pretrained=pretrained,
+        name=name,
+        lr=lr,
+        patience=patience,
+        time=time_budget,
+        seed=seed,
+    )
+    if resume is not None:
+        result = run_train(resume=resume, console=out, epochs=epochs)
+    else:
+        result = run_train(load_config(config, **overrides), console=out)
+    out.print(
+        f"best mAP50-95 {result['best_map']:.4f} (epoch {result['best_epoch']}); "
+        f"weights in [bold]{result['run_dir']}/weights[/]"
+    )
+
+
+@app.command()
 def demo(
     project: Path = typer.Option(Path("runs"), help="Where run folders go."),
     n: int = typer.Option(240, help="Synthetic images."),

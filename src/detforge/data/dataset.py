@@ -13,10 +13,9 @@ from detforge.data import image as imageio
 from detforge.data.image import ImageRef
 
 _FALSE: dict[int, np.ndarray] = {}  # shared read-only all-False flag arrays, by length
+# (the empty arrays below are shared too: with no elements, writes to them change nothing)
 _NO_BOXES = np.zeros((0, 4), np.float32)
-_NO_BOXES.flags.writeable = False
 _NO_LABELS = np.zeros(0, np.int64)
-_NO_LABELS.flags.writeable = False
 
 
 def _false(n: int) -> np.ndarray:
@@ -37,7 +36,6 @@ def _flags(values, n: int) -> np.ndarray:
 
 
 _EMPTY = np.zeros((0, 6), np.float32)
-_EMPTY.flags.writeable = False
 
 
 def _pack(boxes, labels) -> np.ndarray:

@@ -32,12 +32,12 @@ def _background(rng: np.random.Generator, w: int, h: int) -> Image.Image:
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
-def _place(rng, w, h, boxes) -> list[int] | None:
+SCALES = ((0.05, 0.12), (0.12, 0.3), (0.3, 0.6))  # small, medium, large: side / image side
+
+
+def _place(rng, w, h, boxes, scales=SCALES) -> list[int] | None:
     for _ in range(20):
-        side = int(
-            min(w, h)
-            * rng.choice([rng.uniform(0.05, 0.12), rng.uniform(0.12, 0.3), rng.uniform(0.3, 0.6)])
-        )
+        side = int(min(w, h) * rng.choice([rng.uniform(lo, hi) for lo, hi in scales]))
         side = max(side, 8)
         bw = int(side * rng.uniform(0.8, 1.25)) if rng.random() < 0.5 else side
         x0, y0 = int(rng.integers(0, max(1, w - bw))), int(rng.integers(0, max(1, h - side)))
@@ -48,14 +48,19 @@ def _place(rng, w, h, boxes) -> list[int] | None:
 
 
 def render(
-    rng: np.random.Generator, w: int, h: int, n_objects: int, single_class: int | None = None
+    rng: np.random.Generator,
+    w: int,
+    h: int,
+    n_objects: int,
+    single_class: int | None = None,
+    scales=SCALES,
 ):
     """One image with ``n_objects`` shapes -> (PIL image, boxes (N, 4) xyxy, labels (N,))."""
     img = _background(rng, w, h)
     draw = ImageDraw.Draw(img)
     boxes, labels = [], []
     for _ in range(n_objects):
-        box = _place(rng, w, h, boxes)
+        box = _place(rng, w, h, boxes, scales)
         if box is not None:
             cls = int(rng.integers(0, len(CLASSES))) if single_class is None else single_class
             if cls == 0:  # circles are round: square box
@@ -91,10 +96,12 @@ def generate(
     task: str = "detect",
     negatives: float = 0.125,
     max_objects: int = 4,
+    scales=SCALES,
 ) -> Dataset:
     """Render ``n`` JPEG images into ``folder`` and return their Dataset.
 
-    ``size`` is the largest (width, height); images vary between 60% and 100% of it.
+    ``size`` is the largest (width, height); images vary between 60% and 100% of it. Object
+    sides are drawn from one of the ``scales`` ranges (fractions of the image side).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -105,10 +112,10 @@ def generate(
         h = int(size[1] * rng.uniform(0.6, 1.0))
         if task == "classify":
             cls = i % len(CLASSES)
-            img, boxes, labels = render(rng, w, h, 1, single_class=cls)
+            img, boxes, labels = render(rng, w, h, 1, single_class=cls, scales=scales)
         else:
             k = 0 if rng.random() < negatives else int(rng.integers(1, max_objects + 1))
-            img, boxes, labels = render(rng, w, h, k)
+            img, boxes, labels = render(rng, w, h, k, scales=scales)
         path = folder / f"synth_{i:06d}.jpg"
         img.save(path, "JPEG", quality=90)
         s = Sample(

@@ -13,7 +13,7 @@ import os
 import random
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,12 @@ class State:
     best_epoch: int = -1
     stale: int = 0  # epochs without improvement (early stopping)
     elapsed: float = 0.0  # seconds trained so far (time budget)
+    batch: int = 0  # batches done in the current epoch (an interrupted run resumes there)
+    totals: dict = field(default_factory=dict)  # summed losses of those batches
+    epoch_rng: dict | None = None  # RNG states at the start of the current epoch
+
+    def saved(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -225,12 +231,7 @@ def train(
             path,
             model,
             train={
-                "epoch": state.epoch,
-                "step": state.step,
-                "best": state.best,
-                "best_epoch": state.best_epoch,
-                "stale": state.stale,
-                "elapsed": state.elapsed,
+                **state.saved(),
                 "complete": complete,
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
@@ -244,16 +245,22 @@ def train(
     stopped = None
     with Stop() as stop, _progress(console) as bar:
         while state.epoch < cfg.epochs:
+            if stop.signal is not None:  # arrived between epochs: last.pt is current
+                stopped = f"interrupted (signal {stop.signal}) after epoch {state.epoch}"
+                break
             t0 = time.time()
             losses = _train_epoch(
-                model, loader, opt, sched, scaler, ema, cfg, device, state, writer, stop, bar
+                model, loader, opt, sched, scaler, ema, cfg, device, state, gen, writer, stop, bar
             )
-            if stop.signal is not None:
+            state.elapsed += time.time() - t0
+            if losses is None:
                 checkpoint(run / "weights" / "last.pt", complete=False)
-                stopped = f"interrupted (signal {stop.signal}) in epoch {state.epoch + 1}"
+                stopped = (
+                    f"interrupted (signal {stop.signal}) in epoch {state.epoch + 1} "
+                    f"after {state.batch} batches"
+                )
                 break
             state.epoch += 1
-            state.elapsed += time.time() - t0
             val_model = ema.module if ema else model
             precise_bn(val_model, train_ds, device, cfg.precise_bn, cfg.batch)
             metrics = (
@@ -386,16 +393,38 @@ def _load_state(ckpt, model, opt, sched, scaler, ema, gen) -> State:
     if ema is not None and t.get("ema"):
         ema.load_state_dict(t["ema"])
     set_rng_state(t["rng"], gen)
-    return State(t["epoch"], t["step"], t["best"], t["best_epoch"], t["stale"], t["elapsed"])
+    return State(**{k: t[k] for k in State.__dataclass_fields__})
 
 
-def _train_epoch(model, loader, opt, sched, scaler, ema, cfg, device, state, writer, stop, bar):
+def _batches(loader, gen, state: State):
+    """The epoch's batches. Resuming mid-epoch, rewind the RNGs to the epoch's start, draw (and
+    drop) the batches already trained on, then restore the RNGs of the moment of the
+    interruption: the rest of the epoch sees exactly the batches it would have."""
+    if state.batch == 0:
+        state.epoch_rng = rng_state(gen)
+        return iter(loader)
+    now = rng_state(gen)
+    set_rng_state(state.epoch_rng, gen)
+    batches = iter(loader)
+    for _ in range(state.batch):
+        next(batches)
+    set_rng_state(now, gen)
+    return batches
+
+
+def _train_epoch(
+    model, loader, opt, sched, scaler, ema, cfg, device, state, gen, writer, stop, bar
+):
+    """Train until the epoch ends (returns mean losses) or a signal stops it at an optimizer
+    step boundary (returns None; ``state.batch`` says where)."""
     model.train()
-    totals: dict[str, float] = {}
-    n = 0
-    task = bar.add_task(f"epoch {state.epoch + 1}/{cfg.epochs}", total=len(loader))
+    totals: dict[str, float] = state.totals
+    task = bar.add_task(
+        f"epoch {state.epoch + 1}/{cfg.epochs}", total=len(loader), completed=state.batch
+    )
     opt.zero_grad(set_to_none=True)
-    for i, (images, targets) in enumerate(loader):
+    batches = _batches(loader, gen, state)
+    for i, (images, targets) in enumerate(batches, start=state.batch):
         images = [im.to(device, non_blocking=True) for im in images]
         targets = [
             {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets
@@ -429,7 +458,7 @@ def _train_epoch(model, loader, opt, sched, scaler, ema, cfg, device, state, wri
                 ema.update_parameters(model)
         for k, v in loss_dict.items():
             totals[k] = totals.get(k, 0.0) + float(v)
-        n += 1
+        state.batch = i + 1
         state.step += 1
         writer.add_scalar("train/loss", float(loss), state.step)
         writer.add_scalar("train/lr", opt.param_groups[0]["lr"], state.step)
@@ -438,10 +467,17 @@ def _train_epoch(model, loader, opt, sched, scaler, ema, cfg, device, state, wri
             advance=1,
             description=f"epoch {state.epoch + 1}/{cfg.epochs} loss {float(loss):.3f}",
         )
-        if stop.signal is not None:
-            break
+        if (
+            stop.signal is not None
+            and state.batch % cfg.accumulate == 0
+            and state.batch < len(loader)
+        ):
+            bar.remove_task(task)
+            return None
     bar.remove_task(task)
-    return {k: v / max(n, 1) for k, v in totals.items()}
+    means = {k: v / max(state.batch, 1) for k, v in totals.items()}
+    state.batch, state.totals, state.epoch_rng = 0, {}, None
+    return means
 
 
 def _save_best(run: Path, model, ema, checkpoint) -> None:

@@ -1,0 +1,103 @@
+"""Every registered model keeps the Detector contract; checkpoints rebuild their model."""
+
+import pytest
+import torch
+
+from detforge.errors import DetforgeError
+from detforge.models import MODELS, build, load_checkpoint, save_checkpoint
+
+CLASSES = ["a", "b", "c"]
+
+
+def batch():
+    g = torch.Generator().manual_seed(0)
+    images = [
+        torch.randint(0, 256, (3, 72, 96), dtype=torch.uint8, generator=g),
+        torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=g),
+    ]
+    targets = [
+        {"boxes": torch.tensor([[8.0, 10.0, 50.0, 60.0]]), "labels": torch.tensor([2])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]  # negative
+    return images, targets
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_forward_backward_and_eval_contract(name, tmp_path):
+    torch.manual_seed(0)
+    model = build(name, CLASSES, imgsz=64)
+    images, targets = batch()
+    model.train()
+    losses = model(images, targets)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    model.eval()
+    with torch.no_grad():
+        out = model(images)
+    assert len(out) == 2
+    for o, im in zip(out, images):
+        assert o["boxes"].shape[1] == 4 and len(o["boxes"]) == len(o["scores"]) == len(o["labels"])
+        if len(o["labels"]):
+            assert int(o["labels"].min()) >= 0 and int(o["labels"].max()) < len(CLASSES)
+            assert float(o["boxes"][:, 2].max()) <= im.shape[2] + 1e-3
+    # a checkpoint alone rebuilds the same model
+    save_checkpoint(tmp_path / "m.pt", model, train={"epoch": 1})
+    again, ckpt = load_checkpoint(tmp_path / "m.pt")
+    assert ckpt["model"]["name"] == name and ckpt["model"]["classes"] == CLASSES
+    with torch.no_grad():
+        out2 = again(images)
+    for a, b in zip(out, out2):
+        torch.testing.assert_close(a["boxes"], b["boxes"])
+        torch.testing.assert_close(a["scores"], b["scores"])
+
+
+def test_uint8_and_float_inputs_agree():
+    torch.manual_seed(0)
+    model = build("tracker", CLASSES, imgsz=64).eval()
+    images, _ = batch()
+    with torch.no_grad():
+        a = model(images)
+        b = model([im.float() / 255 for im in images])
+    torch.testing.assert_close(a[0]["boxes"], b[0]["boxes"])
+
+
+def test_bad_inputs_and_names():
+    with pytest.raises(DetforgeError, match="did you mean 'ssdlite'"):
+        build("ssdlit", CLASSES)
+    model = build("tracker", CLASSES, imgsz=64).eval()
+    with pytest.raises(DetforgeError, match=r"expected a \(3, H, W\) tensor"):
+        model([torch.zeros(64, 64, 3, dtype=torch.uint8)])
+    with pytest.raises(DetforgeError, match="pretrained"):
+        build("ssdlite", CLASSES, pretrained="imagenet1k")
+
+
+def test_offline_pretrained_error_names_file_and_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(DetforgeError) as e:
+        build("ssdlite", CLASSES, pretrained="coco")
+    msg = str(e.value)
+    assert "ssdlite320_mobilenet_v3_large_coco" in msg and str(tmp_path) in msg
+
+
+def test_tracker_refuses_many_objects_unless_largest():
+    model = build("tracker", CLASSES, imgsz=64).train()
+    images, _ = batch()
+    two = [
+        {
+            "boxes": torch.tensor([[0.0, 0, 10, 10], [5.0, 5, 40, 40]]),
+            "labels": torch.tensor([0, 1]),
+        },
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
+    with pytest.raises(DetforgeError, match="one object per image"):
+        model(images, two)
+    model = build("tracker", CLASSES, imgsz=64, largest=True).train()
+    assert torch.isfinite(sum(model(images, two).values()))
