@@ -205,3 +205,46 @@ def test_config_errors_name_the_field(tmp_path):
     (tmp_path / "c.yaml").write_text("data: x\nbatch: many\n")
     with pytest.raises(ConfigError, match="'batch'"):
         load_config(tmp_path / "c.yaml")
+
+
+def test_ddp_two_processes_on_cpu(tmp_path):
+    """torchrun with 2 processes (gloo): one run folder, written by rank 0 only."""
+    data = tiny(tmp_path, n=16, size=64)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "detforge",
+        "train",
+        "--data",
+        str(data),
+        "--model",
+        "ssdlite",
+        "--epochs",
+        "2",
+        "--imgsz",
+        "64",
+        "--batch",
+        "4",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--name",
+        "ddp",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    runs = sorted(p.name for p in (tmp_path / "runs" / "train").iterdir())
+    assert runs == ["ddp"]
+    assert "x2" in r.stdout  # both processes trained
+    assert [int(x["epoch"]) for x in rows(tmp_path / "runs" / "train" / "ddp")] == [1, 2]
+    model, ckpt = load_checkpoint(tmp_path / "runs" / "train" / "ddp" / "weights" / "last.pt")
+    assert ckpt["train"]["epoch"] == 2 and not any(
+        k.startswith("module.") for k in ckpt["state_dict"]
+    )

@@ -82,11 +82,31 @@ def stats(src, *, format: str = "auto", **opts) -> dict:
     return _stats.stats(as_dataset(src, format, **opts))
 
 
-def show(src, out, *, n: int = 16, seed: int = 0, format: str = "auto", **opts) -> Path:
-    """Save a grid of ``n`` samples with their boxes as a PNG."""
+def show(
+    src,
+    out,
+    *,
+    n: int = 16,
+    seed: int = 0,
+    augment=None,
+    imgsz: int = 640,
+    format: str = "auto",
+    **opts,
+) -> Path:
+    """Save a grid of ``n`` samples with their boxes as a PNG. ``augment`` (True or an
+    AugmentConfig) draws the training view instead: augmented, mosaicked as configured."""
     from detforge.viz import show_dataset
 
-    return show_dataset(as_dataset(src, format, **opts), out, n=n, seed=seed)
+    ds = as_dataset(src, format, **opts)
+    view = None
+    if augment:
+        import torch
+
+        from detforge.data.augment import AugmentConfig, training_view
+
+        torch.manual_seed(seed)
+        view = training_view(ds, augment if isinstance(augment, AugmentConfig) else None, imgsz)
+    return show_dataset(ds, out, n=n, seed=seed, view=view)
 
 
 def pack(

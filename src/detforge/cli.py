@@ -221,13 +221,20 @@ def data_show(
     out_png: Path = typer.Option(Path("grid.png"), "--out", help="PNG to write."),
     n: int = typer.Option(16, help="Number of samples."),
     seed: int = typer.Option(0, help="Which samples (seeded)."),
+    augment: bool = typer.Option(False, help="Draw the training view (augmented)."),
+    mosaic: float = typer.Option(0.0, help="With --augment: mosaic probability."),
+    imgsz: int = typer.Option(640, help="With --augment: mosaic size."),
     format: str = FormatOpt,
     images: Path = ImagesOpt,
     label_map: Path = LabelMapOpt,
 ):
-    """Save a grid of samples with their labeled boxes."""
+    """Save a grid of samples with their labeled boxes (--augment: as training sees them)."""
+    from detforge.data.augment import AugmentConfig
+
+    aug = AugmentConfig(mosaic=mosaic) if augment else None
+    opts = _src_opts(images, label_map, False)
     path = detforge.show(
-        src, out_png, n=n, seed=seed, format=format, **_src_opts(images, label_map, False)
+        src, out_png, n=n, seed=seed, augment=aug, imgsz=imgsz, format=format, **opts
     )
     out.print(f"saved [bold]{path}[/]")
 

@@ -73,19 +73,24 @@ def save_png(array: np.ndarray, path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def show_dataset(ds, out, n: int = 16, seed: int = 0, cols: int = 4) -> Path:
-    """Save a grid of ``n`` random samples of ``ds`` with their boxes to ``out`` (PNG)."""
+def show_dataset(ds, out, n: int = 16, seed: int = 0, cols: int = 4, view=None) -> Path:
+    """Save a grid of ``n`` random samples of ``ds`` with their boxes to ``out`` (PNG).
+    ``view`` (a torch dataset over ``ds``, e.g. the augmented training view) draws its items
+    instead of the raw samples."""
     rng = np.random.default_rng(seed)
-    idx = (
-        sorted(rng.choice(len(ds), size=min(n, len(ds)), replace=False).tolist()) if len(ds) else []
-    )
+    k = min(n, len(ds))
+    idx = sorted(rng.choice(len(ds), size=k, replace=False).tolist()) if k else []
     tiles = []
     for i in idx:
         s = ds[i]
+        if view is not None:
+            image, t = view[i]
+            hwc = image.permute(1, 2, 0).numpy()
+            tiles.append(draw_boxes(hwc, t["boxes"].numpy(), t["labels"].numpy(), ds.classes))
+            continue
         img = draw_boxes(s.load(), s.boxes, s.labels, ds.classes)
         if s.category is not None:
-            img = draw_boxes(
-                img, [[0, 0, img.shape[1] - 1, img.shape[0] - 1]], [s.category], ds.classes
-            )
+            full = [[0, 0, img.shape[1] - 1, img.shape[0] - 1]]
+            img = draw_boxes(img, full, [s.category], ds.classes)
         tiles.append(img)
     return save_png(grid(tiles, cols), out)

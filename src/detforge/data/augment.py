@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -22,6 +23,7 @@ class AugmentConfig:
     iou_crop: float = 0.0  # probability of an SSD-style IoU crop
     color: float = 0.2  # brightness/contrast/saturation jitter strength (0 = off)
     hue: float = 0.02  # hue jitter
+    mosaic: float = 0.0  # probability of a 4-image mosaic (needs the whole dataset: Mosaic)
 
 
 class Augment:
@@ -59,3 +61,66 @@ def _labels(inputs):
     """Tell SanitizeBoundingBoxes which tensors run parallel to the boxes (labels, iscrowd)."""
     flat = inputs[0] if len(inputs) == 1 else inputs
     return tuple(x for x in flat[2:] if isinstance(x, torch.Tensor))
+
+
+class Mosaic(Dataset):
+    """With probability ``p``, four samples tiled around a random center into one
+    ``size`` x ``size`` image (each scaled to cover its quadrant, then cropped); boxes follow
+    and are clipped, and those left under 2 px are dropped. Otherwise the sample as it is.
+    Randomness comes from torch's RNG, so DataLoader worker seeding keeps it reproducible."""
+
+    def __init__(self, base, p: float = 0.5, size: int = 640, transform=None):
+        self.base, self.p, self.size, self.transform = base, p, size, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        if self.p <= 0 or float(torch.rand(())) >= self.p:
+            item = self.base[i]
+        else:
+            others = torch.randint(len(self.base), (3,)).tolist()
+            item = self._mosaic([self.base[k] for k in [i, *others]], i)
+        return self.transform(*item) if self.transform else item
+
+    def _mosaic(self, items, i: int):
+        s = self.size
+        cx, cy = (int(v) for v in (torch.rand(2) * s * 0.5 + s * 0.25))
+        canvas = torch.full((3, s, s), 114, dtype=torch.uint8)
+        quads = [(0, 0, cx, cy), (cx, 0, s, cy), (0, cy, cx, s), (cx, cy, s, s)]
+        boxes, labels, crowd = [], [], []
+        for (img, t), (x0, y0, x1, y1) in zip(items, quads):
+            qw, qh = x1 - x0, y1 - y0
+            if qw < 2 or qh < 2:
+                continue
+            h, w = img.shape[-2:]
+            scale = max(qw / w, qh / h)  # cover the quadrant
+            nw, nh = max(qw, round(w * scale)), max(qh, round(h * scale))
+            img = v2.functional.resize(img, [nh, nw], antialias=True)
+            ox, oy = (nw - qw) // 2, (nh - qh) // 2  # centered crop
+            canvas[:, y0:y1, x0:x1] = img[:, oy : oy + qh, ox : ox + qw]
+            b = t["boxes"] * scale - torch.tensor([ox, oy, ox, oy]) + torch.tensor([x0, y0, x0, y0])
+            b[:, 0::2] = b[:, 0::2].clamp(x0, x1)
+            b[:, 1::2] = b[:, 1::2].clamp(y0, y1)
+            keep = ((b[:, 2] - b[:, 0]) >= 2) & ((b[:, 3] - b[:, 1]) >= 2)
+            boxes.append(b[keep])
+            labels.append(t["labels"][keep])
+            crowd.append(t["iscrowd"][keep])
+        target = {
+            "boxes": torch.cat(boxes).float(),
+            "labels": torch.cat(labels),
+            "iscrowd": torch.cat(crowd),
+            "image_id": i,
+        }
+        return canvas, target
+
+
+def training_view(ds, cfg: AugmentConfig | None = None, imgsz: int = 640):
+    """The torch dataset training sees: samples decoded, mosaicked (by ``cfg.mosaic``) and
+    augmented. ``detforge data show --augment`` draws exactly this."""
+    from detforge.data.loader import DetectionDataset
+
+    cfg = cfg or AugmentConfig()
+    if cfg.mosaic > 0:
+        return Mosaic(DetectionDataset(ds), cfg.mosaic, imgsz, Augment(cfg))
+    return DetectionDataset(ds, Augment(cfg))

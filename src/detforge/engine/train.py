@@ -21,7 +21,7 @@ import torch
 from rich.console import Console
 from torch.utils.data import DataLoader
 
-from detforge.data.augment import Augment
+from detforge.data.augment import training_view
 from detforge.data.loader import DetectionDataset, collate
 from detforge.engine.config import ConfigError, TrainConfig, load_config, save_config
 from detforge.engine.evaluate import evaluate_model
@@ -164,23 +164,91 @@ class Stop:
             signal.signal(sig, old)
 
 
+def distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
+    """(rank, world size, device). Under torchrun (WORLD_SIZE > 1) this joins the process
+    group: NCCL on CUDA, gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = pick_device(cfg.device)
+    if world <= 1:
+        return 0, 1, device
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
+
+
+def _agree(flag: bool, world: int) -> bool:
+    """True on every rank when any rank says so (a signal, or rank 0's decision to stop)."""
+    if world <= 1:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([int(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _make_loader(train_ds, cfg: TrainConfig, gen, rank: int, world: int):
+    data = training_view(train_ds, cfg.augment, cfg.imgsz)
+    sampler = None
+    if world > 1:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(data, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    loader = DataLoader(
+        data,
+        cfg.batch,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        collate_fn=collate,
+        generator=gen,
+        drop_last=len(train_ds) > cfg.batch * world,
+        persistent_workers=False,
+    )
+    return loader, sampler
+
+
+def _open_run(cfg: TrainConfig, resume_run, rank: int, world: int) -> Path:
+    """The run folder: the resumed one, or a new one made by rank 0 and shared."""
+    if resume_run is not None:
+        return resume_run
+    run = None
+    if rank == 0:
+        run = new_run_dir("train", cfg.name, cfg.project)
+        save_config(cfg, run / "config.yaml")
+        _save_environment(run, cfg)
+        (run / "weights").mkdir(exist_ok=True)
+    if world > 1:
+        import torch.distributed as dist
+
+        box = [str(run) if run else None]
+        dist.broadcast_object_list(box, src=0)
+        run = Path(box[0])
+    return run
+
+
 def train(
     cfg: TrainConfig | None = None, *, resume=None, console: Console | None = None, **overrides
 ) -> dict:
     """Train a model; returns a summary (run folder, epochs, best mAP). ``resume`` is a run
-    folder (or its last.pt) to continue exactly where it stopped."""
-    say = (console or Console()).print
-    if resume is not None:
-        run, ckpt = _resume_paths(resume)
+    folder (or its last.pt) to continue exactly where it stopped. Under torchrun it trains with
+    DistributedDataParallel; only rank 0 writes."""
+    run, ckpt = _resume_paths(resume) if resume is not None else (None, None)
+    if run is not None:
         cfg = load_config(run / "config.yaml")
         if overrides.get("epochs"):
             cfg.epochs = int(overrides["epochs"])  # extending a run is the one allowed change
-    else:
-        cfg = cfg if cfg is not None else load_config(None, **overrides)
-        ckpt = None
+    elif cfg is None:
+        cfg = load_config(None, **overrides)
     cfg.validate()
+    rank, world, device = distributed(cfg)
+    say = (console or Console()).print if rank == 0 else (lambda *a, **k: None)
     seed_everything(cfg.seed, cfg.deterministic)
-    device = pick_device(cfg.device)
     train_ds, val_ds = load_data(cfg, say)
     if not len(train_ds):
         raise ConfigError(f"{cfg.data}: the training split holds no images")
@@ -188,105 +256,98 @@ def train(
         cfg.model, train_ds.classes, imgsz=cfg.imgsz, pretrained=cfg.pretrained, **cfg.model_options
     ).to(device)
     _check_dataset(model, train_ds)
-
     gen = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(
-        DetectionDataset(train_ds, Augment(cfg.augment)),
-        cfg.batch,
-        shuffle=True,
-        num_workers=cfg.workers,
-        collate_fn=collate,
-        generator=gen,
-        drop_last=len(train_ds) > cfg.batch,
-        persistent_workers=False,
-    )
-    steps_per_epoch = max(1, len(loader) // cfg.accumulate)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    loader, sampler = _make_loader(train_ds, cfg, gen, rank, world)
+    steps = max(1, len(loader) // cfg.accumulate) * cfg.epochs
+    warmup = int(cfg.warmup_epochs * max(1, len(loader) // cfg.accumulate))
     opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, warmup, total_steps, cfg.final_lr)
+        opt, lambda s: lr_factor(s, warmup, steps, cfg.final_lr)
     )
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
     ema = _make_ema(model, cfg.ema)
-    state = State()
-
+    state = State() if ckpt is None else _load_state(ckpt, model, opt, sched, scaler, ema, gen)
+    run = _open_run(cfg, run, rank, world)
     if ckpt is not None:
-        state = _load_state(ckpt, model, opt, sched, scaler, ema, gen)
         say(f"resuming {run} after epoch {state.epoch} (step {state.step})")
-    else:
-        run = new_run_dir("train", cfg.name, cfg.project)
-        save_config(cfg, run / "config.yaml")
-        _save_environment(run, cfg)
-    (run / "weights").mkdir(exist_ok=True)
-    writer = _tensorboard(run, state.step)
+    writer = _tensorboard(run, state.step) if rank == 0 else _NullWriter()
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     say(
-        f"run folder: [bold]{run}[/] | {cfg.model} on {device} | {len(train_ds)} train, "
-        f"{len(val_ds)} val images, {len(train_ds.classes)} classes"
+        f"run folder: [bold]{run}[/] | {cfg.model} on {device} x{world} | {len(train_ds)} "
+        f"train, {len(val_ds)} val images, {len(train_ds.classes)} classes"
     )
 
     def checkpoint(path, complete: bool):
-        save_checkpoint(
-            path,
-            model,
-            train={
-                **state.saved(),
-                "complete": complete,
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "scaler": scaler.state_dict(),
-                "ema": ema.state_dict() if ema else None,
-                "rng": rng_state(gen),
-                "config": cfg.to_dict(),
-            },
-        )
+        if rank == 0:
+            save_checkpoint(
+                path,
+                model,
+                train={
+                    **state.saved(),
+                    "complete": complete,
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "ema": ema.state_dict() if ema else None,
+                    "rng": rng_state(gen),
+                    "config": cfg.to_dict(),
+                },
+            )
 
     stopped = None
-    with Stop() as stop, _progress(console) as bar:
+    with Stop() as stop, _progress(console if rank == 0 else None, rank != 0) as bar:
+        stopping = lambda: _agree(stop.signal is not None, world)  # noqa: E731
         while state.epoch < cfg.epochs:
-            if stop.signal is not None:  # arrived between epochs: last.pt is current
-                stopped = f"interrupted (signal {stop.signal}) after epoch {state.epoch}"
+            if stopping():  # arrived between epochs: last.pt is current
+                stopped = f"interrupted after epoch {state.epoch}"
                 break
+            if sampler is not None:
+                sampler.set_epoch(state.epoch)
             t0 = time.time()
             losses = _train_epoch(
-                model, loader, opt, sched, scaler, ema, cfg, device, state, gen, writer, stop, bar
+                net,
+                model,
+                loader,
+                opt,
+                sched,
+                scaler,
+                ema,
+                cfg,
+                device,
+                state,
+                gen,
+                writer,
+                stopping,
+                bar,
             )
             state.elapsed += time.time() - t0
             if losses is None:
                 checkpoint(run / "weights" / "last.pt", complete=False)
-                stopped = (
-                    f"interrupted (signal {stop.signal}) in epoch {state.epoch + 1} "
-                    f"after {state.batch} batches"
-                )
+                stopped = f"interrupted in epoch {state.epoch + 1} after {state.batch} batches"
                 break
             state.epoch += 1
-            val_model = ema.module if ema else model
-            precise_bn(val_model, train_ds, device, cfg.precise_bn, cfg.batch)
-            metrics = (
-                evaluate_model(val_model, val_ds, batch=cfg.batch, device=device)
-                if len(val_ds)
-                else {"mAP50-95": 0.0, "mAP50": 0.0}
+            stopped = _end_epoch(
+                run,
+                cfg,
+                rank,
+                model,
+                ema,
+                train_ds,
+                val_ds,
+                device,
+                state,
+                losses,
+                opt,
+                writer,
+                checkpoint,
+                say,
             )
-            improved = metrics["mAP50-95"] > state.best
-            if improved:
-                state.best, state.best_epoch, state.stale = metrics["mAP50-95"], state.epoch, 0
-            else:
-                state.stale += 1
-            checkpoint(run / "weights" / "last.pt", complete=True)
-            if improved:
-                _save_best(run, model, ema, checkpoint)
-            _log_epoch(run, writer, state, losses, metrics, opt)
-            say(
-                f"epoch {state.epoch}/{cfg.epochs} "
-                + " ".join(f"{k} {v:.4f}" for k, v in losses.items())
-                + f" | mAP50 {metrics['mAP50']:.4f} mAP50-95 {metrics['mAP50-95']:.4f}"
-            )
-            if cfg.patience and state.stale >= cfg.patience:
-                stopped = f"early stop: no mAP gain for {cfg.patience} epochs"
-                break
-            if cfg.time and state.elapsed >= cfg.time * 60:
-                stopped = f"time budget of {cfg.time} min reached"
+            if _agree(stopped is not None, world):
+                stopped = stopped or "stopped by rank 0"
                 break
     writer.close()
     if stopped:
@@ -298,6 +359,53 @@ def train(
         "best_epoch": state.best_epoch,
         "stopped": stopped,
     }
+
+
+def _end_epoch(
+    run,
+    cfg,
+    rank,
+    model,
+    ema,
+    train_ds,
+    val_ds,
+    device,
+    state,
+    losses,
+    opt,
+    writer,
+    checkpoint,
+    say,
+) -> str | None:
+    """Validate (rank 0), save last.pt/best.pt, log; returns why to stop, if it should."""
+    if rank != 0:
+        return None
+    val_model = ema.module if ema else model
+    precise_bn(val_model, train_ds, device, cfg.precise_bn, cfg.batch)
+    metrics = (
+        evaluate_model(val_model, val_ds, batch=cfg.batch, device=device)
+        if len(val_ds)
+        else {"mAP50-95": 0.0, "mAP50": 0.0}
+    )
+    improved = metrics["mAP50-95"] > state.best
+    if improved:
+        state.best, state.best_epoch, state.stale = metrics["mAP50-95"], state.epoch, 0
+    else:
+        state.stale += 1
+    checkpoint(run / "weights" / "last.pt", complete=True)
+    if improved:
+        _save_best(run, model, ema, checkpoint)
+    _log_epoch(run, writer, state, losses, metrics, opt)
+    say(
+        f"epoch {state.epoch}/{cfg.epochs} "
+        + " ".join(f"{k} {v:.4f}" for k, v in losses.items())
+        + f" | mAP50 {metrics['mAP50']:.4f} mAP50-95 {metrics['mAP50-95']:.4f}"
+    )
+    if cfg.patience and state.stale >= cfg.patience:
+        return f"early stop: no mAP gain for {cfg.patience} epochs"
+    if cfg.time and state.elapsed >= cfg.time * 60:
+        return f"time budget of {cfg.time} min reached"
+    return None
 
 
 def _resume_paths(resume) -> tuple[Path, dict]:
@@ -413,7 +521,7 @@ def _batches(loader, gen, state: State):
 
 
 def _train_epoch(
-    model, loader, opt, sched, scaler, ema, cfg, device, state, gen, writer, stop, bar
+    net, model, loader, opt, sched, scaler, ema, cfg, device, state, gen, writer, stopping, bar
 ):
     """Train until the epoch ends (returns mean losses) or a signal stops it at an optimizer
     step boundary (returns None; ``state.batch`` says where)."""
@@ -431,7 +539,7 @@ def _train_epoch(
         ]
         try:
             with torch.autocast(device.type, enabled=scaler.is_enabled()):
-                loss_dict = model(images, targets)
+                loss_dict = net(images, targets)
                 loss = sum(loss_dict.values())
         except torch.OutOfMemoryError as e:
             raise TrainingError(
@@ -457,7 +565,7 @@ def _train_epoch(
             if ema is not None:
                 ema.update_parameters(model)
         for k, v in loss_dict.items():
-            totals[k] = totals.get(k, 0.0) + float(v)
+            totals[k] = totals.get(k, 0.0) + float(v.detach())
         state.batch = i + 1
         state.step += 1
         writer.add_scalar("train/loss", float(loss), state.step)
@@ -467,11 +575,8 @@ def _train_epoch(
             advance=1,
             description=f"epoch {state.epoch + 1}/{cfg.epochs} loss {float(loss):.3f}",
         )
-        if (
-            stop.signal is not None
-            and state.batch % cfg.accumulate == 0
-            and state.batch < len(loader)
-        ):
+        # every rank reaches this point at the same batches, so the vote below cannot hang
+        if state.batch % cfg.accumulate == 0 and state.batch < len(loader) and stopping():
             bar.remove_task(task)
             return None
     bar.remove_task(task)
@@ -602,7 +707,7 @@ def _save_environment(run: Path, cfg: TrainConfig) -> None:
     atomic_write_bytes(run / "environment.json", json.dumps(env, indent=2).encode())
 
 
-def _progress(console):
+def _progress(console, disable: bool = False):
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -625,4 +730,5 @@ def _progress(console):
         TimeRemainingColumn(),
         console=console,
         transient=True,
+        disable=disable,
     )
