@@ -250,3 +250,34 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert ckpt["train"]["epoch"] == 2 and not any(
         k.startswith("module.") for k in ckpt["state_dict"]
     )
+
+
+def test_out_of_memory_says_what_to_lower(tmp_path, monkeypatch):
+    import detforge.engine.train as engine
+    from detforge.engine.train import TrainingError
+
+    real_build = engine.build
+
+    def build_oom(*a, **k):
+        model = real_build(*a, **k)
+
+        def forward(images, targets=None):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+        model.forward = forward
+        return model
+
+    monkeypatch.setattr(engine, "build", build_oom)
+    data = tiny(tmp_path, n=8, size=64)
+    with pytest.raises(TrainingError, match=r"batch size 4.*") as e:
+        train(
+            data=str(data),
+            model="ssdlite",
+            epochs=1,
+            imgsz=64,
+            batch=4,
+            workers=0,
+            project=str(tmp_path / "runs"),
+        )
+    assert "--batch" in e.value.hint and "2" in e.value.hint
+    assert load_config(None, data="x", batch="auto").batch == -1

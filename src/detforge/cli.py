@@ -320,7 +320,7 @@ def train(
     config: Path = typer.Option(None, help="YAML with any training field; options override it."),
     epochs: int = typer.Option(None, help="Passes over the training set."),
     imgsz: int = typer.Option(None, help="Input size (longest side)."),
-    batch: int = typer.Option(None, help="Images per step."),
+    batch: str = typer.Option(None, help="Images per step, or auto (largest that fits, CUDA)."),
     device: str = typer.Option(None, help="auto, cpu, cuda, cuda:1, mps."),
     workers: int = typer.Option(None, help="DataLoader workers."),
     pretrained: str = typer.Option(None, help="none, imagenet or coco."),

@@ -24,7 +24,7 @@ class TrainConfig:
     model: str = "ssdlite"  # model name (see `detforge models`)
     epochs: int = 30  # passes over the training set
     imgsz: int = 320  # input size the model resizes to (longest side)
-    batch: int = 8  # images per step
+    batch: int = 8  # images per step; -1 (CLI: --batch auto) = largest that fits on the GPU
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     workers: int = 2  # DataLoader worker processes
     pretrained: str = "none"  # none, imagenet or coco
@@ -53,7 +53,7 @@ class TrainConfig:
         checks = [
             ("epochs", self.epochs >= 1, "at least 1"),
             ("imgsz", 32 <= self.imgsz <= 4096, "between 32 and 4096"),
-            ("batch", self.batch >= 1, "at least 1"),
+            ("batch", self.batch >= 1 or self.batch == -1, "at least 1, or auto"),
             ("workers", self.workers >= 0, "0 or more"),
             ("optimizer", self.optimizer in ("adamw", "sgd"), "adamw or sgd"),
             ("lr", self.lr > 0, "positive"),
@@ -100,6 +100,8 @@ def _coerce(name: str, value, default):
             return dict(value)
         if isinstance(default, tuple):
             return tuple(float(v) for v in value)
+        if name == "batch" and str(value).lower() == "auto":
+            return -1
         return kind(value)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"config field {name!r}: expected {kind.__name__}, got {value!r}") from e

@@ -192,6 +192,37 @@ def _agree(flag: bool, world: int) -> bool:
     return bool(t.item())
 
 
+def auto_batch(model, imgsz: int, device: torch.device, say, limit: int = 256) -> int:
+    """The largest power-of-two batch (up to ``limit``) whose training step fits in GPU memory,
+    halved once for headroom. Only CUDA can say; elsewhere 8."""
+    if device.type != "cuda":
+        say("--batch auto measures GPU memory; on the CPU it uses 8")
+        return 8
+    good, b = 1, 2
+    model.train()
+    while b <= limit:
+        try:
+            images = [
+                torch.randint(0, 256, (3, imgsz, imgsz), dtype=torch.uint8, device=device)
+                for _ in range(b)
+            ]
+            box = torch.tensor([[0.1, 0.1, 0.6, 0.6]], device=device) * imgsz
+            targets = [
+                {"boxes": box, "labels": torch.zeros(1, dtype=torch.int64, device=device)}
+                for _ in range(b)
+            ]
+            sum(model(images, targets).values()).backward()
+            good, b = b, b * 2
+        except torch.OutOfMemoryError:
+            break
+        finally:
+            model.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+    batch = max(1, good // 2)
+    say(f"--batch auto: {good} fits at imgsz {imgsz}; training with {batch}")
+    return batch
+
+
 def _make_loader(train_ds, cfg: TrainConfig, gen, rank: int, world: int):
     data = training_view(train_ds, cfg.augment, cfg.imgsz)
     sampler = None
@@ -256,6 +287,8 @@ def train(
         cfg.model, train_ds.classes, imgsz=cfg.imgsz, pretrained=cfg.pretrained, **cfg.model_options
     ).to(device)
     _check_dataset(model, train_ds)
+    if cfg.batch == -1:
+        cfg.batch = auto_batch(model, cfg.imgsz, device, say)
     gen = torch.Generator().manual_seed(cfg.seed)
     loader, sampler = _make_loader(train_ds, cfg, gen, rank, world)
     steps = max(1, len(loader) // cfg.accumulate) * cfg.epochs
