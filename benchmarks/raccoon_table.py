@@ -11,11 +11,12 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _common import RACCOON
 
 from detforge.data import read, write
 from detforge.engine.train import train
 from detforge.models import MODELS
+
+from _common import RACCOON
 
 
 def splits(folder: Path) -> Path:
@@ -40,18 +41,32 @@ def main() -> None:
     lines = ["| model | epochs in budget | val mAP50 | val mAP50-95 |", "|---|---|---|---|"]
     for name in args.models.split(","):
         opts = {"largest": True} if name == "tracker" else {}
-        r = train(data=str(data), model=name, epochs=200, imgsz=args.imgsz, batch=8, workers=2,
-                  time=args.minutes, project=str(tmp / "runs"), name=name, model_options=opts,
-                  lr=1e-3)
+        r = train(
+            data=str(data),
+            model=name,
+            epochs=200,
+            imgsz=args.imgsz,
+            batch=8,
+            workers=2,
+            time=args.minutes,
+            project=str(tmp / "runs"),
+            name=name,
+            model_options=opts,
+            lr=1e-3,
+        )
         import csv
 
         with open(Path(r["run_dir"]) / "metrics.csv", newline="") as f:
             best = max(csv.DictReader(f), key=lambda row: float(row["mAP50-95"]))
-        lines.append(f"| {name} | {r['epochs']} | {float(best['mAP50']):.3f} | "
-                     f"{float(best['mAP50-95']):.3f} |")
+        lines.append(
+            f"| {name} | {r['epochs']} | {float(best['mAP50']):.3f} | "
+            f"{float(best['mAP50-95']):.3f} |"
+        )
         print("\n".join(lines), flush=True)
-    print(f"\n{args.minutes} min of training per model (validation time not counted), "
-          f"imgsz {args.imgsz}, batch 8, AdamW lr 1e-3, from scratch")
+    print(
+        f"\n{args.minutes} min of training per model (validation time not counted), "
+        f"imgsz {args.imgsz}, batch 8, AdamW lr 1e-3, from scratch"
+    )
 
 
 if __name__ == "__main__":

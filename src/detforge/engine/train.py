@@ -263,12 +263,90 @@ def _open_run(cfg: TrainConfig, resume_run, rank: int, world: int) -> Path:
     return run
 
 
+@dataclass
+class Session:
+    """The live objects of one training run (one process of it, under DDP)."""
+
+    cfg: TrainConfig
+    run: Path
+    rank: int
+    world: int
+    device: torch.device
+    model: torch.nn.Module  # the Detector itself
+    net: torch.nn.Module  # what the forward pass goes through: the model, or its DDP wrapper
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ema: EMA | None
+    gen: torch.Generator
+    loader: DataLoader
+    train_ds: object
+    val_ds: object
+    state: State
+    writer: object
+    say: object
+
+    def checkpoint(self, name: str, complete: bool) -> None:
+        if self.rank != 0:
+            return
+        save_checkpoint(
+            self.run / "weights" / name,
+            self.model,
+            train={
+                **self.state.saved(),
+                "complete": complete,
+                "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "ema": self.ema.state_dict() if self.ema else None,
+                "rng": rng_state(self.gen),
+                "config": self.cfg.to_dict(),
+            },
+        )
+
+
 def train(
     cfg: TrainConfig | None = None, *, resume=None, console: Console | None = None, **overrides
 ) -> dict:
     """Train a model; returns a summary (run folder, epochs, best mAP). ``resume`` is a run
     folder (or its last.pt) to continue exactly where it stopped. Under torchrun it trains with
     DistributedDataParallel; only rank 0 writes."""
+    s, sampler = _session(cfg, resume, console, overrides)
+    state, stopped = s.state, None
+    with Stop() as stop, _progress(console if s.rank == 0 else None, s.rank != 0) as bar:
+        stopping = lambda: _agree(stop.signal is not None, s.world)  # noqa: E731
+        while state.epoch < s.cfg.epochs:
+            if stopping():  # arrived between epochs: last.pt is current
+                stopped = f"interrupted after epoch {state.epoch}"
+                break
+            if sampler is not None:
+                sampler.set_epoch(state.epoch)
+            t0 = time.time()
+            losses = _train_epoch(s, stopping, bar)
+            state.elapsed += time.time() - t0
+            if losses is None:
+                s.checkpoint("last.pt", complete=False)
+                stopped = f"interrupted in epoch {state.epoch + 1} after {state.batch} batches"
+                break
+            state.epoch += 1
+            stopped = _end_epoch(s, losses) if s.rank == 0 else None
+            if _agree(stopped is not None, s.world):
+                stopped = stopped or "stopped by rank 0"
+                break
+    s.writer.close()
+    if stopped:
+        s.say(stopped + f"; resume with: detforge train --resume {s.run}")
+    return {
+        "run_dir": str(s.run),
+        "epochs": state.epoch,
+        "best_map": state.best,
+        "best_epoch": state.best_epoch,
+        "stopped": stopped,
+    }
+
+
+def _session(cfg, resume, console, overrides) -> tuple[Session, object]:
+    """Everything a run needs, built (or restored from last.pt) in order."""
     run, ckpt = _resume_paths(resume) if resume is not None else (None, None)
     if run is not None:
         cfg = load_config(run / "config.yaml")
@@ -291,11 +369,11 @@ def train(
         cfg.batch = auto_batch(model, cfg.imgsz, device, say)
     gen = torch.Generator().manual_seed(cfg.seed)
     loader, sampler = _make_loader(train_ds, cfg, gen, rank, world)
-    steps = max(1, len(loader) // cfg.accumulate) * cfg.epochs
-    warmup = int(cfg.warmup_epochs * max(1, len(loader) // cfg.accumulate))
+    per_epoch = max(1, len(loader) // cfg.accumulate)
+    warmup = int(cfg.warmup_epochs * per_epoch)
     opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, warmup, steps, cfg.final_lr)
+        opt, lambda k: lr_factor(k, warmup, per_epoch * cfg.epochs, cfg.final_lr)
     )
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
     ema = _make_ema(model, cfg.ema)
@@ -303,7 +381,6 @@ def train(
     run = _open_run(cfg, run, rank, world)
     if ckpt is not None:
         say(f"resuming {run} after epoch {state.epoch} (step {state.step})")
-    writer = _tensorboard(run, state.step) if rank == 0 else _NullWriter()
     net = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -313,111 +390,37 @@ def train(
         f"run folder: [bold]{run}[/] | {cfg.model} on {device} x{world} | {len(train_ds)} "
         f"train, {len(val_ds)} val images, {len(train_ds.classes)} classes"
     )
-
-    def checkpoint(path, complete: bool):
-        if rank == 0:
-            save_checkpoint(
-                path,
-                model,
-                train={
-                    **state.saved(),
-                    "complete": complete,
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "ema": ema.state_dict() if ema else None,
-                    "rng": rng_state(gen),
-                    "config": cfg.to_dict(),
-                },
-            )
-
-    stopped = None
-    with Stop() as stop, _progress(console if rank == 0 else None, rank != 0) as bar:
-        stopping = lambda: _agree(stop.signal is not None, world)  # noqa: E731
-        while state.epoch < cfg.epochs:
-            if stopping():  # arrived between epochs: last.pt is current
-                stopped = f"interrupted after epoch {state.epoch}"
-                break
-            if sampler is not None:
-                sampler.set_epoch(state.epoch)
-            t0 = time.time()
-            losses = _train_epoch(
-                net,
-                model,
-                loader,
-                opt,
-                sched,
-                scaler,
-                ema,
-                cfg,
-                device,
-                state,
-                gen,
-                writer,
-                stopping,
-                bar,
-            )
-            state.elapsed += time.time() - t0
-            if losses is None:
-                checkpoint(run / "weights" / "last.pt", complete=False)
-                stopped = f"interrupted in epoch {state.epoch + 1} after {state.batch} batches"
-                break
-            state.epoch += 1
-            stopped = _end_epoch(
-                run,
-                cfg,
-                rank,
-                model,
-                ema,
-                train_ds,
-                val_ds,
-                device,
-                state,
-                losses,
-                opt,
-                writer,
-                checkpoint,
-                say,
-            )
-            if _agree(stopped is not None, world):
-                stopped = stopped or "stopped by rank 0"
-                break
-    writer.close()
-    if stopped:
-        say(stopped + f"; resume with: detforge train --resume {run}")
-    return {
-        "run_dir": str(run),
-        "epochs": state.epoch,
-        "best_map": state.best,
-        "best_epoch": state.best_epoch,
-        "stopped": stopped,
-    }
+    writer = _tensorboard(run, state.step) if rank == 0 else _NullWriter()
+    return Session(
+        cfg,
+        run,
+        rank,
+        world,
+        device,
+        model,
+        net,
+        opt,
+        sched,
+        scaler,
+        ema,
+        gen,
+        loader,
+        train_ds,
+        val_ds,
+        state,
+        writer,
+        say,
+    ), sampler
 
 
-def _end_epoch(
-    run,
-    cfg,
-    rank,
-    model,
-    ema,
-    train_ds,
-    val_ds,
-    device,
-    state,
-    losses,
-    opt,
-    writer,
-    checkpoint,
-    say,
-) -> str | None:
-    """Validate (rank 0), save last.pt/best.pt, log; returns why to stop, if it should."""
-    if rank != 0:
-        return None
-    val_model = ema.module if ema else model
-    precise_bn(val_model, train_ds, device, cfg.precise_bn, cfg.batch)
+def _end_epoch(s: Session, losses: dict) -> str | None:
+    """Validate, save last.pt (and best.pt), log (rank 0); returns why to stop, if it should."""
+    cfg, state = s.cfg, s.state
+    val_model = s.ema.module if s.ema else s.model
+    precise_bn(val_model, s.train_ds, s.device, cfg.precise_bn, cfg.batch)
     metrics = (
-        evaluate_model(val_model, val_ds, batch=cfg.batch, device=device)
-        if len(val_ds)
+        evaluate_model(val_model, s.val_ds, batch=cfg.batch, device=s.device)
+        if len(s.val_ds)
         else {"mAP50-95": 0.0, "mAP50": 0.0}
     )
     improved = metrics["mAP50-95"] > state.best
@@ -425,11 +428,11 @@ def _end_epoch(
         state.best, state.best_epoch, state.stale = metrics["mAP50-95"], state.epoch, 0
     else:
         state.stale += 1
-    checkpoint(run / "weights" / "last.pt", complete=True)
+    s.checkpoint("last.pt", complete=True)
     if improved:
-        _save_best(run, model, ema, checkpoint)
-    _log_epoch(run, writer, state, losses, metrics, opt)
-    say(
+        _save_best(s)
+    _log_epoch(s.run, s.writer, state, losses, metrics, s.opt)
+    s.say(
         f"epoch {state.epoch}/{cfg.epochs} "
         + " ".join(f"{k} {v:.4f}" for k, v in losses.items())
         + f" | mAP50 {metrics['mAP50']:.4f} mAP50-95 {metrics['mAP50-95']:.4f}"
@@ -553,63 +556,38 @@ def _batches(loader, gen, state: State):
     return batches
 
 
-def _train_epoch(
-    net, model, loader, opt, sched, scaler, ema, cfg, device, state, gen, writer, stopping, bar
-):
+def _train_epoch(s: Session, stopping, bar) -> dict | None:
     """Train until the epoch ends (returns mean losses) or a signal stops it at an optimizer
     step boundary (returns None; ``state.batch`` says where)."""
-    model.train()
+    cfg, state, n = s.cfg, s.state, len(s.loader)
+    s.model.train()
     totals: dict[str, float] = state.totals
-    task = bar.add_task(
-        f"epoch {state.epoch + 1}/{cfg.epochs}", total=len(loader), completed=state.batch
-    )
-    opt.zero_grad(set_to_none=True)
-    batches = _batches(loader, gen, state)
-    for i, (images, targets) in enumerate(batches, start=state.batch):
-        images = [im.to(device, non_blocking=True) for im in images]
-        targets = [
-            {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets
-        ]
-        try:
-            with torch.autocast(device.type, enabled=scaler.is_enabled()):
-                loss_dict = net(images, targets)
-                loss = sum(loss_dict.values())
-        except torch.OutOfMemoryError as e:
-            raise TrainingError(
-                f"out of GPU memory at batch size {cfg.batch} (imgsz {cfg.imgsz})",
-                f"lower --batch (e.g. {max(1, cfg.batch // 2)}), --imgsz, or the model's "
-                "rois; --accumulate keeps the effective batch",
-            ) from e
+    task = bar.add_task(f"epoch {state.epoch + 1}/{cfg.epochs}", total=n, completed=state.batch)
+    s.opt.zero_grad(set_to_none=True)
+    for i, (images, targets) in enumerate(_batches(s.loader, s.gen, state), start=state.batch):
+        loss_dict = _forward(s, images, targets)
+        loss = sum(loss_dict.values())
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"non-finite loss in epoch {state.epoch + 1}, step {i}: "
                 + ", ".join(f"{k}={float(v):.4g}" for k, v in loss_dict.items()),
                 "lower --lr, check the data with `detforge data check`, or set grad_clip",
             )
-        scaler.scale(loss / cfg.accumulate).backward()
-        if (i + 1) % cfg.accumulate == 0 or i + 1 == len(loader):
-            if cfg.grad_clip:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
-            if ema is not None:
-                ema.update_parameters(model)
+        s.scaler.scale(loss / cfg.accumulate).backward()
+        if (i + 1) % cfg.accumulate == 0 or i + 1 == n:
+            _optimizer_step(s)
         for k, v in loss_dict.items():
             totals[k] = totals.get(k, 0.0) + float(v.detach())
-        state.batch = i + 1
-        state.step += 1
-        writer.add_scalar("train/loss", float(loss), state.step)
-        writer.add_scalar("train/lr", opt.param_groups[0]["lr"], state.step)
+        state.batch, state.step = i + 1, state.step + 1
+        s.writer.add_scalar("train/loss", float(loss), state.step)
+        s.writer.add_scalar("train/lr", s.opt.param_groups[0]["lr"], state.step)
         bar.update(
             task,
             advance=1,
             description=f"epoch {state.epoch + 1}/{cfg.epochs} loss {float(loss):.3f}",
         )
         # every rank reaches this point at the same batches, so the vote below cannot hang
-        if state.batch % cfg.accumulate == 0 and state.batch < len(loader) and stopping():
+        if state.batch % cfg.accumulate == 0 and state.batch < n and stopping():
             bar.remove_task(task)
             return None
     bar.remove_task(task)
@@ -618,17 +596,47 @@ def _train_epoch(
     return means
 
 
-def _save_best(run: Path, model, ema, checkpoint) -> None:
-    if ema is None:
-        checkpoint(run / "weights" / "best.pt", complete=True)
-        return
-    # best.pt holds the EMA weights (what was validated), loadable like any checkpoint
-    backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(ema.module.state_dict())
+def _forward(s: Session, images, targets) -> dict:
+    images = [im.to(s.device, non_blocking=True) for im in images]
+    targets = [
+        {k: (v.to(s.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets
+    ]
     try:
-        save_checkpoint(run / "weights" / "best.pt", model, train={"ema_weights": True})
+        with torch.autocast(s.device.type, enabled=s.scaler.is_enabled()):
+            return s.net(images, targets)
+    except torch.OutOfMemoryError as e:
+        b = s.cfg.batch
+        raise TrainingError(
+            f"out of GPU memory at batch size {b} (imgsz {s.cfg.imgsz})",
+            f"lower --batch (e.g. {max(1, b // 2)}), --imgsz, or the model's rois; "
+            "--accumulate keeps the effective batch; --batch auto finds what fits",
+        ) from e
+
+
+def _optimizer_step(s: Session) -> None:
+    if s.cfg.grad_clip:
+        s.scaler.unscale_(s.opt)
+        torch.nn.utils.clip_grad_norm_(s.model.parameters(), s.cfg.grad_clip)
+    s.scaler.step(s.opt)
+    s.scaler.update()
+    s.opt.zero_grad(set_to_none=True)
+    s.sched.step()
+    if s.ema is not None:
+        s.ema.update_parameters(s.model)
+
+
+def _save_best(s: Session) -> None:
+    """best.pt: the validated weights (the EMA's when there is one), loadable like any
+    checkpoint."""
+    if s.ema is None:
+        s.checkpoint("best.pt", complete=True)
+        return
+    backup = {k: v.detach().clone() for k, v in s.model.state_dict().items()}
+    s.model.load_state_dict(s.ema.module.state_dict())
+    try:
+        save_checkpoint(s.run / "weights" / "best.pt", s.model, train={"ema_weights": True})
     finally:
-        model.load_state_dict(backup)
+        s.model.load_state_dict(backup)
 
 
 def _tensorboard(run: Path, step: int):
