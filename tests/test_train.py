@@ -49,6 +49,7 @@ def rows(run):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_ssdlite_learns(tmp_path):
     """Bar: train-set mAP50 >= 0.5 after 15 epochs (measured ~0.99 on 2 CPU cores, ~15 s)."""
     torch.set_num_threads(2)
@@ -72,6 +73,7 @@ def test_ssdlite_learns(tmp_path):
     assert best.classes == ["circle", "square", "triangle"]
 
 
+@pytest.mark.slow
 def test_tracker_learns(tmp_path):
     """Bar: train-set mAP50 >= 0.6 after 40 epochs on one-object images, from scratch
     (measured 1.0 at the end, ~30 s on 2 CPU cores)."""
@@ -115,6 +117,7 @@ def _weights(run):
     return torch.load(run / "weights" / "last.pt", weights_only=True)
 
 
+@pytest.mark.slow
 # asked at each epoch's start and after each of its 6 batches but the last: k=10 stops after
 # 3 batches of epoch 2, k=7 between epochs 1 and 2
 @pytest.mark.parametrize("k", [10, 7])
@@ -168,6 +171,7 @@ train(data=sys.argv[1], model="ssdlite", epochs=40, imgsz=64, batch=4, workers=0
 """
 
 
+@pytest.mark.slow
 def test_sigint_saves_last_pt_and_resume_keeps_tensorboard_in_order(tmp_path):
     data = tiny(tmp_path, n=24, size=64, seed=1)
     runs = tmp_path / "runs"
@@ -209,6 +213,7 @@ def test_config_errors_name_the_field(tmp_path):
         load_config(tmp_path / "c.yaml")
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_on_cpu(tmp_path):
     """torchrun with 2 processes (gloo): one run folder, written by rank 0 only."""
     data = tiny(tmp_path, n=16, size=64)
