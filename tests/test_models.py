@@ -101,3 +101,44 @@ def test_tracker_refuses_many_objects_unless_largest():
         model(images, two)
     model = build("tracker", CLASSES, imgsz=64, largest=True).train()
     assert torch.isfinite(sum(model(images, two).values()))
+
+
+@pytest.mark.parametrize(
+    "kind,name",
+    [
+        ("rcnn", "fasterrcnn-mobilenet-320"),
+        ("retinanet", "retinanet"),
+        ("fcos", "fcos"),
+        ("ssd", "ssdlite"),
+    ],
+)
+def test_coco_rows_move_to_the_new_head(kind, name):
+    """Classes named like COCO categories keep their COCO head weights (a random 91-class head
+    stands in for the downloaded one)."""
+    from types import SimpleNamespace
+
+    from detforge.models import zoo
+
+    fam = zoo.FAMILIES[name]
+    categories = fam.coco_weights.meta["categories"]
+    torch.manual_seed(0)
+    net = fam.builder(weights=None, weights_backbone=None, num_classes=len(categories))
+    old = [
+        (SimpleNamespace(weight=m.weight.detach().clone(), bias=m.bias.detach().clone()), lay, w)
+        for m, lay, w in zoo.head_layers(net, kind)
+    ]
+    zoo._replace_head(net, kind, 3)  # background + ["raccoon", "dog"]
+    keep = zoo.coco_matches(["raccoon", "Dog"], categories)
+    j = categories.index("dog")
+    assert keep == {0: 0, 2: j}
+    new = zoo.head_layers(net, kind)
+    zoo.transfer_rows(old, new, keep, len(categories), 3)
+    (src, layout, width), (dst, _, _) = old[0], new[0]
+    if layout == "class":
+        torch.testing.assert_close(
+            dst.weight[2 * width : 3 * width], src.weight[j * width : (j + 1) * width]
+        )
+    else:
+        for a in range(width):  # each anchor's "dog" channel
+            torch.testing.assert_close(dst.weight[a * 3 + 2], src.weight[a * len(categories) + j])
+            torch.testing.assert_close(dst.bias[a * 3 + 0], src.bias[a * len(categories)])

@@ -122,7 +122,9 @@ def _replace_head(net, kind: str, num_classes: int) -> None:
         anchors = head.num_anchors
         inp = head.conv[0][0].in_channels
         norm = partial(torch.nn.GroupNorm, 32)
-        net.head.classification_head = RetinaNetClassificationHead(inp, anchors, num_classes, norm)
+        net.head.classification_head = RetinaNetClassificationHead(
+            inp, anchors, num_classes, norm_layer=norm
+        )
     elif kind == "fcos":
         from torchvision.models.detection.fcos import FCOSClassificationHead
 
@@ -139,6 +141,47 @@ def _replace_head(net, kind: str, num_classes: int) -> None:
         net.head.classification_head = SSDLiteClassificationHead(
             channels, anchors, num_classes, norm
         )
+
+
+def head_layers(net, kind: str) -> list[tuple[torch.nn.Module, str, int]]:
+    """The layers whose output channels index classes, with their layout: ``("class", w)``
+    puts class j at channels [j*w, (j+1)*w) (Faster R-CNN's scores and boxes), ``("anchor",
+    a)`` puts class j of anchor i at channel i*K + j (RetinaNet, FCOS, SSDLite)."""
+    if kind == "rcnn":
+        p = net.roi_heads.box_predictor
+        return [(p.cls_score, "class", 1), (p.bbox_pred, "class", 4)]
+    head = net.head.classification_head
+    if kind in ("retinanet", "fcos"):
+        return [(head.cls_logits, "anchor", head.num_anchors)]
+    anchors = net.anchor_generator.num_anchors_per_location()
+    return [(m[-1], "anchor", a) for m, a in zip(head.module_list, anchors)]
+
+
+@torch.no_grad()
+def transfer_rows(old_layers, new_layers, keep: dict[int, int], k_old: int, k_new: int) -> None:
+    """Copy the weights of COCO classes ``keep[new] = old`` from a COCO head into a new one, so
+    classes the user shares with COCO start trained."""
+    for (old, layout, w), (new, _, _) in zip(old_layers, new_layers):
+        for nj, oj in keep.items():
+            if layout == "class":
+                src, dst = slice(oj * w, (oj + 1) * w), slice(nj * w, (nj + 1) * w)
+                new.weight[dst] = old.weight[src]
+                new.bias[dst] = old.bias[src]
+            else:
+                for a in range(w):
+                    new.weight[a * k_new + nj] = old.weight[a * k_old + oj]
+                    new.bias[a * k_new + nj] = old.bias[a * k_old + oj]
+
+
+def coco_matches(classes: list[str], categories: list[str]) -> dict[int, int]:
+    """``{our torchvision label: COCO index}`` for classes named like a COCO category, plus the
+    background."""
+    lower = [c.lower() for c in categories]
+    keep = {0: 0}
+    for c, name in enumerate(classes):
+        if name.lower() in lower and name.lower() != "__background__":
+            keep[c + 1] = lower.index(name.lower())
+    return keep
 
 
 class TorchvisionDetector(Detector):
@@ -180,7 +223,11 @@ class TorchvisionDetector(Detector):
                     "use --pretrained imagenet or none with custom anchors",
                 )
             self.net = fam.builder(weights=fam.coco_weights, **kw)
+            categories = fam.coco_weights.meta["categories"]
+            old = head_layers(self.net, fam.kind)
             _replace_head(self.net, fam.kind, n)
+            keep = coco_matches(classes, categories)
+            transfer_rows(old, head_layers(self.net, fam.kind), keep, len(categories), n)
         else:
             backbone = fam.backbone_weights if pretrained == "imagenet" else None
             ensure_downloaded(backbone)
