@@ -6,27 +6,25 @@
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import math
-import os
-import random
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.console import Console
 from torch.utils.data import DataLoader
 
 from detforge.data.augment import training_view
-from detforge.data.loader import DetectionDataset, collate
+from detforge.data.loader import collate
 from detforge.engine.config import ConfigError, TrainConfig, load_config, save_config
+from detforge.engine.distributed import agree, distributed
+from detforge.engine.ema import EMA, make_ema, precise_bn
 from detforge.engine.evaluate import evaluate_model
+from detforge.engine.runlog import NullWriter, log_epoch, progress, save_environment, tensorboard
+from detforge.engine.state import State, rng_state, seed_everything, set_rng_state
 from detforge.errors import DetforgeError
-from detforge.fileio import atomic_write_bytes
 from detforge.models import build, save_checkpoint
 from detforge.models.base import read_checkpoint
 from detforge.runs import new_run_dir
@@ -34,67 +32,6 @@ from detforge.runs import new_run_dir
 
 class TrainingError(DetforgeError):
     """Training cannot go on (non-finite loss, out of memory, ...)."""
-
-
-@dataclass
-class State:
-    """What a resumed run needs beyond the weights."""
-
-    epoch: int = 0  # epochs completed
-    step: int = 0  # optimizer-independent iteration counter (TensorBoard's x axis)
-    best: float = -1.0  # best val mAP50-95
-    best_epoch: int = -1
-    stale: int = 0  # epochs without improvement (early stopping)
-    elapsed: float = 0.0  # seconds trained so far (time budget)
-    batch: int = 0  # batches done in the current epoch (an interrupted run resumes there)
-    totals: dict = field(default_factory=dict)  # summed losses of those batches
-    epoch_rng: dict | None = None  # RNG states at the start of the current epoch
-
-    def saved(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-
-
-def rng_state(loader_gen: torch.Generator) -> dict:
-    """Every RNG a resumed run needs, as plain values and tensors (weights_only-loadable)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-        "torch": torch.get_rng_state(),
-        "loader": loader_gen.get_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict, loader_gen: torch.Generator) -> None:
-    random.setstate(state["python"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    loader_gen.set_state(state["loader"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def load_data(cfg: TrainConfig, say) -> tuple:
@@ -164,34 +101,6 @@ class Stop:
             signal.signal(sig, old)
 
 
-def distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
-    """(rank, world size, device). Under torchrun (WORLD_SIZE > 1) this joins the process
-    group: NCCL on CUDA, gloo on CPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = pick_device(cfg.device)
-    if world <= 1:
-        return 0, 1, device
-    import torch.distributed as dist
-
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), world, device
-
-
-def _agree(flag: bool, world: int) -> bool:
-    """True on every rank when any rank says so (a signal, or rank 0's decision to stop)."""
-    if world <= 1:
-        return flag
-    import torch.distributed as dist
-
-    t = torch.tensor([int(flag)])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
 def auto_batch(model, imgsz: int, device: torch.device, say, limit: int = 256) -> int:
     """The largest power-of-two batch (up to ``limit``) whose training step fits in GPU memory,
     halved once for headroom. Only CUDA can say; elsewhere 8."""
@@ -252,7 +161,7 @@ def _open_run(cfg: TrainConfig, resume_run, rank: int, world: int) -> Path:
     if rank == 0:
         run = new_run_dir("train", cfg.name, cfg.project)
         save_config(cfg, run / "config.yaml")
-        _save_environment(run, cfg)
+        save_environment(run, cfg)
         (run / "weights").mkdir(exist_ok=True)
     if world > 1:
         import torch.distributed as dist
@@ -313,8 +222,8 @@ def train(
     DistributedDataParallel; only rank 0 writes."""
     s, sampler = _session(cfg, resume, console, overrides)
     state, stopped = s.state, None
-    with Stop() as stop, _progress(console if s.rank == 0 else None, s.rank != 0) as bar:
-        stopping = lambda: _agree(stop.signal is not None, s.world)  # noqa: E731
+    with Stop() as stop, progress(console if s.rank == 0 else None, s.rank != 0) as bar:
+        stopping = lambda: agree(stop.signal is not None, s.world)  # noqa: E731
         while state.epoch < s.cfg.epochs:
             if stopping():  # arrived between epochs: last.pt is current
                 stopped = f"interrupted after epoch {state.epoch}"
@@ -330,7 +239,7 @@ def train(
                 break
             state.epoch += 1
             stopped = _end_epoch(s, losses) if s.rank == 0 else None
-            if _agree(stopped is not None, s.world):
+            if agree(stopped is not None, s.world):
                 stopped = stopped or "stopped by rank 0"
                 break
     s.writer.close()
@@ -376,7 +285,7 @@ def _session(cfg, resume, console, overrides) -> tuple[Session, object]:
         opt, lambda k: lr_factor(k, warmup, per_epoch * cfg.epochs, cfg.final_lr)
     )
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
-    ema = _make_ema(model, cfg.ema)
+    ema = make_ema(model, cfg.ema)
     state = State() if ckpt is None else _load_state(ckpt, model, opt, sched, scaler, ema, gen)
     run = _open_run(cfg, run, rank, world)
     if ckpt is not None:
@@ -390,7 +299,7 @@ def _session(cfg, resume, console, overrides) -> tuple[Session, object]:
         f"run folder: [bold]{run}[/] | {cfg.model} on {device} x{world} | {len(train_ds)} "
         f"train, {len(val_ds)} val images, {len(train_ds.classes)} classes"
     )
-    writer = _tensorboard(run, state.step) if rank == 0 else _NullWriter()
+    writer = tensorboard(run, state.step) if rank == 0 else NullWriter()
     return Session(
         cfg,
         run,
@@ -431,7 +340,7 @@ def _end_epoch(s: Session, losses: dict) -> str | None:
     s.checkpoint("last.pt", complete=True)
     if improved:
         _save_best(s)
-    _log_epoch(s.run, s.writer, state, losses, metrics, s.opt)
+    log_epoch(s.run, s.writer, state, losses, metrics, s.opt)
     s.say(
         f"epoch {state.epoch}/{cfg.epochs} "
         + " ".join(f"{k} {v:.4f}" for k, v in losses.items())
@@ -465,67 +374,6 @@ def _check_dataset(model, ds) -> None:
                 "pick a multi-object model (ssdlite, fasterrcnn-mobilenet, ...) or set "
                 "model_options: {largest: true} to keep the largest box",
             )
-
-
-class EMA:
-    """Exponential moving average of weights and buffers. The decay ramps up from 0
-    (``decay * (1 - exp(-updates / tau))``) so short runs are not stuck near the init."""
-
-    def __init__(self, model, decay: float, tau: float = 2000.0):
-        import copy
-
-        self.module = copy.deepcopy(model).eval().requires_grad_(False)
-        self.decay, self.tau, self.updates = decay, tau, 0
-
-    @torch.no_grad()
-    def update_parameters(self, model) -> None:
-        self.updates += 1
-        d = self.decay * (1 - math.exp(-self.updates / self.tau))
-        for e, v in zip(self.module.state_dict().values(), model.state_dict().values()):
-            if e.dtype.is_floating_point:
-                e.mul_(d).add_(v.detach(), alpha=1 - d)
-            else:
-                e.copy_(v)
-
-    def state_dict(self) -> dict:
-        return {"module": self.module.state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state["module"])
-        self.updates = int(state["updates"])
-
-
-@torch.no_grad()
-def precise_bn(model, ds, device, max_images: int, batch: int) -> None:
-    """Re-estimate BatchNorm running statistics with the current weights on up to
-    ``max_images`` training images (in order, unaugmented). Running averages lag far behind
-    fast-changing weights (short or from-scratch runs), which wrecks eval-mode outputs; only
-    the running buffers change, never what training computes."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms or max_images <= 0:
-        return
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches below
-    was_training = model.training
-    model.train()
-    data = DetectionDataset(ds.subset(range(min(max_images, len(ds)))))
-    for images, targets in DataLoader(data, batch, collate_fn=collate):
-        model(
-            [im.to(device) for im in images],
-            [
-                {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()}
-                for t in targets
-            ],
-        )
-    for m, mom in zip(norms, momenta):
-        m.momentum = mom
-    model.train(was_training)
-
-
-def _make_ema(model, decay: float):
-    return EMA(model, decay) if decay else None
 
 
 def _load_state(ckpt, model, opt, sched, scaler, ema, gen) -> State:
@@ -579,12 +427,12 @@ def _train_epoch(s: Session, stopping, bar) -> dict | None:
         for k, v in loss_dict.items():
             totals[k] = totals.get(k, 0.0) + float(v.detach())
         state.batch, state.step = i + 1, state.step + 1
-        s.writer.add_scalar("train/loss", float(loss), state.step)
+        s.writer.add_scalar("train/loss", float(loss.detach()), state.step)
         s.writer.add_scalar("train/lr", s.opt.param_groups[0]["lr"], state.step)
         bar.update(
             task,
             advance=1,
-            description=f"epoch {state.epoch + 1}/{cfg.epochs} loss {float(loss):.3f}",
+            description=f"epoch {state.epoch + 1}/{cfg.epochs} loss {float(loss.detach()):.3f}",
         )
         # every rank reaches this point at the same batches, so the vote below cannot hang
         if state.batch % cfg.accumulate == 0 and state.batch < n and stopping():
@@ -637,139 +485,3 @@ def _save_best(s: Session) -> None:
         save_checkpoint(s.run / "weights" / "best.pt", s.model, train={"ema_weights": True})
     finally:
         s.model.load_state_dict(backup)
-
-
-def _tensorboard(run: Path, step: int):
-    """A SummaryWriter that drops events logged after ``step`` by an interrupted run, so a
-    resumed run's steps stay in order."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return _NullWriter()
-    return SummaryWriter(str(run / "tensorboard"), purge_step=step if step else None)
-
-
-class _NullWriter:
-    def add_scalar(self, *a, **k):
-        pass
-
-    def close(self):
-        pass
-
-
-def _log_epoch(run: Path, writer, state: State, losses: dict, metrics: dict, opt) -> None:
-    row = {
-        "epoch": state.epoch,
-        "step": state.step,
-        **{f"loss/{k}": v for k, v in losses.items()},
-        "lr": opt.param_groups[0]["lr"],
-        "mAP50-95": metrics["mAP50-95"],
-        "mAP50": metrics["mAP50"],
-    }
-    for k, v in row.items():
-        if k not in ("epoch", "step"):
-            writer.add_scalar(k if "/" in k else f"val/{k}", v, state.step)
-    _append_csv(run / "metrics.csv", row)
-    _plots(run)
-
-
-def _append_csv(path: Path, row: dict) -> None:
-    """Rewrite metrics.csv (atomically) with rows of epochs before this one plus this row."""
-    rows = []
-    if path.is_file():
-        with path.open(newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < row["epoch"]]
-    rows.append(row)
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, keys)
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_bytes(path, buf.getvalue().encode())
-
-
-def _plots(run: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with (run / "metrics.csv").open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    epochs = [int(r["epoch"]) for r in rows]
-    (run / "plots").mkdir(exist_ok=True)
-    for name, keys in (
-        ("loss", [k for k in rows[-1] if k.startswith("loss/")]),
-        ("map", ["mAP50", "mAP50-95"]),
-    ):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for k in keys:
-            ax.plot(
-                epochs, [float(r[k]) if r.get(k) else np.nan for r in rows], marker="o", label=k
-            )
-        ax.set_xlabel("epoch")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-        plt.close(fig)
-        atomic_write_bytes(run / "plots" / f"{name}.png", buf.getvalue())
-
-
-def _save_environment(run: Path, cfg: TrainConfig) -> None:
-    import json
-    import platform
-    import subprocess
-
-    import torchvision
-
-    import detforge
-
-    try:
-        rev = (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-            ).stdout.strip()
-            or None
-        )
-    except (OSError, subprocess.SubprocessError):
-        rev = None
-    env = {
-        "detforge": detforge.__version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cuda": torch.version.cuda,
-        "seed": cfg.seed,
-        "git": rev,
-        "cpu_count": os.cpu_count(),
-    }
-    atomic_write_bytes(run / "environment.json", json.dumps(env, indent=2).encode())
-
-
-def _progress(console, disable: bool = False):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
-    class Speed(ProgressColumn):
-        def render(self, task):
-            return Text(f"{task.speed:.2f} it/s" if task.speed else "")
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        Speed(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=disable,
-    )
