@@ -97,9 +97,14 @@ def test_collect_errors_and_saves_frames(tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs(tmp_path):
-    r = detforge("demo", "--project", tmp_path / "runs", "--n", 40)
+    r = detforge("demo", "--project", tmp_path / "runs", "--n", 40, "--epochs", 2, "--imgsz", 96)
     assert r.returncode == 0, r.stderr
-    summary = json.loads((tmp_path / "runs" / "demo" / "exp" / "summary.json").read_text())
+    run = tmp_path / "runs" / "demo" / "exp"
+    summary = json.loads((run / "summary.json").read_text())
     assert summary["images"] == 40 and summary["check"]["errors"] == 0
-    r = detforge("demo", "--project", tmp_path / "runs", "--n", 20)
+    assert (
+        summary["train"]["epochs"] == 2
+        and (run / "train" / "exp" / "weights" / "last.pt").is_file()
+    )
+    r = detforge("demo", "--project", tmp_path / "runs", "--n", 20, "--epochs", 0)
     assert (tmp_path / "runs" / "demo" / "exp2" / "summary.json").is_file()  # never reused

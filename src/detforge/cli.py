@@ -364,11 +364,13 @@ def train(
 def demo(
     project: Path = typer.Option(Path("runs"), help="Where run folders go."),
     n: int = typer.Option(240, help="Synthetic images."),
+    epochs: int = typer.Option(12, help="Training epochs (0 skips training)."),
+    imgsz: int = typer.Option(192, help="Training image size."),
 ):
-    """Synthesize a dataset, check, split, pack it and print its stats."""
+    """Synthesize a dataset, check, split and pack it, train a small detector; say where."""
     from detforge.demo import run_demo
 
-    summary = run_demo(project, n=n, console=out)
+    summary = run_demo(project, n=n, epochs=epochs, imgsz=imgsz, console=out)
     out.print(f"\n[bold green]demo done[/]: everything is in [bold]{summary['run_dir']}[/]")
 
 

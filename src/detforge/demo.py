@@ -9,27 +9,37 @@ from detforge.fileio import atomic_write_json
 from detforge.runs import new_run_dir
 
 
-def run_demo(project="runs", n: int = 240, seed: int = 0, console: Console | None = None) -> dict:
-    """Synthesize ``n`` images, check, split 70/15/15, pack each split, and write stats.
-    Returns a summary (also saved as ``summary.json`` in the run folder)."""
+def run_demo(
+    project="runs",
+    n: int = 240,
+    seed: int = 0,
+    epochs: int = 12,
+    imgsz: int = 192,
+    console: Console | None = None,
+) -> dict:
+    """Synthesize ``n`` images, check, split 70/15/15, pack each split, write stats, and train
+    ssdlite for ``epochs`` epochs on the CPU (0 skips training). Returns a summary (also saved
+    as ``summary.json`` in the run folder)."""
     say = (console or Console()).print
     run = new_run_dir("demo", "exp", project)
-    say(f"[bold]1/5 synthesize[/] {n} images -> {run / 'dataset'}")
+    steps = 6 if epochs else 5
+    say(f"[bold]1/{steps} synthesize[/] {n} images -> {run / 'dataset'}")
     ds = api.synth(run / "dataset", n, "yolo", seed=seed)
-    say("[bold]2/5 check[/]")
+    say(f"[bold]2/{steps} check[/]")
     report = api.check(ds, progress=False)
     say(f"    {report.errors} errors, {report.count('warning')} warnings")
-    say("[bold]3/5 split[/] 0.7/0.15/0.15")
+    say(f"[bold]3/{steps} split[/] 0.7/0.15/0.15")
     parts = api.split(ds, run / "splits", seed=seed, images="link")
-    say("[bold]4/5 pack[/] sharded TFRecords")
+    say(f"[bold]4/{steps} pack[/] sharded TFRecords")
     packed = {}
     for name, part in parts.items():
         index = api.pack(part, run / "shards" / name, shard_size="2MB", progress=False)
         packed[name] = {"records": index["records"], "shards": len(index["shards"])}
         say(f"    {name}: {index['records']} records in {len(index['shards'])} shards")
-    say("[bold]5/5 stats[/]")
+    say(f"[bold]5/{steps} stats[/]")
     stats = api.stats(ds)
     api.show(ds, run / "samples.png", n=16, seed=seed)
+    say(f"    {stats['images']} images, {stats['boxes']} boxes, {stats['negatives']} negatives")
     summary = {
         "run_dir": str(run),
         "images": stats["images"],
@@ -40,8 +50,29 @@ def run_demo(project="runs", n: int = 240, seed: int = 0, console: Console | Non
         "splits": {k: len(v) for k, v in parts.items()},
         "shards": packed,
     }
+    if epochs:
+        from detforge.engine.train import train
+
+        say(f"[bold]6/{steps} train[/] ssdlite, {epochs} epochs at {imgsz} px on the CPU")
+        result = train(
+            data=str(run / "splits" / "data.yaml"),
+            model="ssdlite",
+            epochs=epochs,
+            imgsz=imgsz,
+            batch=8,
+            workers=2,
+            lr=3e-3,
+            project=str(run),
+            name="exp",
+            seed=seed,
+            console=console,
+        )
+        summary["train"] = {k: result[k] for k in ("run_dir", "epochs", "best_map", "best_epoch")}
+        say(
+            f"    best val mAP50-95 {result['best_map']:.3f} (epoch {result['best_epoch']}); "
+            f"weights, metrics.csv and plots in {result['run_dir']}"
+        )
     atomic_write_json(run / "summary.json", summary)
-    say(f"    {stats['images']} images, {stats['boxes']} boxes, {stats['negatives']} negatives")
     say(f"    grid of samples: {run / 'samples.png'}; summary: {run / 'summary.json'}")
     return summary
 
