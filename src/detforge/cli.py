@@ -365,7 +365,7 @@ def demo(
     project: Path = typer.Option(Path("runs"), help="Where run folders go."),
     n: int = typer.Option(240, help="Synthetic images."),
     epochs: int = typer.Option(12, help="Training epochs (0 skips training)."),
-    imgsz: int = typer.Option(192, help="Training image size."),
+    imgsz: int = typer.Option(320, help="Training image size."),
 ):
     """Synthesize a dataset, check, split and pack it, train a small detector; say where."""
     from detforge.demo import run_demo

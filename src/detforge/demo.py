@@ -14,7 +14,7 @@ def run_demo(
     n: int = 240,
     seed: int = 0,
     epochs: int = 12,
-    imgsz: int = 192,
+    imgsz: int = 320,
     console: Console | None = None,
 ) -> dict:
     """Synthesize ``n`` images, check, split 70/15/15, pack each split, write stats, and train
