@@ -7,7 +7,6 @@ Both yield ``(image, target)``: ``image`` a uint8 tensor (3, H, W) RGB, ``target
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -192,13 +191,3 @@ def make_loader(
         source, shuffle_buffer=shuffle_buffer if shuffle else 0, seed=seed, transform=transform
     )
     return DataLoader(ds, batch_size, num_workers=workers, collate_fn=collate)
-
-
-def is_shards(path) -> bool:
-    p = Path(path)
-    if p.is_dir() and (p / "index.json").is_file():
-        try:
-            return json.loads((p / "index.json").read_text()).get("format") == "detforge-shards"
-        except ValueError:
-            return False
-    return p.suffix in (".tfrecord", ".record")
