@@ -46,16 +46,16 @@ def test_example_round_trip_with_every_kind():
 
 def test_unpacked_repeated_fields_decode():
     """proto2 writers may emit repeated scalars unpacked; both encodings are valid."""
-    from detforge.data.records import _len_field, _varint
+    from detforge.data.records import _small, _varint
 
     ints = b"".join(_varint(1 << 3 | 0) + _varint(v) for v in (3, 4))
     floats = b"".join(_varint(1 << 3 | 5) + np.float32(v).tobytes() for v in (0.5, 2.0))
-    feat_i = _len_field(3, ints)
-    feat_f = _len_field(2, floats)
-    entries = _len_field(1, _len_field(1, b"i") + _len_field(2, feat_i)) + _len_field(
-        1, _len_field(1, b"f") + _len_field(2, feat_f)
+    feat_i = _small(3, ints)
+    feat_f = _small(2, floats)
+    entries = _small(1, _small(1, b"i") + _small(2, feat_i)) + _small(
+        1, _small(1, b"f") + _small(2, feat_f)
     )
-    out = decode_example(_len_field(1, entries))
+    out = decode_example(_small(1, entries))
     assert out["i"].tolist() == [3, 4] and out["f"].tolist() == [0.5, 2.0]
 
 

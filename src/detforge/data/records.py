@@ -157,10 +157,6 @@ def _small(field: int, payload: bytes) -> bytes:
     return _varint(field << 3 | 2) + _varint(len(payload)) + payload
 
 
-def _len_field(field: int, payload: bytes) -> bytes:
-    return _small(field, payload)
-
-
 def _feature(values) -> tuple[list[bytes], int]:
     if isinstance(values, (bytes, str)):
         values = [values]
