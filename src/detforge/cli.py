@@ -360,6 +360,137 @@ def train(
     )
 
 
+@app.command("eval")
+def eval_cmd(
+    weights: Path = typer.Argument(..., help="best.pt / last.pt or an exported .onnx."),
+    data: str = typer.Option(..., help="Dataset or data.yaml."),
+    split: str = typer.Option(None, help="Split of a data.yaml (default val)."),
+    conf: float = typer.Option(0.25, help="Confidence for precision, recall, confusion."),
+    iou: float = typer.Option(0.5, help="IoU for a match at that confidence."),
+    batch: int = typer.Option(8, help="Images per forward pass."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, mps."),
+    project: Path = typer.Option(Path("runs"), help="Where run folders go."),
+    name: str = typer.Option("exp", help="Run name under runs/eval/."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
+):
+    """COCO mAP, per-class AP, precision/recall at --conf, PR curve and confusion matrix."""
+    m = detforge.evaluate(
+        weights,
+        data,
+        split=split,
+        conf=conf,
+        iou=iou,
+        batch=batch,
+        device=device,
+        project=project,
+        name=name,
+        progress=not as_json,
+    )
+    if as_json:
+        print(json.dumps({k: v for k, v in m.items() if k != "confusion"}))
+        return
+    t = Table(title=f"{m['split']}: {m['images']} images ({m['negatives']} negatives)")
+    for col in ("class", "AP50-95", "AP50", f"P@{conf}", f"R@{conf}"):
+        t.add_column(col)
+    for c, v in m["per_class"].items():
+        t.add_row(c, *(f"{v[k]:.3f}" for k in ("AP50-95", "AP50", "precision", "recall")))
+    t.add_row(
+        "all",
+        f"{m['mAP50-95']:.3f}",
+        f"{m['mAP50']:.3f}",
+        f"{m['precision']:.3f}",
+        f"{m['recall']:.3f}",
+        style="bold",
+    )
+    out.print(t)
+    out.print(
+        f"mAP75 {m['mAP75']:.3f}  small/medium/large {m['mAP_small']:.3f}/"
+        f"{m['mAP_medium']:.3f}/{m['mAP_large']:.3f}"
+    )
+    out.print(f"results.json, pr_curve.png, confusion_matrix.png in [bold]{m['run_dir']}[/]")
+
+
+@app.command()
+def predict(
+    weights: Path = typer.Argument(..., help="best.pt or an exported .onnx."),
+    source: str = typer.Option(..., help="Image, folder, glob, video file or camera index."),
+    save_dir: Path = typer.Option(None, help="Output folder (default runs/predict/NAME)."),
+    name: str = typer.Option("exp", help="Run name under runs/predict/."),
+    conf: float = typer.Option(0.25, help="Minimum score."),
+    iou: float = typer.Option(0.5, help="NMS IoU threshold."),
+    batch: int = typer.Option(4, help="Images per forward pass."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, mps."),
+    fmt: str = typer.Option("jsonl", "--format", help="Predictions file: jsonl, csv or coco."),
+    no_save: bool = typer.Option(False, "--no-save", help="Do not write annotated images/video."),
+    save_labelme: bool = typer.Option(
+        False, "--save-labelme", help="Write a labelme JSON beside each image (kept if present)."
+    ),
+    overwrite_labelme: bool = typer.Option(False, help="Replace existing labelme JSON files."),
+    show: bool = typer.Option(False, "--show", help="Live window (needs a display)."),
+):
+    """Detect objects in images, folders, videos or a webcam; load the model once."""
+    from detforge.engine.outputs import predict_files
+    from detforge.runs import new_run_dir
+
+    det = detforge.load(weights, device=device)
+    if save_dir is None:
+        save_dir = new_run_dir("predict", name)
+    else:
+        save_dir.mkdir(parents=True, exist_ok=True)
+    s = predict_files(
+        det,
+        source,
+        save_dir,
+        conf=conf,
+        iou=iou,
+        batch=batch,
+        fmt=fmt,
+        save=not no_save,
+        save_labelme=save_labelme,
+        overwrite_labelme=overwrite_labelme,
+        show=show,
+    )
+    for k in s["skipped"]:
+        err.print(f"[yellow]skipped[/] {k['source']}: {k['error']}", highlight=False)
+    out.print(f"{s['frames']} images/frames, {s['detections']} detections, {s['fps']} frames/s")
+    if s["labelme_written"] or save_labelme:
+        out.print(f"labelme files written beside the images: {s['labelme_written']}")
+    out.print(f"results in [bold]{save_dir}[/]")
+
+
+@app.command()
+def export(
+    weights: Path = typer.Argument(..., help="A .pt checkpoint."),
+    fmt: str = typer.Option("onnx", "--format", help="Only onnx."),
+    output: Path = typer.Option(None, help="Output file (default: beside the weights)."),
+    imgsz: int = typer.Option(None, help="Input size (default: the training size)."),
+    batch: int = typer.Option(1, help="Fixed batch of the graph."),
+    dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Free batch dimension."),
+    opset: int = typer.Option(17, help="ONNX opset."),
+    nms: bool = typer.Option(True, "--nms/--no-nms", help="NMS inside the graph."),
+    overwrite: bool = typer.Option(False, help="Replace an existing file."),
+):
+    """Export to ONNX (uint8 input, preprocessing inside) and check it against PyTorch."""
+    if fmt != "onnx":
+        raise DetforgeError(f"unknown export format {fmt!r}", "use --format onnx")
+    r = detforge.export(
+        weights,
+        output,
+        imgsz=imgsz,
+        batch=batch,
+        dynamic_batch=dynamic_batch,
+        opset=opset,
+        nms=nms,
+        overwrite=overwrite,
+    )
+    p = r["parity"]
+    out.print(
+        f"wrote [bold]{r['path']}[/] (input uint8 {r['batch']}x3x{r['imgsz']}x{r['imgsz']}, "
+        f"NMS {'inside' if r['nms'] else 'left out'})\nparity with PyTorch: {p['detections']} "
+        f"detections matched, worst IoU {p['worst_iou']}, worst score diff {p['worst_score_diff']}"
+    )
+
+
 @app.command()
 def demo(
     project: Path = typer.Option(Path("runs"), help="Where run folders go."),

@@ -72,19 +72,60 @@ def render(
         range(len(boxes)), key=lambda k: -(boxes[k][2] - boxes[k][0]) * (boxes[k][3] - boxes[k][1])
     )
     boxes, labels = [boxes[k] for k in order], [labels[k] for k in order]
-    for (x0, y0, x1, y1), cls in zip(boxes, labels):  # largest first: small shapes stay visible
-        color = tuple(int(c) for c in rng.integers(0, 256, 3))
-        if cls == 0:
-            draw.ellipse([x0, y0, x1 - 1, y1 - 1], fill=color, outline=(0, 0, 0))
-        elif cls == 1:
-            draw.rectangle([x0, y0, x1 - 1, y1 - 1], fill=color, outline=(255, 255, 255))
-        else:
-            draw.polygon(
-                [((x0 + x1 - 1) // 2, y0), (x0, y1 - 1), (x1 - 1, y1 - 1)],
-                fill=color,
-                outline=(0, 0, 0),
-            )
+    for box, cls in zip(boxes, labels):  # largest first: small shapes stay visible
+        _shape(draw, box, cls, tuple(int(c) for c in rng.integers(0, 256, 3)))
     return img, np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64)
+
+
+def _shape(draw: ImageDraw.ImageDraw, box, cls: int, color) -> None:
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    if cls == 0:
+        draw.ellipse([x0, y0, x1 - 1, y1 - 1], fill=color, outline=(0, 0, 0))
+    elif cls == 1:
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], fill=color, outline=(255, 255, 255))
+    else:
+        draw.polygon(
+            [((x0 + x1 - 1) // 2, y0), (x0, y1 - 1), (x1 - 1, y1 - 1)],
+            fill=color,
+            outline=(0, 0, 0),
+        )
+
+
+def video(path, frames: int = 150, size=(320, 240), fps: float = 25.0, seed: int = 0):
+    """An mp4 of shapes moving over a textured background (for the demo, tests and the video
+    benchmark). Returns ``(path, boxes per frame, labels)``."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    bg = _background(rng, w, h)
+    n = 3
+    side = rng.uniform(0.15, 0.3, n) * min(w, h)
+    pos = rng.uniform(0, 1, (n, 2)) * [w - side.max(), h - side.max()]
+    vel = rng.uniform(-3, 3, (n, 2))
+    colors = [tuple(int(c) for c in rng.integers(0, 256, 3)) for _ in range(n)]
+    labels = np.arange(n) % len(CLASSES)
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    out = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    all_boxes = []
+    for _ in range(frames):
+        img = bg.copy()
+        draw = ImageDraw.Draw(img)
+        boxes = np.concatenate([pos, pos + side[:, None]], 1)
+        for box, cls, color in zip(boxes, labels, colors):
+            _shape(draw, box, int(cls), color)
+        all_boxes.append(boxes.astype(np.float32))
+        out.write(np.asarray(img)[..., ::-1].copy())
+        pos += vel
+        for k in range(n):  # bounce off the borders
+            for d, lim in enumerate((w, h)):
+                if pos[k, d] < 0 or pos[k, d] + side[k] > lim:
+                    vel[k, d] *= -1
+                    pos[k, d] = np.clip(pos[k, d], 0, lim - side[k])
+    out.release()
+    tmp.replace(path)
+    return path, all_boxes, labels
 
 
 def generate(

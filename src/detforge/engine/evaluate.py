@@ -86,6 +86,7 @@ def coco_metrics(gt: dict, dets: list[dict], engine: str = "faster") -> dict:
     if not dets or not gt["annotations"]:
         zero = dict.fromkeys(STAT_KEYS, 0.0)
         zero["per_class"] = {n: {"AP50-95": 0.0, "AP50": 0.0} for n in names.values()}
+        zero["pr50"] = {n: np.full(101, -1.0) for n in names.values()}
         return zero
     with contextlib.redirect_stdout(io.StringIO()):
         cgt = COCO()
@@ -108,6 +109,7 @@ def coco_metrics(gt: dict, dets: list[dict], engine: str = "faster") -> dict:
             "AP50": float(p50[p50 > -1].mean()) if (p50 > -1).any() else 0.0,
         }
     out["per_class"] = per
+    out["pr50"] = {names[cid]: prec[0, :, k, 0, -1] for k, cid in enumerate(cat_ids)}
     return out
 
 
@@ -146,3 +148,104 @@ def evaluate_model(
         model, ds, batch=batch, workers=workers, device=device, progress=progress
     )
     return coco_metrics(coco_gt(ds), coco_dt(preds), engine)
+
+
+def _eval_split(data, split: str | None):
+    """The dataset to evaluate on: a data YAML's ``split`` (val by default), else all of
+    ``data``."""
+    from pathlib import Path
+
+    from detforge.data import read
+    from detforge.data.sources import is_data_yaml, read_splits
+    from detforge.errors import DetforgeError
+
+    if is_data_yaml(Path(data)):
+        parts = read_splits(data)
+        split = split or ("val" if "val" in parts else "test" if "test" in parts else "train")
+        if split not in parts:
+            raise DetforgeError(
+                f"{data}: has no {split!r} split", f"use --split {' or '.join(parts)}"
+            )
+        return parts[split], split
+    return read(data), split or "all"
+
+
+def predictions(det, ds: Dataset, *, batch: int = 8, progress: bool = False) -> list[dict]:
+    """The Predictor's detections (score >= 0.001, as mAP needs) for each sample, streamed."""
+    from rich.progress import track
+
+    preds = []
+    steps = range(0, len(ds), batch)
+    for i in track(steps, description="evaluating", disable=not progress, transient=True):
+        images = [s.load() for s in ds.samples[i : i + batch]]
+        for r in det.predict(images, conf=0.001, iou=1.0, max_det=100, batch=batch):
+            preds.append({"boxes": r.boxes, "scores": r.scores, "labels": r.labels})
+    return preds
+
+
+def evaluate(
+    weights,
+    data,
+    *,
+    split: str | None = None,
+    conf: float = 0.25,
+    iou: float = 0.5,
+    batch: int = 8,
+    device: str = "cpu",
+    engine: str = "faster",
+    project="runs",
+    name: str = "exp",
+    progress: bool = False,
+) -> dict:
+    """Evaluate a ``.pt`` or ``.onnx`` model on ``data`` (a data YAML's ``split``, else the
+    whole dataset). COCO mAP (all images; negatives count), per-class AP, and precision,
+    recall and a confusion matrix at ``conf`` (IoU ``iou``). Writes ``results.json``,
+    ``pr_curve.png`` and ``confusion_matrix.png`` into ``runs/eval/NAME``; returns the
+    metrics with ``run_dir``."""
+    from detforge.engine.predict import load
+    from detforge.engine.report import at_confidence, plot_confusion, plot_pr
+    from detforge.errors import DetforgeError
+    from detforge.fileio import atomic_write_json
+    from detforge.runs import new_run_dir
+
+    det = load(weights, device=device)
+    ds, split = _eval_split(data, split)
+    if list(ds.classes) != list(det.names):
+        raise DetforgeError(
+            f"{weights}: the model's classes {det.names} differ from the dataset's {ds.classes}",
+            "evaluate on the data the model was trained for (same class list and order)",
+        )
+    preds = predictions(det, ds, batch=batch, progress=progress)
+    metrics = coco_metrics(coco_gt(ds), coco_dt(preds), engine)
+    pr50 = metrics.pop("pr50")
+    at = at_confidence([(s.boxes, s.labels) for s in ds.samples], preds, len(ds.classes), conf, iou)
+    for k, c in enumerate(ds.classes):
+        metrics["per_class"][c].update(
+            precision=float(at["precision"][k]),
+            recall=float(at["recall"][k]),
+            tp=int(at["tp"][k]),
+            fp=int(at["fp"][k]),
+            fn=int(at["fn"][k]),
+        )
+    metrics.update(
+        precision=float(at["precision_all"]),
+        recall=float(at["recall_all"]),
+        conf=conf,
+        iou=iou,
+        images=len(ds),
+        negatives=sum(s.is_negative for s in ds.samples),
+        split=split,
+        weights=str(weights),
+        confusion=at["confusion"].tolist(),
+    )
+    run = new_run_dir("eval", name, project)
+    plot_pr(pr50, run / "pr_curve.png")
+    plot_confusion(
+        at["confusion"],
+        ds.classes,
+        run / "confusion_matrix.png",
+        f"confusion at conf {conf}, IoU {iou}",
+    )
+    metrics["run_dir"] = str(run)
+    atomic_write_json(run / "results.json", metrics)
+    return metrics

@@ -44,6 +44,8 @@ class Detector(nn.Module):
     and implement ``forward(images, targets=None)``."""
 
     name: str = ""
+    resize_mode = "stretch"  # how a predictor brings an image to the square input
+    dynamic_batch = False  # whether detect() traces with a free batch dimension
 
     def __init__(self, classes: list[str], options: dict):
         super().__init__()
@@ -56,6 +58,19 @@ class Detector(nn.Module):
 
     def spec(self) -> dict:
         return {"name": self.name, "classes": self.classes, "options": self.options}
+
+    def detect(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Eval on a uint8 batch (B, 3, S, S) -> flat ``boxes`` (N, 4), ``scores`` (N,),
+        ``labels`` (N,) and ``batch_index`` (N,): one tensor each, as the ONNX graph returns
+        them."""
+        outs = self(list(x.unbind(0)))
+        index = [torch.full_like(o["labels"], i) for i, o in enumerate(outs)]
+        return (
+            torch.cat([o["boxes"] for o in outs]),
+            torch.cat([o["scores"] for o in outs]),
+            torch.cat([o["labels"] for o in outs]),
+            torch.cat(index),
+        )
 
 
 def save_checkpoint(path, model: Detector, **extra) -> Path:

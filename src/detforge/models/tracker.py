@@ -68,7 +68,9 @@ class Tracker(Detector):
         size = self.options["imgsz"]
         x = torch.stack(
             [
-                F.interpolate(
+                im
+                if tuple(im.shape[-2:]) == (size, size)  # already at size (predictor, export)
+                else F.interpolate(
                     im[None], (size, size), mode="bilinear", antialias=True, align_corners=False
                 )[0]
                 for im in to_float(images)
@@ -76,8 +78,22 @@ class Tracker(Detector):
         )
         return (x - self.mean) / self.std
 
+    dynamic_batch = True
+
+    def detect(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Vectorized eval on a uint8 batch (B, 3, S, S) at the model's size: one box each."""
+        logits, box = self._heads_of((x.float() / 255.0 - self.mean) / self.std)
+        scores, labels = torch.sigmoid(logits).max(1)
+        size = float(self.options["imgsz"])
+        boxes = box_convert(box, "cxcywh", "xyxy").clamp(0, 1) * size
+        index = torch.arange(x.shape[0], device=x.device)
+        return boxes, scores, labels, index
+
     def _heads(self, images):
-        f = F.adaptive_avg_pool2d(self.features(self._prepare(images)), 1).flatten(1)
+        return self._heads_of(self._prepare(images))
+
+    def _heads_of(self, x: torch.Tensor):
+        f = F.adaptive_avg_pool2d(self.features(x), 1).flatten(1)
         return self.score_head(f), torch.sigmoid(self.box_head(f))  # box: normalized cx cy w h
 
     def _target(self, t, w: int, h: int):

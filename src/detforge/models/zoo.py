@@ -210,6 +210,7 @@ class TorchvisionDetector(Detector):
         }
         super().__init__(classes, options)
         self.name = name
+        self.resize_mode = "stretch" if fam.kind == "ssd" else "letterbox"
         check_pretrained(pretrained)
         kw = _kwargs(fam, imgsz, rois, anchor_sizes, max_det)
         if trainable_layers is not None:
