@@ -56,3 +56,17 @@ def assert_same(a: Dataset, b: Dataset, tol: float = 1e-3) -> None:
             assert cx == cy, k
             np.testing.assert_allclose(bx, by, atol=tol, err_msg=k)
     assert a.num_negatives == b.num_negatives
+
+
+def jittered_checkpoint(path: Path, name: str = "ssdlite", imgsz: int = 160, classes=None) -> Path:
+    """A random-init model with its weights nudged (so scores are not all tied), saved."""
+    import torch
+
+    from detforge.models import build, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build(name, classes or ["circle", "square", "triangle"], imgsz=imgsz)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return save_checkpoint(path, model)

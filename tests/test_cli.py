@@ -106,5 +106,39 @@ def test_demo_runs(tmp_path):
         summary["train"]["epochs"] == 2
         and (run / "train" / "exp" / "weights" / "last.pt").is_file()
     )
+    assert (run / "model.onnx").is_file() and summary["onnx"]["parity"]["unmatched"] == 0
+    assert summary["video"]["frames"] == 150 and (run / "predict" / "video.mp4").is_file()
+    assert (run / "eval" / "test" / "confusion_matrix.png").is_file()
     r = detforge("demo", "--project", tmp_path / "runs", "--n", 20, "--epochs", 0)
     assert (tmp_path / "runs" / "demo" / "exp2" / "summary.json").is_file()  # never reused
+
+
+def test_eval_predict_export_commands(tmp_path):
+    import detforge as df
+
+    from conftest import jittered_checkpoint
+
+    ds = df.synth(tmp_path / "data", 6, "yolo", seed=4)
+    w = jittered_checkpoint(tmp_path / "m.pt", "ssdlite", imgsz=96, classes=ds.classes)
+    r = cli("eval", w, "--data", tmp_path / "data", "--project", tmp_path / "runs", "--json")
+    m = json.loads(r.stdout)
+    assert {"mAP50-95", "mAP50", "mAP75", "precision", "recall", "per_class"} <= set(m)
+    r = cli("export", w, "--format", "onnx")
+    assert "parity with PyTorch" in r.stdout and (tmp_path / "m.onnx").is_file()
+    out = tmp_path / "pred"
+    r = cli(
+        "predict",
+        tmp_path / "m.onnx",
+        "--source",
+        tmp_path / "data" / "images",
+        "--save-dir",
+        out,
+        "--format",
+        "csv",
+        "--conf",
+        "0.05",
+    )
+    assert "6 images/frames" in r.stdout
+    assert len(list(out.glob("*.jpg"))) == 6 and (out / "predictions.csv").is_file()
+    r = detforge("predict", w, "--source", 7, "--save-dir", tmp_path / "cam")
+    assert r.returncode == 2 and "could not open camera 7" in r.stderr

@@ -498,7 +498,7 @@ def demo(
     epochs: int = typer.Option(12, help="Training epochs (0 skips training)."),
     imgsz: int = typer.Option(320, help="Training image size."),
 ):
-    """Synthesize a dataset, check, split and pack it, train a small detector; say where."""
+    """Synthesize, check, split, pack, train, evaluate, export to ONNX, run on a video."""
     from detforge.demo import run_demo
 
     summary = run_demo(project, n=n, epochs=epochs, imgsz=imgsz, console=out)

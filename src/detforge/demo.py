@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 
 from detforge import api
@@ -17,12 +19,13 @@ def run_demo(
     imgsz: int = 320,
     console: Console | None = None,
 ) -> dict:
-    """Synthesize ``n`` images, check, split 70/15/15, pack each split, write stats, and train
-    ssdlite for ``epochs`` epochs on the CPU (0 skips training). Returns a summary (also saved
+    """Synthesize ``n`` images, check, split 70/15/15, pack each split, write stats, train
+    ssdlite for ``epochs`` epochs on the CPU (0 stops there), evaluate on the test split,
+    export to ONNX and run the ONNX model on a synthetic video. Returns a summary (also saved
     as ``summary.json`` in the run folder)."""
     say = (console or Console()).print
     run = new_run_dir("demo", "exp", project)
-    steps = 6 if epochs else 5
+    steps = 9 if epochs else 5
     say(f"[bold]1/{steps} synthesize[/] {n} images -> {run / 'dataset'}")
     ds = api.synth(run / "dataset", n, "yolo", seed=seed)
     say(f"[bold]2/{steps} check[/]")
@@ -72,9 +75,50 @@ def run_demo(
             f"    best val mAP50-95 {result['best_map']:.3f} (epoch {result['best_epoch']}); "
             f"weights, metrics.csv and plots in {result['run_dir']}"
         )
+        summary.update(_deploy(run, result["run_dir"], seed, say, steps))
     atomic_write_json(run / "summary.json", summary)
     say(f"    grid of samples: {run / 'samples.png'}; summary: {run / 'summary.json'}")
+    if "eval" in summary:
+        e = summary["eval"]
+        say(
+            f"[bold]reached[/] test mAP50 {e['mAP50']:.3f}, mAP50-95 {e['mAP50-95']:.3f}; "
+            f"annotated video: {summary['video']['video']}"
+        )
     return summary
+
+
+def _deploy(run: Path, train_dir: str, seed: int, say, steps: int) -> dict:
+    """Evaluate best.pt on the test split, export it to ONNX, run the ONNX model on a
+    synthetic video."""
+    from detforge.data.synth import video
+    from detforge.engine.evaluate import evaluate
+    from detforge.engine.export import export_onnx
+    from detforge.engine.outputs import predict_files
+    from detforge.engine.predict import load
+
+    best = Path(train_dir) / "weights" / "best.pt"
+    say(f"[bold]7/{steps} evaluate[/] {best.name} on the test split")
+    m = evaluate(best, run / "splits" / "data.yaml", split="test", project=run, name="test")
+    say(
+        f"    test mAP50 {m['mAP50']:.3f}, mAP50-95 {m['mAP50-95']:.3f}, precision "
+        f"{m['precision']:.3f}, recall {m['recall']:.3f} at conf 0.25; plots in {m['run_dir']}"
+    )
+    say(f"[bold]8/{steps} export[/] ONNX (uint8 input, NMS inside) and check it against PyTorch")
+    ex = export_onnx(best, run / "model.onnx")
+    p = ex["parity"]
+    say(f"    {ex['path']}: {p['detections']} detections agree (worst IoU {p['worst_iou']})")
+    say(f"[bold]9/{steps} predict[/] with the ONNX model on a synthetic video")
+    src, _, _ = video(run / "video.mp4", frames=150, size=(320, 240), seed=seed)
+    out = run / "predict"
+    out.mkdir()
+    v = predict_files(load(ex["path"]), str(src), out, progress=False)
+    say(f"    {v['frames']} frames at {v['fps']:.1f} frames/s -> {v['video']}")
+    keys = ("mAP50-95", "mAP50", "precision", "recall", "run_dir")
+    return {
+        "eval": {k: m[k] for k in keys},
+        "onnx": {"path": ex["path"], "parity": p},
+        "video": {k: v[k] for k in ("frames", "fps", "video", "predictions")},
+    }
 
 
 __all__ = ["run_demo"]

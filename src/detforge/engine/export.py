@@ -21,6 +21,11 @@ from detforge.errors import DetforgeError
 from detforge.fileio import atomic_write_bytes
 
 OUTPUTS = ["boxes", "scores", "labels", "batch_index"]
+NOT_EXPORTABLE = {
+    "fasterrcnn": "torchvision's multi-scale RoIAlign of fasterrcnn_resnet50_fpn_v2 traces to a "
+    "graph that onnxruntime rejects on most images ('invalid expand shape' in box_roi_pool; "
+    "pytorch/vision#8534)",
+}
 
 
 class ExportModule(torch.nn.Module):
@@ -77,6 +82,11 @@ def _example(batch: int, size: int, seed: int = 0) -> torch.Tensor:
 
 
 def _refuse(model, dynamic_batch: bool) -> None:
+    if model.name in NOT_EXPORTABLE:
+        raise DetforgeError(
+            f"{model.name} cannot be exported to ONNX: {NOT_EXPORTABLE[model.name]}",
+            "use fasterrcnn-mobilenet, retinanet, fcos or ssdlite for ONNX deployment",
+        )
     if dynamic_batch and not model.dynamic_batch:
         raise DetforgeError(
             f"{model.name}: --dynamic-batch is not supported: torchvision's detection "
@@ -193,7 +203,8 @@ def _safe(dets, margin: float = 2e-3):
     keep = np.ones(len(s), bool)
     for c in np.unique(lab):
         k = lab == c
-        keep[k] = s[k] > s[k].min() + margin
+        if k.sum() > 1:  # a lone detection was not cut from a list
+            keep[k] = s[k] > s[k].min() + margin
     return b[keep], s[keep], lab[keep]
 
 

@@ -167,12 +167,15 @@ class Predictor:
         for f, (_, scale), (b, s, lab) in zip(frames, prepped, raw):
             keep = s >= conf
             b, s, lab = b[keep], s[keep], lab[keep]
+            h, w = f.image.shape[:2]
+            b = b.copy()  # clip to the image's part of the input (letterbox: not the padding)
+            b[:, 0::2] = b[:, 0::2].clip(0, w * scale[0])
+            b[:, 1::2] = b[:, 1::2].clip(0, h * scale[1])
+            keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])  # nothing left inside the image
+            b, s, lab = b[keep], s[keep], lab[keep]
             keep = _nms(b, s, lab, iou)[:max_det]
             b, s, lab = b[keep], s[keep], lab[keep].astype(np.int64)
-            h, w = f.image.shape[:2]
-            b = b / np.tile(scale, 2)
-            b[:, 0::2] = b[:, 0::2].clip(0, w)
-            b[:, 1::2] = b[:, 1::2].clip(0, h)
+            b = (b / np.tile(scale, 2)).clip(0, [w, h, w, h])
             results.append(Result(b, s, lab, self.names, f.image, f.source, f.index, f.time))
         return results
 

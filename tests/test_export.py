@@ -1,0 +1,78 @@
+"""ONNX export: every exportable model agrees with PyTorch; the rest are refused with why."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import detforge
+from detforge.data.synth import render
+from detforge.engine.export import NOT_EXPORTABLE, _match, _safe
+from detforge.errors import DetforgeError
+from detforge.models import MODELS
+
+from conftest import jittered_checkpoint
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_parity_or_refusal_for_every_model(name, tmp_path):
+    weights = jittered_checkpoint(tmp_path / f"{name}.pt", name, imgsz=128)
+    if name in NOT_EXPORTABLE:
+        with pytest.raises(DetforgeError, match="cannot be exported"):
+            detforge.export(weights)
+        return
+    report = detforge.export(weights, dynamic_batch=name == "tracker")
+    p = report["parity"]
+    assert p["detections"] > 0 and p["unmatched"] == 0  # export raises otherwise
+    assert p["worst_iou"] >= 0.99 and p["worst_score_diff"] <= 1e-3
+
+
+def _image(seed=5, w=180, h=140):
+    return np.asarray(render(np.random.default_rng(seed), w, h, 3)[0])
+
+
+def test_onnx_predictor_matches_pytorch_and_needs_only_the_file(tmp_path):
+    weights = jittered_checkpoint(tmp_path / "m.pt", "ssdlite", imgsz=160)
+    path = detforge.export(weights, tmp_path / "sub" / "model.onnx")["path"]
+    onnx_det, pt_det = detforge.load(path), detforge.load(weights)
+    assert onnx_det.backend.kind == "onnx" and onnx_det.names == pt_det.names
+    assert onnx_det.imgsz == 160
+    images = [_image(s) for s in range(3)]  # 3 images through a batch-1 graph
+    for a, b in zip(onnx_det.predict(images, conf=0.05), pt_det.predict(images, conf=0.05)):
+        a, b = (a.boxes, a.scores, a.labels), (b.boxes, b.scores, b.labels)
+        assert len(a[0]) > 0 and abs(len(a[0]) - len(b[0])) <= 2  # ties at the conf cut
+        for x, y in ((_safe(a), b), (_safe(b), a)):
+            unmatched, worst_iou, worst_ds = _match(x, y, 0.99, 1e-3)
+            assert unmatched == 0 and worst_iou >= 0.99 and worst_ds <= 1e-3
+    with pytest.raises(DetforgeError, match="already exists"):
+        detforge.export(weights, path)
+
+
+def test_nms_left_out_and_applied_by_the_predictor(tmp_path):
+    weights = jittered_checkpoint(tmp_path / "m.pt", "retinanet", imgsz=128)
+    raw = detforge.export(weights, tmp_path / "raw.onnx", nms=False)
+    assert raw["parity"]["unmatched"] == 0
+    det = detforge.load(raw["path"])
+    assert not det.backend.nms
+    r = det.predict(_image(), conf=0.05, iou=0.5)[0]
+    import torch
+    from torchvision.ops import box_iou
+
+    ious = box_iou(torch.from_numpy(r.boxes), torch.from_numpy(r.boxes)).numpy()
+    same = r.labels[:, None] == r.labels[None, :]
+    np.fill_diagonal(same, False)
+    assert len(r) > 1 and (ious[same] <= 0.5 + 1e-6).all()  # NMS ran on the host
+
+
+def test_dynamic_batch(tmp_path):
+    ssd = jittered_checkpoint(tmp_path / "ssd.pt", "ssdlite", imgsz=128)
+    with pytest.raises(DetforgeError, match="per image") as e:
+        detforge.export(ssd, dynamic_batch=True)
+    assert "--batch" in e.value.hint
+    fixed = detforge.export(ssd, tmp_path / "b2.onnx", batch=2)
+    assert detforge.load(fixed["path"]).backend.max_batch == 2
+    tr = jittered_checkpoint(tmp_path / "tr.pt", "tracker", imgsz=96)
+    det = detforge.load(detforge.export(tr, dynamic_batch=True)["path"])
+    assert det.backend.max_batch is None
+    out = det.predict([_image(s) for s in range(5)], conf=0.0, batch=5)
+    assert [len(r) for r in out] == [1] * 5

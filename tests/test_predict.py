@@ -1,0 +1,152 @@
+"""Predictor: one API over inputs of every kind, streams, and what `detforge predict` writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import detforge
+from detforge.data.synth import render, video
+from detforge.engine.outputs import predict_files
+from detforge.errors import CameraError, DetforgeError
+
+from conftest import jittered_checkpoint
+
+
+@pytest.fixture(scope="module")
+def det(tmp_path_factory):
+    path = jittered_checkpoint(tmp_path_factory.mktemp("w") / "m.pt")
+    return detforge.load(path)
+
+
+@pytest.fixture(scope="module")
+def image():
+    return np.asarray(render(np.random.default_rng(3), 200, 150, 3)[0])
+
+
+def _same(a, b):
+    assert len(a) == len(b) > 0
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-4)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+    np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_same_boxes_from_every_input_kind(det, image):
+    ref = det.predict(image, conf=0.0)[0]
+    assert ref.boxes.shape[1] == 4 and ref.boxes.dtype == np.float32
+    assert (ref.boxes[:, 2] <= 200).all() and (ref.boxes[:, 3] <= 150).all()  # original pixels
+    f01 = image.astype(np.float32) / 255
+    _same(ref, det.predict(f01, conf=0.0, value_range=(0, 1))[0])
+    _same(ref, det.predict(f01 * 2 - 1, conf=0.0, value_range=(-1, 1))[0])
+    _same(ref, det.predict(image.astype(np.float64), conf=0.0, value_range=(0, 255))[0])
+    _same(ref, det.predict(torch.from_numpy(image).permute(2, 0, 1), conf=0.0)[0])
+    _same(ref, det.predict(Image.fromarray(image), conf=0.0)[0])
+    _same(ref, det.predict(image[..., ::-1].copy(), conf=0.0, bgr=True)[0])
+    batch = det.predict([image, image[:100]], conf=0.0, batch=2)
+    assert len(batch) == 2
+    _same(ref, batch[0])
+
+
+def test_wrong_inputs_are_refused_with_the_fix(det, image):
+    with pytest.raises(DetforgeError, match=r"value_range=\(0, 255\)"):
+        det.predict(image.astype(np.float32))  # 0-255 floats, undeclared
+    with pytest.raises(DetforgeError, match=r"value_range=\(-1, 1\)"):
+        det.predict(image / 127.5 - 1)
+    with pytest.raises(DetforgeError, match="shape"):
+        det.predict(np.zeros((10, 10, 5), np.uint8))
+    with pytest.raises(DetforgeError, match="dtype"):
+        det.predict(image.astype(np.int32))
+    with pytest.raises(DetforgeError, match="uint8"):
+        det.predict(image, value_range=(0, 1))
+
+
+def test_files_folders_globs_and_result_helpers(det, image, tmp_path):
+    for k in range(3):
+        Image.fromarray(np.roll(image, 20 * k, axis=1)).save(tmp_path / f"im{k}.png")
+    by_folder = det.predict(tmp_path, conf=0.0)
+    by_glob = det.predict(str(tmp_path / "im*.png"), conf=0.0)
+    assert [Path(r.source).name for r in by_folder] == ["im0.png", "im1.png", "im2.png"]
+    for a, b in zip(by_folder, by_glob):
+        _same(a, b)
+    r = by_folder[0]
+    _same(det.predict(image, conf=0.0)[0], r)
+    masks = r.box_masks(per_box=True)
+    assert masks.shape == (len(r), 150, 200) and r.box_masks().shape == (150, 200)
+    x0, y0, x1, y1 = np.rint(r.boxes[0]).astype(int)
+    assert masks[0, y0:y1, x0:x1].all() and masks[0].sum() == (y1 - y0) * (x1 - x0)
+    crop = r.crops()[0]
+    assert crop.shape == (y1 - y0, x1 - x0, 3)
+    np.testing.assert_array_equal(crop, image[y0:y1, x0:x1])
+    d = json.loads(r.to_json())
+    assert len(d["detections"]) == len(r) and d["detections"][0]["name"] in det.names
+
+
+def test_video_in_annotated_video_out(det, tmp_path):
+    src, _, _ = video(tmp_path / "v.mp4", frames=24, size=(200, 120), fps=12)
+    results = list(det.stream(str(src), batch=4, conf=0.0))
+    assert [r.index for r in results] == list(range(24))
+    out = tmp_path / "out"
+    out.mkdir()
+    s = predict_files(det, str(src), out, conf=0.1, progress=False)
+    assert s["frames"] == 24 and Path(s["video"]).name == "v.mp4"
+    cap = cv2.VideoCapture(s["video"])
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(12)
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (200, 120)
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 24
+    lines = (out / "predictions.jsonl").read_text().splitlines()
+    assert [json.loads(x)["frame"] for x in lines] == list(range(24))
+
+
+def test_corrupt_image_skipped_in_stream_refused_in_predict(det, image, tmp_path):
+    Image.fromarray(image).save(tmp_path / "a.png")
+    (tmp_path / "b.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    seen = []
+    results = list(det.stream(tmp_path, on_error=seen.append))
+    assert [Path(r.source).name for r in results] == ["a.png"]
+    assert Path(seen[0].source).name == "b.jpg" and seen[0].error
+    with pytest.raises(DetforgeError, match="b.jpg"):
+        det.predict(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    s = predict_files(det, str(tmp_path), out, progress=False)
+    assert s["frames"] == 1 and Path(s["skipped"][0]["source"]).name == "b.jpg"
+
+
+def test_missing_camera_and_unreadable_video(det, tmp_path):
+    with pytest.raises(CameraError, match="camera 97"):
+        next(det.stream(97))
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 1000)
+    with pytest.raises(DetforgeError, match="bad.mp4"):
+        next(det.stream(str(bad)))
+    with pytest.raises(DetforgeError, match="video"):
+        det.predict(str(bad))
+
+
+def test_save_labelme_round_trips_and_keeps_user_files(det, image, tmp_path):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for k in range(3):
+        Image.fromarray(np.roll(image, 30 * k, axis=0)).save(imgs / f"p{k}.jpg", quality=95)
+    mine = {"mine": True}
+    (imgs / "p2.json").write_text(json.dumps(mine))
+    out = tmp_path / "out"
+    out.mkdir()
+    s = predict_files(det, str(imgs), out, conf=0.05, save_labelme=True, progress=False)
+    assert s["labelme_written"] == 2
+    assert json.loads((imgs / "p2.json").read_text()) == mine  # the user's file is untouched
+    (imgs / "p2.json").unlink()
+    back = detforge.read(imgs, format="labelme", names=det.names)
+    preds = {Path(r.source).stem: r for r in det.predict(imgs, conf=0.05)}
+    assert {Path(s.name).stem for s in back} == {"p0", "p1"}
+    for smp in back:
+        r = preds[Path(smp.name).stem]
+        assert len(r) > 0
+        np.testing.assert_allclose(smp.boxes, r.boxes, atol=1e-3)
+        assert [back.classes[i] for i in smp.labels] == [det.names[i] for i in r.labels]
