@@ -9,7 +9,7 @@ import detforge
 from detforge.data.synth import render
 from detforge.engine.export import NOT_EXPORTABLE, _match, _safe
 from detforge.errors import DetforgeError
-from detforge.models import MODELS
+from detforge.models import CLASSIFIERS, MODELS
 
 from conftest import jittered_checkpoint
 
@@ -21,8 +21,11 @@ def test_parity_or_refusal_for_every_model(name, tmp_path):
         with pytest.raises(DetforgeError, match="cannot be exported"):
             detforge.export(weights)
         return
-    report = detforge.export(weights, dynamic_batch=name == "tracker")
+    report = detforge.export(weights, dynamic_batch=name in ("tracker", *CLASSIFIERS))
     p = report["parity"]
+    if name in CLASSIFIERS:
+        assert p["same_top1"] and p["max_prob_diff"] <= 1e-4 and p["images"] == 4
+        return
     assert p["detections"] > 0 and p["unmatched"] == 0  # export raises otherwise
     assert p["worst_iou"] >= 0.99 and p["worst_score_diff"] <= 1e-3
 

@@ -317,6 +317,7 @@ def models():
 def train(
     data: str = typer.Option(None, help="Dataset: folder, annotation file, data.yaml, shards."),
     model: str = typer.Option(None, help="Model name (see `detforge models`)."),
+    task: str = typer.Option(None, help="detect or classify (default: from the data)."),
     config: Path = typer.Option(None, help="YAML with any training field; options override it."),
     epochs: int = typer.Option(None, help="Passes over the training set."),
     imgsz: int = typer.Option(None, help="Input size (longest side)."),
@@ -331,13 +332,14 @@ def train(
     seed: int = typer.Option(None, help="Seed."),
     resume: Path = typer.Option(None, help="Continue a run: runs/train/NAME."),
 ):
-    """Train a detector; every run gets its own folder with weights, metrics and plots."""
+    """Train a detector (or --task classify: a classifier); each run gets its own folder."""
     from detforge.engine.config import load_config
     from detforge.engine.train import train as run_train
 
     overrides = dict(
         data=data,
         model=model,
+        task=task,
         epochs=epochs,
         imgsz=imgsz,
         batch=batch,
@@ -355,7 +357,8 @@ def train(
     else:
         result = run_train(load_config(config, **overrides), console=out)
     out.print(
-        f"best mAP50-95 {result['best_map']:.4f} (epoch {result['best_epoch']}); "
+        f"best {'top-1' if result.get('task') == 'classify' else 'mAP50-95'} "
+        f"{result['best_map']:.4f} (epoch {result['best_epoch']}); "
         f"weights in [bold]{result['run_dir']}/weights[/]"
     )
 
@@ -388,6 +391,17 @@ def eval_cmd(
     )
     if as_json:
         print(json.dumps({k: v for k, v in m.items() if k != "confusion"}))
+        return
+    if "top1" in m:
+        t = Table(title=f"{m['split']}: {m['images']} images")
+        for col in ("class", "precision", "recall", "F1", "images"):
+            t.add_column(col)
+        for c, v in m["per_class"].items():
+            t.add_row(c, *(f"{v[k]:.3f}" for k in ("precision", "recall", "f1")), str(v["support"]))
+        out.print(t)
+        out.print(
+            f"top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}; results in [bold]{m['run_dir']}[/]"
+        )
         return
     t = Table(title=f"{m['split']}: {m['images']} images ({m['negatives']} negatives)")
     for col in ("class", "AP50-95", "AP50", f"P@{conf}", f"R@{conf}"):

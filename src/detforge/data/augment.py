@@ -121,6 +121,27 @@ def training_view(ds, cfg: AugmentConfig | None = None, imgsz: int = 640):
     from detforge.data.loader import DetectionDataset
 
     cfg = cfg or AugmentConfig()
+    if ds.task == "classify":
+        return DetectionDataset(ds, ClassifyAugment(imgsz, cfg))
     if cfg.mosaic > 0:
         return Mosaic(DetectionDataset(ds), cfg.mosaic, imgsz, Augment(cfg))
     return DetectionDataset(ds, Augment(cfg))
+
+
+class ClassifyAugment:
+    """Training view of a classification image: random resized crop to ``imgsz`` (any input
+    size works: every image leaves here at imgsz x imgsz), horizontal flip, colour jitter."""
+
+    def __init__(self, imgsz: int, cfg: AugmentConfig | None = None):
+        cfg = cfg or AugmentConfig()
+        ops: list = [v2.RandomResizedCrop(imgsz, scale=(0.5, 1.0), antialias=True)]
+        if cfg.hflip > 0:
+            ops.append(v2.RandomHorizontalFlip(cfg.hflip))
+        if cfg.vflip > 0:
+            ops.append(v2.RandomVerticalFlip(cfg.vflip))
+        if cfg.color > 0 or cfg.hue > 0:
+            ops.append(v2.ColorJitter(cfg.color, cfg.color, cfg.color, cfg.hue))
+        self.pipeline = v2.Compose(ops)
+
+    def __call__(self, image: torch.Tensor, target: dict):
+        return self.pipeline(image), target

@@ -195,3 +195,22 @@ def synth(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return read(out, format)
+
+
+def classify_folders(dst, n: int = 90, size=(64, 64), seed: int = 0, sizes: bool = False):
+    """A class-per-folder dataset: one shape per image, its folder names its class. With
+    ``sizes``, image sizes vary (a classifier must resize, never crash). Returns the Dataset."""
+    from detforge.data.formats import folders
+
+    rng = np.random.default_rng(seed)
+    dst = Path(dst)
+    for c in CLASSES:
+        (dst / c).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        cls = i % len(CLASSES)
+        w, h = size
+        if sizes:
+            w, h = int(w * rng.uniform(0.6, 1.6)), int(h * rng.uniform(0.6, 1.6))
+        img, _, _ = render(rng, w, h, 1, single_class=cls, scales=((0.35, 0.8),))
+        img.save(dst / CLASSES[cls] / f"{i:05d}.png")
+    return folders.read(dst)

@@ -22,6 +22,7 @@ class ConfigError(DetforgeError):
 class TrainConfig:
     data: str = ""  # dataset: folder, annotation file, data.yaml, shards
     model: str = "ssdlite"  # model name (see `detforge models`)
+    task: str = "auto"  # detect, classify, or auto (from the data)
     epochs: int = 30  # passes over the training set
     imgsz: int = 320  # input size the model resizes to (longest side)
     batch: int = 8  # images per step; -1 (CLI: --batch auto) = largest that fits on the GPU
@@ -56,6 +57,7 @@ class TrainConfig:
             ("batch", self.batch >= 1 or self.batch == -1, "at least 1, or auto"),
             ("workers", self.workers >= 0, "0 or more"),
             ("optimizer", self.optimizer in ("adamw", "sgd"), "adamw or sgd"),
+            ("task", self.task in ("auto", "detect", "classify"), "auto, detect or classify"),
             ("lr", self.lr > 0, "positive"),
             (
                 "pretrained",

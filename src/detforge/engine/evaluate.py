@@ -215,6 +215,14 @@ def evaluate(
             f"{weights}: the model's classes {det.names} differ from the dataset's {ds.classes}",
             "evaluate on the data the model was trained for (same class list and order)",
         )
+    if det.task == "classify":
+        from detforge.engine.classify_eval import evaluate_classifier
+
+        run = new_run_dir("eval", name, project)
+        m = evaluate_classifier(det, ds, run, batch=batch)
+        m.update(images=len(ds), split=split, weights=str(weights), run_dir=str(run))
+        atomic_write_json(run / "results.json", m)
+        return m
     preds = predictions(det, ds, batch=batch, progress=progress)
     metrics = coco_metrics(coco_gt(ds), coco_dt(preds), engine)
     pr50 = metrics.pop("pr50")

@@ -131,9 +131,10 @@ def export_onnx(
         raise DetforgeError(f"{out}: already exists", "pass --overwrite or another --output")
     x = _example(batch, size)
     module = ExportModule(model).eval()
+    names = list(model.output_names)
     dyn = {"images": {0: "batch"}} if dynamic_batch else None
     if dyn:
-        dyn.update({k: {0: "detections"} for k in OUTPUTS})
+        dyn.update({k: {0: "batch" if model.task == "classify" else "detections"} for k in names})
     import io
 
     buf = io.BytesIO()
@@ -146,13 +147,13 @@ def export_onnx(
             dynamo=False,
             opset_version=opset,
             input_names=["images"],
-            output_names=OUTPUTS,
+            output_names=names,
             dynamic_axes=dyn,
         )
     proto = onnx.load_from_string(buf.getvalue())
     meta = {
         "detforge": "1",
-        "task": "detect",
+        "task": model.task,
         "model": spec["name"],
         "classes": json.dumps(model.classes),
         "imgsz": str(size),
@@ -165,7 +166,9 @@ def export_onnx(
     onnx.checker.check_model(proto)
     atomic_write_bytes(out, proto.SerializeToString())
     report = {"path": str(out), "imgsz": size, "batch": meta["batch"], "nms": nms}
-    if check:
+    if check and model.task == "classify":
+        report["parity"] = parity_probs(module, out, size, batch, dynamic_batch)
+    elif check:
         with nms_left_out(model, not nms):
             report["parity"] = parity(module, out, size, batch, dynamic_batch)
     return report
@@ -241,6 +244,23 @@ def parity(module, onnx_path, size: int, batch: int, dynamic: bool, images: int 
     return rep
 
 
+def parity_probs(module, onnx_path, size: int, batch: int, dynamic: bool) -> dict:
+    """Class probabilities from onnxruntime vs PyTorch: within 1e-4, same top-1."""
+    sess = _session(onnx_path, "cpu")
+    x = _example(4 if dynamic else batch, size, seed=1)
+    with torch.no_grad():
+        ref = module(x)[0].numpy()
+    got = sess.run(None, {"images": x.numpy()})[0]
+    diff = float(np.abs(ref - got).max())
+    same = bool((ref.argmax(1) == got.argmax(1)).all())
+    if diff > 1e-4 or not same:
+        raise DetforgeError(
+            f"{onnx_path}: ONNX and PyTorch probabilities differ by {diff:.2g}",
+            "try another --opset; please report the model and versions",
+        )
+    return {"images": len(x), "max_prob_diff": float(f"{diff:.3g}"), "same_top1": same}
+
+
 def _session(path, device: str):
     import onnxruntime as ort
 
@@ -265,7 +285,7 @@ class OnnxBackend:
     def __init__(self, path, device="cpu"):
         self.session = _session(path, device)
         meta = self.session.get_modelmeta().custom_metadata_map
-        if meta.get("task") != "detect" or "classes" not in meta:
+        if meta.get("task") not in ("detect", "classify") or "classes" not in meta:
             raise DetforgeError(
                 f"{path}: not an ONNX file written by detforge export",
                 "export it with `detforge export WEIGHTS --format onnx`",
@@ -274,12 +294,23 @@ class OnnxBackend:
         self.imgsz = int(meta["imgsz"])
         self.resize = meta["resize"]
         self.nms = meta.get("nms") == "true"
+        self.task = meta["task"]
         self.max_batch = None if meta["batch"] == "dynamic" else int(meta["batch"])
 
     def __call__(self, batch: np.ndarray) -> list[tuple[np.ndarray, ...]]:
         from detforge.engine.predict import split_batch
 
         n = self.max_batch
+        if self.task == "classify":
+            if n is None:
+                return self.session.run(None, {"images": batch})[0]
+            probs = []
+            for i in range(0, len(batch), n):
+                chunk = batch[i : i + n]
+                pad = np.repeat(chunk[-1:], n - len(chunk), 0)
+                probs.append(self.session.run(None, {"images": np.concatenate([chunk, pad])})[0])
+                probs[-1] = probs[-1][: len(chunk)]
+            return np.concatenate(probs)
         if n is None:
             return split_batch(len(batch), *self.session.run(None, {"images": batch}))
         out = []

@@ -92,6 +92,50 @@ class Result:
         return draw_boxes(self.image, self.boxes, self.labels, self.names, self.scores)
 
 
+class ClassResult:
+    """Class probabilities for one image: ``probs`` (K,), ``top`` class indices best first,
+    ``names``; ``topk(k)`` gives ``[(name, probability), ...]``."""
+
+    __slots__ = ("probs", "top", "names", "image", "source", "index", "time")
+
+    def __init__(self, probs, names, image=None, source="", index=0, time=None):
+        self.probs = np.asarray(probs, np.float32)
+        self.top = np.argsort(-self.probs, kind="stable")
+        self.names = names
+        self.image, self.source, self.index, self.time = image, source, index, time
+
+    def __len__(self) -> int:
+        return 1
+
+    def __repr__(self) -> str:
+        name, p = self.topk(1)[0]
+        return f"ClassResult({self.source!r}, {name} {p:.3f})"
+
+    def topk(self, k: int = 5) -> list[tuple[str, float]]:
+        return [(self.names[i], float(self.probs[i])) for i in self.top[:k]]
+
+    def to_dict(self, k: int = 5) -> dict:
+        d = {
+            "source": self.source,
+            "top": [{"name": n, "prob": round(p, 5)} for n, p in self.topk(k)],
+        }
+        if self.time is not None or self.index:
+            d["frame"] = self.index
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    def draw(self) -> np.ndarray:
+        from PIL import Image, ImageDraw
+
+        img = Image.fromarray(self.image)
+        d = ImageDraw.Draw(img)
+        for k, (n, p) in enumerate(self.topk(3)):
+            d.text((6, 6 + 14 * k), f"{n} {p:.2f}", fill=(255, 255, 0) if k == 0 else (255,) * 3)
+        return np.asarray(img)
+
+
 def prepare(image: np.ndarray, size: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
     """RGB HxWx3 -> uint8 (3, size, size) and the (sx, sy) that map its boxes back."""
     h, w = image.shape[:2]
@@ -125,13 +169,14 @@ class TorchBackend:
         self.classes = list(model.classes)
         self.imgsz = int(model.options["imgsz"])
         self.resize = model.resize_mode
+        self.task = model.task
         self.max_batch = None
 
     @torch.no_grad()
-    def __call__(self, batch: np.ndarray) -> list[tuple[np.ndarray, ...]]:
+    def __call__(self, batch: np.ndarray):
         x = torch.from_numpy(batch).to(self.device)
-        boxes, scores, labels, index = (t.cpu().numpy() for t in self.module(x))
-        return split_batch(len(batch), boxes, scores, labels, index)
+        out = [t.cpu().numpy() for t in self.module(x)]
+        return out[0] if self.task == "classify" else split_batch(len(batch), *out)
 
 
 def split_batch(n: int, boxes, scores, labels, index) -> list[tuple[np.ndarray, ...]]:
@@ -156,6 +201,7 @@ class Predictor:
         self.backend = backend
         self.names = backend.classes
         self.imgsz = backend.imgsz
+        self.task = backend.task
 
     def __repr__(self) -> str:
         return f"Predictor({self.backend.kind}, {len(self.names)} classes, imgsz {self.imgsz})"
@@ -163,6 +209,11 @@ class Predictor:
     def _run(self, frames: list, conf: float, iou: float, max_det: int) -> list[Result]:
         prepped = [prepare(f.image, self.imgsz, self.backend.resize) for f in frames]
         raw = self.backend(np.stack([p[0] for p in prepped]))
+        if self.task == "classify":
+            return [
+                ClassResult(p, self.names, f.image, f.source, f.index, f.time)
+                for f, p in zip(frames, raw)
+            ]
         results = []
         for f, (_, scale), (b, s, lab) in zip(frames, prepped, raw):
             keep = s >= conf

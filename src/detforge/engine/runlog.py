@@ -39,8 +39,7 @@ def log_epoch(run: Path, writer, state, losses: dict, metrics: dict, opt) -> Non
         "step": state.step,
         **{f"loss/{k}": v for k, v in losses.items()},
         "lr": opt.param_groups[0]["lr"],
-        "mAP50-95": metrics["mAP50-95"],
-        "mAP50": metrics["mAP50"],
+        **{k: metrics[k] for k in ("mAP50-95", "mAP50", "top1", "top5") if k in metrics},
     }
     for k, v in row.items():
         if k not in ("epoch", "step"):
@@ -76,8 +75,11 @@ def _plots(run: Path) -> None:
     (run / "plots").mkdir(exist_ok=True)
     for name, keys in (
         ("loss", [k for k in rows[-1] if k.startswith("loss/")]),
-        ("map", ["mAP50", "mAP50-95"]),
+        ("map", [k for k in ("mAP50", "mAP50-95") if k in rows[-1]]),
+        ("accuracy", [k for k in ("top1", "top5") if k in rows[-1]]),
     ):
+        if not keys:
+            continue
         fig, ax = plt.subplots(figsize=(6, 4))
         for k in keys:
             ax.plot(

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.console import Console
 from torch.utils.data import DataLoader
@@ -250,6 +251,8 @@ def train(
         "epochs": state.epoch,
         "best_map": state.best,
         "best_epoch": state.best_epoch,
+        "best": state.best,  # top-1 for a classifier, mAP50-95 for a detector
+        "task": getattr(s.model, "task", "detect"),
         "stopped": stopped,
     }
 
@@ -270,6 +273,7 @@ def _session(cfg, resume, console, overrides) -> tuple[Session, object]:
     train_ds, val_ds = load_data(cfg, say)
     if not len(train_ds):
         raise ConfigError(f"{cfg.data}: the training split holds no images")
+    _check_task(cfg, train_ds)
     model = build(
         cfg.model, train_ds.classes, imgsz=cfg.imgsz, pretrained=cfg.pretrained, **cfg.model_options
     ).to(device)
@@ -327,14 +331,11 @@ def _end_epoch(s: Session, losses: dict) -> str | None:
     cfg, state = s.cfg, s.state
     val_model = s.ema.module if s.ema else s.model
     precise_bn(val_model, s.train_ds, s.device, cfg.precise_bn, cfg.batch)
-    metrics = (
-        evaluate_model(val_model, s.val_ds, batch=cfg.batch, device=s.device)
-        if len(s.val_ds)
-        else {"mAP50-95": 0.0, "mAP50": 0.0}
-    )
-    improved = metrics["mAP50-95"] > state.best
+    metrics = _validate(val_model, s) if len(s.val_ds) else {"mAP50-95": 0.0, "mAP50": 0.0}
+    fitness = metrics.get("fitness", metrics.get("mAP50-95", 0.0))
+    improved = fitness > state.best
     if improved:
-        state.best, state.best_epoch, state.stale = metrics["mAP50-95"], state.epoch, 0
+        state.best, state.best_epoch, state.stale = fitness, state.epoch, 0
     else:
         state.stale += 1
     s.checkpoint("last.pt", complete=True)
@@ -344,10 +345,11 @@ def _end_epoch(s: Session, losses: dict) -> str | None:
     s.say(
         f"epoch {state.epoch}/{cfg.epochs} "
         + " ".join(f"{k} {v:.4f}" for k, v in losses.items())
-        + f" | mAP50 {metrics['mAP50']:.4f} mAP50-95 {metrics['mAP50-95']:.4f}"
+        + " | "
+        + " ".join(f"{k} {metrics[k]:.4f}" for k in METRIC_KEYS if k in metrics)
     )
     if cfg.patience and state.stale >= cfg.patience:
-        return f"early stop: no mAP gain for {cfg.patience} epochs"
+        return f"early stop: no gain for {cfg.patience} epochs"
     if cfg.time and state.elapsed >= cfg.time * 60:
         return f"time budget of {cfg.time} min reached"
     return None
@@ -365,6 +367,50 @@ def _resume_paths(resume) -> tuple[Path, dict]:
     return run, read_checkpoint(last)
 
 
+METRIC_KEYS = ("mAP50", "mAP50-95", "top1", "top5")
+
+
+def _validate(model, s: Session) -> dict:
+    if getattr(model, "task", "detect") == "classify":
+        from detforge.engine.classify_eval import validate
+
+        return validate(model, s.val_ds, batch=s.cfg.batch, device=s.device)
+    return evaluate_model(model, s.val_ds, batch=s.cfg.batch, device=s.device)
+
+
+def _check_task(cfg: TrainConfig, ds) -> None:
+    """The data, --task and --model must agree; a classification set needs every class."""
+    from detforge.models import CLASSIFIERS
+
+    task = ds.task if cfg.task == "auto" else cfg.task
+    if task != ds.task:
+        what = "class folders (or labels per image)" if task == "classify" else "boxes"
+        raise ConfigError(
+            f"--task {task} but {cfg.data} is a {ds.task} dataset",
+            f"a {task} dataset has {what}; check --data or drop --task",
+        )
+    if (cfg.model in CLASSIFIERS) != (task == "classify"):
+        pick = (
+            ", ".join(CLASSIFIERS) if task == "classify" else "ssdlite, fasterrcnn-mobilenet, ..."
+        )
+        raise ConfigError(
+            f"model {cfg.model!r} does not fit a {task} dataset", f"use --model {pick}"
+        )
+    if task == "classify":
+        counts = np.bincount([s.category for s in ds.samples], minlength=len(ds.classes))
+        empty = [c for c, n in zip(ds.classes, counts) if n == 0]
+        if len(ds.classes) < 2:
+            raise ConfigError(
+                f"{cfg.data}: only one class ({', '.join(ds.classes)}); a classifier needs two",
+                "add a folder per class, e.g. one of images without the object ('other')",
+            )
+        if empty:
+            raise ConfigError(
+                f"{cfg.data}: no training images for class(es) {', '.join(empty)}",
+                "add images to those class folders or remove the empty folders",
+            )
+
+
 def _check_dataset(model, ds) -> None:
     if getattr(model, "name", "") == "tracker" and not model.options.get("largest"):
         many = sum(1 for s in ds.samples if len(s.boxes) > 1)
@@ -378,6 +424,12 @@ def _check_dataset(model, ds) -> None:
 
 def _load_state(ckpt, model, opt, sched, scaler, ema, gen) -> State:
     t = ckpt["train"]
+    if ckpt["model"]["classes"] != model.classes:
+        raise ConfigError(
+            f"the checkpoint has {len(ckpt['model']['classes'])} classes "
+            f"{ckpt['model']['classes']}, the data {len(model.classes)} {model.classes}",
+            "resume with the data the run was started on, or start a new run",
+        )
     model.load_state_dict(ckpt["state_dict"])
     opt.load_state_dict(t["optimizer"])
     sched.load_state_dict(t["scheduler"])

@@ -5,10 +5,12 @@ from __future__ import annotations
 import difflib
 
 from detforge.errors import DetforgeError
-from detforge.models import tracker, zoo
+from detforge.models import classify, tracker, zoo
 from detforge.models.base import Detector, load_checkpoint, save_checkpoint
 
 MODELS = {"tracker": tracker.build, **{name: zoo.builder(name) for name in zoo.FAMILIES}}
+CLASSIFIERS = {name: classify.builder(name) for name in classify.ARCHS}
+MODELS.update(CLASSIFIERS)
 
 
 def build(name: str, classes, **options) -> Detector:
@@ -28,4 +30,12 @@ def describe() -> dict[str, str]:
     return {name: (fn.__doc__ or "").strip() for name, fn in MODELS.items()}
 
 
-__all__ = ["MODELS", "Detector", "build", "describe", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CLASSIFIERS",
+    "MODELS",
+    "Detector",
+    "build",
+    "describe",
+    "load_checkpoint",
+    "save_checkpoint",
+]

@@ -44,6 +44,8 @@ class Detector(nn.Module):
     and implement ``forward(images, targets=None)``."""
 
     name: str = ""
+    task = "detect"
+    output_names = ("boxes", "scores", "labels", "batch_index")
     resize_mode = "stretch"  # how a predictor brings an image to the square input
     dynamic_batch = False  # whether detect() traces with a free batch dimension
 
