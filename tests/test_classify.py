@@ -8,9 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 import detforge
+from detforge.cli import app
 from detforge.data.synth import classify_folders
+from detforge.engine.outputs import predict_files
 from detforge.engine.train import train
 from detforge.errors import DetforgeError
 
@@ -93,3 +96,7 @@ def test_classic_mistakes_give_clear_errors(tmp_path):
     w = Path(r["run_dir"]) / "weights" / "last.pt"
     with pytest.raises(DetforgeError, match="classes"):
         detforge.evaluate(w, other, project=tmp_path / "runs")
+    with pytest.raises(DetforgeError, match="JSON lines"):
+        predict_files(detforge.load(w), str(data), tmp_path, fmt="csv", progress=False)
+    res = CliRunner().invoke(app, ["export", str(w)], catch_exceptions=False)
+    assert "max probability diff" in res.stdout and "same top-1" in res.stdout

@@ -498,10 +498,15 @@ def export(
         overwrite=overwrite,
     )
     p = r["parity"]
+    check = (
+        f"{p['detections']} detections matched, worst IoU {p['worst_iou']}, worst score diff "
+        f"{p['worst_score_diff']}"
+        if "detections" in p
+        else f"{p['images']} images, max probability diff {p['max_prob_diff']}, same top-1"
+    )
     out.print(
         f"wrote [bold]{r['path']}[/] (input uint8 {r['batch']}x3x{r['imgsz']}x{r['imgsz']}, "
-        f"NMS {'inside' if r['nms'] else 'left out'})\nparity with PyTorch: {p['detections']} "
-        f"detections matched, worst IoU {p['worst_iou']}, worst score diff {p['worst_score_diff']}"
+        f"NMS {'inside' if r['nms'] else 'left out'})\nparity with PyTorch: {check}"
     )
 
 

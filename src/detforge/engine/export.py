@@ -10,6 +10,7 @@ comparison of one function in two runtimes.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import warnings
 from pathlib import Path
@@ -20,7 +21,6 @@ import torch
 from detforge.errors import DetforgeError
 from detforge.fileio import atomic_write_bytes
 
-OUTPUTS = ["boxes", "scores", "labels", "batch_index"]
 NOT_EXPORTABLE = {
     "fasterrcnn": "torchvision's multi-scale RoIAlign of fasterrcnn_resnet50_fpn_v2 traces to a "
     "graph that onnxruntime rejects on most images ('invalid expand shape' in box_roi_pool; "
@@ -112,18 +112,11 @@ def export_onnx(
     the path and, when ``check``, the parity figures of onnxruntime against PyTorch."""
     import onnx
 
-    from detforge.models import build
-    from detforge.models.base import read_checkpoint
+    from detforge.models import load_checkpoint
 
     weights = Path(weights)
-    ckpt = read_checkpoint(weights)
-    spec = ckpt["model"]
-    options = dict(spec["options"])
-    if imgsz:
-        options["imgsz"] = int(imgsz)  # size-free weights: rebuild at the new input size
-    model = build(spec["name"], spec["classes"], pretrained="none", **options)
-    model.load_state_dict(ckpt["state_dict"])
-    model.eval()
+    # the weights do not depend on the input size: rebuild at --imgsz when given
+    model, _ = load_checkpoint(weights, imgsz=int(imgsz) if imgsz else None)
     _refuse(model, dynamic_batch)
     size = int(model.options["imgsz"])
     out = Path(out) if out else weights.with_suffix(".onnx")
@@ -135,8 +128,6 @@ def export_onnx(
     dyn = {"images": {0: "batch"}} if dynamic_batch else None
     if dyn:
         dyn.update({k: {0: "batch" if model.task == "classify" else "detections"} for k in names})
-    import io
-
     buf = io.BytesIO()
     with nms_left_out(model, not nms), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -154,7 +145,7 @@ def export_onnx(
     meta = {
         "detforge": "1",
         "task": model.task,
-        "model": spec["name"],
+        "model": model.name,
         "classes": json.dumps(model.classes),
         "imgsz": str(size),
         "resize": model.resize_mode,

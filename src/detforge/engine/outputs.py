@@ -170,6 +170,11 @@ def predict_files(
     info = sources.video_info(src) if video else None
     if save_labelme and video:
         raise DetforgeError("--save-labelme needs image files", "extract frames first")
+    if det.task == "classify" and (fmt != "jsonl" or save_labelme):
+        raise DetforgeError(
+            "a classifier's predictions go to JSON lines (top-5 classes per image)",
+            "drop --format csv/coco and --save-labelme for classification models",
+        )
     table = TableSink(save_dir, fmt)
     sink = None
     if video and save:
@@ -203,7 +208,7 @@ def predict_files(
                     if name in used:  # same stem in two folders: keep both
                         name = f"{Path(r.source).stem}_{r.index}.jpg"
                     used.add(name)
-                    ok_, jpg = cv2.imencode(".jpg", r.draw()[..., ::-1])
+                    _, jpg = cv2.imencode(".jpg", r.draw()[..., ::-1])
                     atomic_write_bytes(save_dir / name, jpg.tobytes())
                 if save_labelme:
                     labelme += _labelme_beside(r, det.names, overwrite_labelme)

@@ -259,7 +259,7 @@ class Predictor:
         ``value_range`` (0, 1), (-1, 1) or (0, 255)), a torch CHW tensor, or a list of these.
         ``iou`` is the class-wise NMS threshold applied after the model's own. A file that
         does not decode raises; :meth:`stream` reports and skips it instead."""
-        items = sources.expand(inputs, bgr=bgr, value_range=value_range)
+        items = sources.expand(inputs)
 
         def strict(f):
             raise DetforgeError(f"{f.source}: {f.error}", "remove or re-export the image")

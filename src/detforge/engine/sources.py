@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from detforge.data.image import IMAGE_EXTS, decode, find_images
+from detforge.data.image import IMAGE_EXTS, decode, find_images, to_rgb
 from detforge.errors import DetforgeError, ImageError
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
@@ -38,13 +39,7 @@ class Frame:
 
 def to_rgb8(x, *, bgr: bool = False, value_range=None, what: str = "input") -> np.ndarray:
     """One image (numpy HxWx3 / HxW, torch CHW, PIL) -> RGB uint8 HxWx3, checked."""
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover
-        Image = None
-    if Image is not None and isinstance(x, Image.Image):
-        from detforge.data.image import to_rgb
-
+    if isinstance(x, Image.Image):
         return to_rgb(x)
     if type(x).__module__.startswith("torch"):
         x = x.detach().cpu()
@@ -135,7 +130,7 @@ def read_image(path: str) -> np.ndarray:
         return decode(f.read(), path)
 
 
-def expand(inputs, *, bgr: bool = False, value_range=None) -> list:
+def expand(inputs) -> list:
     """Split ``inputs`` into items: a path string for each file, or an array per image."""
     if isinstance(inputs, (str, os.PathLike)):
         return image_paths(inputs)
@@ -215,7 +210,7 @@ def frames(source, *, bgr: bool = False, value_range=None) -> Iterator[Frame]:
             raise DetforgeError(f"{source}: video not found", "check the path")
         yield from _video_frames(str(source))
         return
-    for k, item in enumerate(expand(source, bgr=bgr, value_range=value_range)):
+    for k, item in enumerate(expand(source)):
         yield load_item(item, k, bgr=bgr, value_range=value_range)
 
 
@@ -255,5 +250,4 @@ def prefetch(it: Iterator, size: int) -> Iterator:
             yield x
     finally:
         stop.set()
-        if hasattr(it, "close"):
-            t.join(timeout=1.0)
+        t.join(timeout=1.0)  # it stops at its next put; a blocked read is left to die (daemon)

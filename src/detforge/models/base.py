@@ -111,12 +111,14 @@ def read_checkpoint(path, map_location="cpu") -> dict:
     return ckpt
 
 
-def load_checkpoint(path, map_location="cpu") -> tuple[Detector, dict]:
-    """Rebuild the model saved in ``path``; returns ``(model in eval mode, checkpoint dict)``."""
+def load_checkpoint(path, map_location="cpu", **options) -> tuple[Detector, dict]:
+    """Rebuild the model saved in ``path`` (``options`` override saved ones, e.g. ``imgsz``);
+    returns ``(model in eval mode, checkpoint dict)``."""
     from detforge.models import build
 
     ckpt = read_checkpoint(path, map_location)
     spec = ckpt["model"]
-    model = build(spec["name"], spec["classes"], pretrained="none", **spec["options"])
+    options = {**spec["options"], **{k: v for k, v in options.items() if v is not None}}
+    model = build(spec["name"], spec["classes"], pretrained="none", **options)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), ckpt
