@@ -90,6 +90,7 @@ def show(
     seed: int = 0,
     augment=None,
     imgsz: int = 640,
+    cols: int = 4,
     format: str = "auto",
     **opts,
 ) -> Path:
@@ -106,7 +107,7 @@ def show(
 
         torch.manual_seed(seed)
         view = training_view(ds, augment if isinstance(augment, AugmentConfig) else None, imgsz)
-    return show_dataset(ds, out, n=n, seed=seed, view=view)
+    return show_dataset(ds, out, n=n, seed=seed, cols=cols, view=view)
 
 
 def pack(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import typer
@@ -131,7 +132,8 @@ def data_split(
     no_images: bool = typer.Option(False, "--no-images", help="Write annotations only."),
     overwrite: bool = typer.Option(False, help="Allow writing into a non-empty --out."),
 ):
-    """Seeded split, stratified by class presence; negatives spread proportionally."""
+    """Seeded split, stratified by class (detection: each image's rarest class); negatives
+    spread proportionally."""
     parts = detforge.split(
         src,
         out_dir,
@@ -144,6 +146,11 @@ def data_split(
         **_src_opts(images, label_map, negatives),
     )
     for name, ds in parts.items():
+        if ds.task == "classify":
+            per = Counter(s.category for s in ds)
+            each = ", ".join(f"{c} {per[i]}" for i, c in enumerate(ds.classes))
+            out.print(f"{name:>5}: {len(ds):6d} images ({each})")
+            continue
         out.print(
             f"{name:>5}: {len(ds):6d} images, {ds.num_boxes:7d} boxes, "
             f"{ds.num_negatives:5d} negatives"
@@ -195,21 +202,32 @@ def data_stats(
 
 
 def _print_stats(s: dict) -> None:
-    out.print(
-        f"[bold]{s['images']}[/] images ({s['negatives']} negatives), "
-        f"[bold]{s['boxes']}[/] boxes, format {s['format']}, task {s['task']}"
-    )
+    classify = s["task"] == "classify"
+    head = f"[bold]{s['images']}[/] images"
+    if not classify:
+        head += f" ({s['negatives']} negatives), [bold]{s['boxes']}[/] boxes"
+    out.print(f"{head}, format {s['format']}, task {s['task']}")
     t = Table()
-    for col in ("class", "boxes", "images"):
+    cols = ("class", "images", "share") if classify else ("class", "boxes", "images")
+    for col in cols:
         t.add_column(col)
     for c, v in s["classes"].items():
-        t.add_row(c, str(v["boxes"]), str(v["images"]))
+        if classify:
+            t.add_row(c, str(v["images"]), f"{100 * v['images'] / max(s['images'], 1):.1f}%")
+        else:
+            t.add_row(c, str(v["boxes"]), str(v["images"]))
     out.print(t)
-    b = s["box_sizes"]
-    out.print(
-        f"box sizes: {b['small']} small, {b['medium']} medium, {b['large']} large; "
-        f"width {b['width']}, height {b['height']}"
-    )
+    what = "images" if classify else "boxes"
+    if "imbalance" in s:
+        out.print(f"imbalance {s['imbalance']}x (most / fewest {what} per class)")
+    else:
+        out.print(f"[yellow]some classes have no {what}[/]")
+    if not classify:
+        b = s["box_sizes"]
+        out.print(
+            f"box sizes: {b['small']} small, {b['medium']} medium, {b['large']} large; "
+            f"width {b['width']}, height {b['height']}"
+        )
     out.print(
         f"image sizes: width {s['image_sizes']['width']}, height {s['image_sizes']['height']}"
     )

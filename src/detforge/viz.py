@@ -6,7 +6,7 @@ import colorsys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from detforge.fileio import atomic_write_bytes
 
@@ -52,13 +52,19 @@ def draw_boxes(
     return np.asarray(img)
 
 
+def fit(image: np.ndarray, side: int) -> np.ndarray:
+    """``image`` scaled up or down to fit ``side`` x ``side``, aspect ratio kept."""
+    if max(image.shape[:2]) == side:
+        return image
+    return np.asarray(ImageOps.contain(Image.fromarray(image), (side, side)))
+
+
 def grid(images: list[np.ndarray], cols: int = 4, cell: int = 256) -> np.ndarray:
-    """Tile images (letterboxed to ``cell`` x ``cell``) into one RGB array."""
+    """Tile images (each scaled to fit ``cell`` x ``cell``, aspect kept) into one RGB array."""
     rows = max(1, (len(images) + cols - 1) // cols)
     canvas = Image.new("RGB", (cols * cell, rows * cell), (32, 32, 32))
     for i, im in enumerate(images):
-        pil = Image.fromarray(im)
-        pil.thumbnail((cell - 4, cell - 4))
+        pil = Image.fromarray(fit(im, cell - 4))
         x = (i % cols) * cell + (cell - pil.width) // 2
         y = (i // cols) * cell + (cell - pil.height) // 2
         canvas.paste(pil, (x, y))
@@ -89,7 +95,8 @@ def show_dataset(ds, out, n: int = 16, seed: int = 0, cols: int = 4, view=None) 
             tiles.append(draw_boxes(hwc, t["boxes"].numpy(), t["labels"].numpy(), ds.classes))
             continue
         img = draw_boxes(s.load(), s.boxes, s.labels, ds.classes)
-        if s.category is not None:
+        if s.category is not None:  # the class as a frame, drawn at the size it is shown
+            img = fit(img, 252)
             full = [[0, 0, img.shape[1] - 1, img.shape[0] - 1]]
             img = draw_boxes(img, full, [s.category], ds.classes)
         tiles.append(img)

@@ -185,12 +185,14 @@ def check(
     if names is not None:
         for c in ds.classes:
             if c not in names:
-                n = sum(int((s.labels == ds.classes.index(c)).sum()) for s in ds.samples)
+                k = ds.classes.index(c)
+                n = sum(int((s.labels == k).sum()) + (s.category == k) for s in ds.samples)
+                what = "images" if ds.task == "classify" else "boxes"
                 report.findings.append(
                     _finding(
                         "unknown_class",
                         ds.root,
-                        f"class {c!r} ({n} boxes) is not among the expected names {list(names)}",
+                        f"class {c!r} ({n} {what}) is not among the expected names {list(names)}",
                     )
                 )
     hashes: dict[str, str] = {}

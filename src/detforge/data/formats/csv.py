@@ -1,6 +1,9 @@
-"""CSV in the TensorFlow tutorial layout: ``filename,width,height,class,xmin,ymin,xmax,ymax``.
+"""CSV files of two kinds.
 
-One row per box; a row with an empty class and empty coordinates is a negative image.
+Detection, in the TensorFlow tutorial layout: ``filename,width,height,class,xmin,ymin,xmax,ymax``,
+one row per box; a row with an empty class and empty coordinates is a negative image.
+
+Classification: ``filename,label`` (``class`` is accepted for ``label``), one row per image.
 """
 
 from __future__ import annotations
@@ -20,29 +23,111 @@ from detforge.fileio import atomic_write_text
 NAME = "csv"
 COLUMNS = ["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax"]
 ANNOTATION_FILE = "annotations.csv"
+LABELS_FILE = "labels.csv"  # classification
+LABEL_COLUMNS = ("label", "class")
+
+
+def _header(path: Path) -> set[str]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            return {h.strip().lower() for h in next(_csv.reader(f), [])}
+    except (OSError, UnicodeDecodeError):
+        return set()
 
 
 def is_detection_csv(path: Path) -> bool:
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            head = next(_csv.reader(f), [])
-    except (OSError, UnicodeDecodeError):
-        return False
-    return {"filename", "xmin", "ymin", "xmax", "ymax"} <= {h.strip().lower() for h in head}
+    return {"filename", "xmin", "ymin", "xmax", "ymax"} <= _header(path)
+
+
+def is_classification_csv(path: Path) -> bool:
+    head = _header(path)
+    return "filename" in head and bool(head & set(LABEL_COLUMNS)) and "xmin" not in head
+
+
+def is_csv(path: Path) -> bool:
+    return is_detection_csv(path) or is_classification_csv(path)
 
 
 def find_csv(folder: Path) -> Path | None:
-    return next((p for p in sorted(folder.glob("*.csv")) if is_detection_csv(p)), None)
+    """The folder's detection CSV, else its classification CSV."""
+    files = sorted(folder.glob("*.csv"))
+    return next((p for p in files if is_detection_csv(p)), None) or next(
+        (p for p in files if is_classification_csv(p)), None
+    )
+
+
+def _find_image(fname: str, dirs: list[Path]) -> Path | None:
+    rel = fname.replace("\\", "/")
+    return next((d / rel for d in dirs if (d / rel).is_file()), None)
+
+
+def _missing(cpath: Path, fname: str, line: int | None = None) -> Issue:
+    where = f" (line {line})" if line else ""
+    return Issue(
+        str(cpath),
+        "missing_image",
+        f"image {fname!r}{where} not found; pass images=DIR (--images)",
+        "error",
+    )
+
+
+def read_classification(cpath: Path, dirs: list[Path], names=None) -> Dataset:
+    """``filename,label`` rows: one image each, its label the class name."""
+    index = ClassIndex(names or read_classes_file(cpath.parent))
+    samples, issues, seen = [], [], {}
+    with cpath.open(newline="", encoding="utf-8-sig") as f:
+        reader = _csv.DictReader(f)
+        fields = {h.strip().lower(): h for h in reader.fieldnames or []}
+        col = fields[next(c for c in LABEL_COLUMNS if c in fields)]
+        for ln, row in enumerate(reader, start=2):
+            fname, label = (row.get(fields["filename"]) or "").strip(), (row.get(col) or "").strip()
+            if not fname and not label:
+                continue  # blank line
+            if not fname or not label:
+                raise FormatError(
+                    cpath,
+                    f"row without a {'label' if fname else 'filename'}: {row}",
+                    "each row is filename,label",
+                    line=ln,
+                )
+            if fname in seen:
+                first, first_label = seen[fname]
+                if first_label != label:
+                    raise FormatError(
+                        cpath,
+                        f"{fname!r} is labeled {first_label!r} on line {first} and {label!r} here",
+                        "keep one label per image",
+                        line=ln,
+                    )
+                issues.append(Issue(str(cpath), "duplicate_row", f"line {ln} repeats line {first}"))
+                continue
+            seen[fname] = (ln, label)
+            if names and label not in names:
+                raise FormatError(
+                    cpath, f"label {label!r} is not among the given class names", line=ln
+                )
+            img = _find_image(fname, dirs)
+            if img is None:
+                issues.append(_missing(cpath, fname, ln))
+            elif size := image_size(img, issues):
+                img = imageio.FileImage(img.resolve())
+                samples.append(Sample(img, *size, category=index(label)))
+    classes, samples = index.finish(samples)
+    return Dataset(classes, samples, cpath.parent, task="classify", issues=issues, format=NAME)
 
 
 def read(path, *, images=None, names=None, **_) -> Dataset:
-    """Read a detection CSV (or the folder holding it). Images are looked up in ``images``,
-    beside the CSV, then in ``images/`` beside it."""
+    """Read a detection or classification CSV (or the folder holding it). Images are looked up
+    in ``images``, beside the CSV, then in ``images/`` beside it."""
     path = Path(path)
     cpath = path if path.is_file() else find_csv(path)
     if cpath is None:
-        raise FormatError(path, "no CSV with columns " + ",".join(COLUMNS))
+        raise FormatError(
+            path, "no CSV with columns " + ",".join(COLUMNS) + " (detection) or filename,label"
+        )
     dirs = ([Path(images)] if images else []) + [cpath.parent, cpath.parent / "images"]
+    if is_classification_csv(cpath):
+        return read_classification(cpath, dirs, names)
     index = ClassIndex(names or read_classes_file(cpath.parent))
     rows: dict[str, dict] = {}
     with cpath.open(newline="", encoding="utf-8-sig") as f:
@@ -69,17 +154,9 @@ def read(path, *, images=None, names=None, **_) -> Dataset:
             entry["l"].append(index(r["class"]))
     samples, issues = [], []
     for fname, e in rows.items():
-        rel = fname.replace("\\", "/")
-        img = next((d / rel for d in dirs if (d / rel).is_file()), None)
+        img = _find_image(fname, dirs)
         if img is None:
-            issues.append(
-                Issue(
-                    str(cpath),
-                    "missing_image",
-                    f"image {fname!r} not found; pass images=DIR (--images)",
-                    "error",
-                )
-            )
+            issues.append(_missing(cpath, fname))
             continue
         try:
             w, h = int(float(e["w"])), int(float(e["h"]))
@@ -94,10 +171,19 @@ def read(path, *, images=None, names=None, **_) -> Dataset:
 
 
 def write(ds: Dataset, dst, *, images: str = "copy", overwrite: bool = False) -> Path:
-    """Write ``annotations.csv``, ``classes.txt`` and ``images/`` into ``dst``."""
+    """Write ``annotations.csv`` (a classification dataset: ``labels.csv``), ``classes.txt``
+    and ``images/`` into ``dst``."""
     dst, _, names = start_write(ds, dst, images, overwrite)
     buf = io.StringIO()
     w = _csv.writer(buf, lineterminator="\n")
+    if ds.task == "classify":
+        w.writerow(["filename", "label"])
+        for s, n in zip(ds.samples, names):
+            if s.category is not None:
+                w.writerow([n, ds.classes[s.category]])
+        atomic_write_text(dst / LABELS_FILE, buf.getvalue())
+        write_classes(dst, ds.classes)
+        return dst
     w.writerow(COLUMNS)
     for s, n in zip(ds.samples, names):
         if not len(s.boxes):
