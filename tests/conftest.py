@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from detforge.data.dataset import Dataset
@@ -70,3 +72,26 @@ def jittered_checkpoint(path: Path, name: str = "ssdlite", imgsz: int = 160, cla
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
     return save_checkpoint(path, model)
+
+
+class StopAfter:
+    """Stands in for the SIGINT handler: reports a signal from the k-th time it is asked."""
+
+    def __init__(self, k):
+        self.k, self.asked = k, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    @property
+    def signal(self):
+        self.asked += 1
+        return signal.SIGINT if self.asked >= self.k else None
+
+
+def last_weights(run) -> dict:
+    """The run's last.pt, loaded."""
+    return torch.load(run / "weights" / "last.pt", weights_only=True)

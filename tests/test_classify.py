@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import detforge
@@ -100,3 +101,76 @@ def test_classic_mistakes_give_clear_errors(tmp_path):
         predict_files(detforge.load(w), str(data), tmp_path, fmt="csv", progress=False)
     res = CliRunner().invoke(app, ["export", str(w)], catch_exceptions=False)
     assert "max probability diff" in res.stdout and "same top-1" in res.stdout
+
+
+def _imbalanced(root: Path, keep_square: int = 3) -> Path:
+    classify_folders(root, 24, size=(40, 40), sizes=True)
+    for p in sorted((root / "square").iterdir())[keep_square:]:
+        p.unlink()
+    return root
+
+
+def test_balanced_sampler_evens_out_classes_and_replays():
+    from detforge.data.loader import BalancedSampler
+
+    keys = ["a"] * 90 + ["b"] * 10
+    draw = lambda rank=0, world=1: list(  # noqa: E731
+        BalancedSampler(keys, torch.Generator().manual_seed(5), rank, world)
+    )
+    epochs = [i for _ in range(20) for i in BalancedSampler(keys, torch.Generator())]
+    share_b = np.mean([keys[i] == "b" for i in epochs])
+    assert 0.45 < share_b < 0.55  # 10% of the images, half of the draws
+    assert draw() == draw()  # the generator decides: a resumed run draws the same
+    halves = draw(0, 2), draw(1, 2)
+    assert len(halves[0]) == len(halves[1]) == 50
+    assert [i for pair in zip(*halves) for i in pair] == draw()  # one draw, sliced per rank
+
+
+def test_classifier_resumes_exactly(tmp_path, monkeypatch):
+    """Stopped mid-epoch and resumed, with every random part on (balanced sampling, mixup,
+    augmentation), the weights equal an uninterrupted run's bit for bit."""
+    import torch
+
+    import detforge.engine.train as engine
+
+    from conftest import StopAfter, last_weights
+
+    data = _imbalanced(tmp_path / "data")
+    kw = dict(
+        data=str(data),
+        model="resnet18",
+        epochs=2,
+        imgsz=32,
+        batch=4,
+        workers=0,
+        lr=1e-3,
+        balanced=True,
+        model_options={"mixup": 0.4, "class_weights": "balanced", "label_smoothing": 0.1},
+        project=str(tmp_path / "runs"),
+        seed=2,
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(name="straight", **kw)
+        monkeypatch.setattr(engine, "Stop", lambda: StopAfter(3))  # after batch 2 of 3
+        cut = train(name="cut", **kw)
+        monkeypatch.undo()
+        assert cut["stopped"].startswith("interrupted in epoch 1")
+        train(resume=tmp_path / "runs" / "train" / "cut")
+    finally:
+        torch.set_num_threads(threads)
+    a = last_weights(tmp_path / "runs" / "train" / "straight")
+    b = last_weights(tmp_path / "runs" / "train" / "cut")
+    assert a["train"]["step"] == b["train"]["step"] > 0 and b["train"]["complete"]
+    for name, v in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][name], v, rtol=0, atol=0, msg=name)
+    # class_weights: balanced became inverse class frequencies of the training split
+    from detforge.data import read
+    from detforge.data.split import split
+
+    held = split(read(data), (0.8, 0.2), seed=2)["train"]
+    counts = np.bincount([s.category for s in held])
+    w = np.array(a["model"]["options"]["class_weights"])
+    assert counts[1] < counts[0] and w.mean() == pytest.approx(1)
+    np.testing.assert_allclose(w * counts, w[0] * counts[0], rtol=1e-5)

@@ -16,6 +16,8 @@ from detforge.engine.config import ConfigError, load_config
 from detforge.engine.train import train
 from detforge.models import load_checkpoint
 
+from conftest import StopAfter, last_weights
+
 NO_AUG = {"hflip": 0.0, "scale_jitter": [1.0, 1.0], "color": 0.0, "hue": 0.0}
 
 
@@ -95,33 +97,11 @@ def test_tracker_learns(tmp_path):
     assert float(m[-1]["mAP50"]) >= 0.6 > float(m[0]["mAP50"])
 
 
-class StopAfter:
-    """Stands in for the SIGINT handler: reports a signal from the k-th time it is asked."""
-
-    def __init__(self, k):
-        self.k, self.asked = k, 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-    @property
-    def signal(self):
-        self.asked += 1
-        return signal.SIGINT if self.asked >= self.k else None
-
-
-def _weights(run):
-    return torch.load(run / "weights" / "last.pt", weights_only=True)
-
-
 @pytest.mark.slow
 # asked at each epoch's start and after each of its 6 batches but the last: k=10 stops after
 # 3 batches of epoch 2, k=7 between epochs 1 and 2
 @pytest.mark.parametrize("k", [10, 7])
-def test_resume_gives_the_same_weights(tmp_path, monkeypatch, k):
+def test_resume_gives_the_samelast_weights(tmp_path, monkeypatch, k):
     import detforge.engine.train as engine
 
     data = tiny(tmp_path, n=24, size=64, seed=1)
@@ -147,13 +127,13 @@ def test_resume_gives_the_same_weights(tmp_path, monkeypatch, k):
         cut = train(name="cut", **kw)
         monkeypatch.undo()
         assert cut["stopped"].startswith("interrupted")
-        stopped_at = _weights(tmp_path / "runs" / "train" / "cut")["train"]
+        stopped_at = last_weights(tmp_path / "runs" / "train" / "cut")["train"]
         assert (stopped_at["epoch"], stopped_at["batch"]) == ((1, 3) if k == 10 else (1, 0))
         train(resume=tmp_path / "runs" / "train" / "cut")
     finally:
         torch.set_num_threads(threads)
-    a = _weights(tmp_path / "runs" / "train" / "straight")
-    b = _weights(tmp_path / "runs" / "train" / "cut")
+    a = last_weights(tmp_path / "runs" / "train" / "straight")
+    b = last_weights(tmp_path / "runs" / "train" / "cut")
     assert a["train"]["step"] == b["train"]["step"] == 18
     for name, v in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][name], v, rtol=0, atol=0, msg=name)

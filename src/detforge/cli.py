@@ -348,6 +348,9 @@ def train(
     patience: int = typer.Option(None, help="Stop after N epochs without mAP gain."),
     time_budget: float = typer.Option(None, "--time", help="Time budget in minutes."),
     seed: int = typer.Option(None, help="Seed."),
+    balanced: bool = typer.Option(
+        False, "--balanced", help="Sample rare classes as often as common ones."
+    ),
     resume: Path = typer.Option(None, help="Continue a run: runs/train/NAME."),
 ):
     """Train a detector (or --task classify: a classifier); each run gets its own folder."""
@@ -369,6 +372,7 @@ def train(
         patience=patience,
         time=time_budget,
         seed=seed,
+        balanced=balanced or None,  # unset: the config file's value stands
     )
     if resume is not None:
         result = run_train(resume=resume, console=out, epochs=epochs)

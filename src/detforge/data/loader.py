@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, Sampler, get_worker_info
 from torch.utils.data import Dataset as TorchDataset
 
 from detforge.data import image as imageio
@@ -156,6 +156,33 @@ class ShardDataset(IterableDataset):
         rng.shuffle(buf)
         for rec in buf:
             yield self._to_item(*rec)
+
+
+class BalancedSampler(Sampler):
+    """Each epoch draws ``len(keys)`` indices with replacement, image ``i`` with probability
+    proportional to ``1 / count(keys[i])``: every stratum (a classifier's class; a detector's
+    rarest class per image, or negatives) comes up about equally often. The draw is seeded from
+    ``generator``, so a resumed run replays it; under DDP each rank takes its slice of one draw.
+    """
+
+    def __init__(self, keys: list, generator: torch.Generator, rank: int = 0, world: int = 1):
+        count: dict = {}
+        for k in keys:
+            count[k] = count.get(k, 0) + 1
+        self.weights = torch.tensor([1.0 / count[k] for k in keys], dtype=torch.float64)
+        self.generator, self.rank, self.world = generator, rank, world
+        self.per_rank = len(keys) // world
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+    def __iter__(self):
+        n = self.per_rank * self.world
+        idx = torch.multinomial(self.weights, n, replacement=True, generator=self.generator)
+        return iter(idx[self.rank :: self.world].tolist())
+
+    def set_epoch(self, epoch: int) -> None:  # the generator moves on by itself
+        pass
 
 
 def collate(batch):

@@ -136,7 +136,12 @@ def auto_batch(model, imgsz: int, device: torch.device, say, limit: int = 256) -
 def _make_loader(train_ds, cfg: TrainConfig, gen, rank: int, world: int):
     data = training_view(train_ds, cfg.augment, cfg.imgsz)
     sampler = None
-    if world > 1:
+    if cfg.balanced:
+        from detforge.data.loader import BalancedSampler
+        from detforge.data.split import strata
+
+        sampler = BalancedSampler(strata(train_ds), gen, rank, world)
+    elif world > 1:
         from torch.utils.data.distributed import DistributedSampler
 
         sampler = DistributedSampler(data, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
@@ -274,8 +279,9 @@ def _session(cfg, resume, console, overrides) -> tuple[Session, object]:
     if not len(train_ds):
         raise ConfigError(f"{cfg.data}: the training split holds no images")
     _check_task(cfg, train_ds)
+    options = _model_options(cfg, train_ds)
     model = build(
-        cfg.model, train_ds.classes, imgsz=cfg.imgsz, pretrained=cfg.pretrained, **cfg.model_options
+        cfg.model, train_ds.classes, imgsz=cfg.imgsz, pretrained=cfg.pretrained, **options
     ).to(device)
     _check_dataset(model, train_ds)
     if cfg.batch == -1:
@@ -409,6 +415,17 @@ def _check_task(cfg: TrainConfig, ds) -> None:
                 f"{cfg.data}: no training images for class(es) {', '.join(empty)}",
                 "add images to those class folders or remove the empty folders",
             )
+
+
+def _model_options(cfg: TrainConfig, ds) -> dict:
+    """``model_options``, with ``class_weights: balanced`` turned into inverse class frequencies
+    of the training split (mean 1)."""
+    opts = dict(cfg.model_options)
+    if opts.get("class_weights") == "balanced" and ds.task == "classify":
+        counts = np.bincount([s.category for s in ds.samples], minlength=len(ds.classes))
+        w = 1.0 / np.maximum(counts, 1)
+        opts["class_weights"] = (w * len(w) / w.sum()).round(6).tolist()
+    return opts
 
 
 def _check_dataset(model, ds) -> None:
