@@ -16,11 +16,30 @@ from detforge.api import (
 )
 from detforge.data import Dataset, Sample, read_splits
 from detforge.data.formats import FORMATS
-from detforge.engine.evaluate import evaluate
-from detforge.engine.export import export_onnx as export
-from detforge.engine.predict import Predictor, Result, load
 
 __version__ = "0.1.0"
+
+# The model side imports torch (about 1 s and 400 MB): loaded on first use, so the data tools
+# and the CLI's data commands start fast and stay small.
+_LAZY = {
+    "evaluate": ("detforge.engine.evaluate", "evaluate"),
+    "export": ("detforge.engine.export", "export_onnx"),
+    "load": ("detforge.engine.predict", "load"),
+    "Predictor": ("detforge.engine.predict", "Predictor"),
+    "Result": ("detforge.engine.predict", "Result"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'detforge' has no attribute {name!r}")
+
 
 __all__ = [
     "FORMATS",

@@ -12,13 +12,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.console import Console
 from torch.utils.data import DataLoader
 
-from detforge.data.augment import training_view
-from detforge.data.loader import collate
+from detforge.engine import trainset
 from detforge.engine.config import ConfigError, TrainConfig, load_config, save_config
 from detforge.engine.distributed import agree, distributed
 from detforge.engine.ema import EMA, make_ema, precise_bn
@@ -33,28 +31,6 @@ from detforge.runs import new_run_dir
 
 class TrainingError(DetforgeError):
     """Training cannot go on (non-finite loss, out of memory, ...)."""
-
-
-def load_data(cfg: TrainConfig, say) -> tuple:
-    """(train Dataset, val Dataset): the data YAML's splits, or a seeded split announced."""
-    from detforge.data import read
-    from detforge.data.sources import is_data_yaml, read_splits
-    from detforge.data.split import split
-
-    src = Path(cfg.data)
-    if is_data_yaml(src):
-        parts = read_splits(src)
-        if "train" in parts and "val" in parts:
-            return parts["train"], parts["val"]
-        ds = parts.get("train") or next(iter(parts.values()))
-    else:
-        ds = read(src)
-    parts = split(ds, (1 - cfg.val_split, cfg.val_split), seed=cfg.seed)
-    say(
-        f"no val split in {src}: holding out {len(parts['val'])} of {len(ds)} images "
-        f"(val_split={cfg.val_split}, seed={cfg.seed})"
-    )
-    return parts["train"], parts["val"]
 
 
 def lr_factor(step: int, warmup: int, total: int, final: float) -> float:
@@ -131,32 +107,6 @@ def auto_batch(model, imgsz: int, device: torch.device, say, limit: int = 256) -
     batch = max(1, good // 2)
     say(f"--batch auto: {good} fits at imgsz {imgsz}; training with {batch}")
     return batch
-
-
-def _make_loader(train_ds, cfg: TrainConfig, gen, rank: int, world: int):
-    data = training_view(train_ds, cfg.augment, cfg.imgsz)
-    sampler = None
-    if cfg.balanced:
-        from detforge.data.loader import BalancedSampler
-        from detforge.data.split import strata
-
-        sampler = BalancedSampler(strata(train_ds), gen, rank, world)
-    elif world > 1:
-        from torch.utils.data.distributed import DistributedSampler
-
-        sampler = DistributedSampler(data, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
-    loader = DataLoader(
-        data,
-        cfg.batch,
-        shuffle=sampler is None,
-        sampler=sampler,
-        num_workers=cfg.workers,
-        collate_fn=collate,
-        generator=gen,
-        drop_last=len(train_ds) > cfg.batch * world,
-        persistent_workers=False,
-    )
-    return loader, sampler
 
 
 def _open_run(cfg: TrainConfig, resume_run, rank: int, world: int) -> Path:
@@ -275,19 +225,19 @@ def _session(cfg, resume, console, overrides) -> tuple[Session, object]:
     rank, world, device = distributed(cfg)
     say = (console or Console()).print if rank == 0 else (lambda *a, **k: None)
     seed_everything(cfg.seed, cfg.deterministic)
-    train_ds, val_ds = load_data(cfg, say)
+    train_ds, val_ds = trainset.load_data(cfg, say)
     if not len(train_ds):
         raise ConfigError(f"{cfg.data}: the training split holds no images")
-    _check_task(cfg, train_ds)
-    options = _model_options(cfg, train_ds)
+    trainset.check_task(cfg, train_ds)
+    options = trainset.model_options(cfg, train_ds)
     model = build(
         cfg.model, train_ds.classes, imgsz=cfg.imgsz, pretrained=cfg.pretrained, **options
     ).to(device)
-    _check_dataset(model, train_ds)
+    trainset.check_dataset(model, train_ds)
     if cfg.batch == -1:
         cfg.batch = auto_batch(model, cfg.imgsz, device, say)
     gen = torch.Generator().manual_seed(cfg.seed)
-    loader, sampler = _make_loader(train_ds, cfg, gen, rank, world)
+    loader, sampler = trainset.make_loader(train_ds, cfg, gen, rank, world)
     per_epoch = max(1, len(loader) // cfg.accumulate)
     warmup = int(cfg.warmup_epochs * per_epoch)
     opt = make_optimizer(model, cfg)
@@ -382,61 +332,6 @@ def _validate(model, s: Session) -> dict:
 
         return validate(model, s.val_ds, batch=s.cfg.batch, device=s.device)
     return evaluate_model(model, s.val_ds, batch=s.cfg.batch, device=s.device)
-
-
-def _check_task(cfg: TrainConfig, ds) -> None:
-    """The data, --task and --model must agree; a classification set needs every class."""
-    from detforge.models import CLASSIFIERS
-
-    task = ds.task if cfg.task == "auto" else cfg.task
-    if task != ds.task:
-        what = "class folders (or labels per image)" if task == "classify" else "boxes"
-        raise ConfigError(
-            f"--task {task} but {cfg.data} is a {ds.task} dataset",
-            f"a {task} dataset has {what}; check --data or drop --task",
-        )
-    if (cfg.model in CLASSIFIERS) != (task == "classify"):
-        pick = (
-            ", ".join(CLASSIFIERS) if task == "classify" else "ssdlite, fasterrcnn-mobilenet, ..."
-        )
-        raise ConfigError(
-            f"model {cfg.model!r} does not fit a {task} dataset", f"use --model {pick}"
-        )
-    if task == "classify":
-        counts = np.bincount([s.category for s in ds.samples], minlength=len(ds.classes))
-        empty = [c for c, n in zip(ds.classes, counts) if n == 0]
-        if len(ds.classes) < 2:
-            raise ConfigError(
-                f"{cfg.data}: only one class ({', '.join(ds.classes)}); a classifier needs two",
-                "add a folder per class, e.g. one of images without the object ('other')",
-            )
-        if empty:
-            raise ConfigError(
-                f"{cfg.data}: no training images for class(es) {', '.join(empty)}",
-                "add images to those class folders or remove the empty folders",
-            )
-
-
-def _model_options(cfg: TrainConfig, ds) -> dict:
-    """``model_options``, with ``class_weights: balanced`` turned into inverse class frequencies
-    of the training split (mean 1)."""
-    opts = dict(cfg.model_options)
-    if opts.get("class_weights") == "balanced" and ds.task == "classify":
-        counts = np.bincount([s.category for s in ds.samples], minlength=len(ds.classes))
-        w = 1.0 / np.maximum(counts, 1)
-        opts["class_weights"] = (w * len(w) / w.sum()).round(6).tolist()
-    return opts
-
-
-def _check_dataset(model, ds) -> None:
-    if getattr(model, "name", "") == "tracker" and not model.options.get("largest"):
-        many = sum(1 for s in ds.samples if len(s.boxes) > 1)
-        if many:
-            raise ConfigError(
-                f"the tracker localizes one object per image; {many} training images hold more",
-                "pick a multi-object model (ssdlite, fasterrcnn-mobilenet, ...) or set "
-                "model_options: {largest: true} to keep the largest box",
-            )
 
 
 def _load_state(ckpt, model, opt, sched, scaler, ema, gen) -> State:

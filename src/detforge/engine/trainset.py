@@ -1,0 +1,115 @@
+"""What a run trains on: the splits, checked against the task and the model, and the loader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import DataLoader
+
+from detforge.data.augment import training_view
+from detforge.data.loader import collate
+from detforge.engine.config import ConfigError, TrainConfig
+
+
+def load_data(cfg: TrainConfig, say) -> tuple:
+    """(train Dataset, val Dataset): the data YAML's splits, or a seeded split announced."""
+    from detforge.data import read
+    from detforge.data.sources import is_data_yaml, read_splits
+    from detforge.data.split import split
+
+    src = Path(cfg.data)
+    if is_data_yaml(src):
+        parts = read_splits(src)
+        if "train" in parts and "val" in parts:
+            return parts["train"], parts["val"]
+        ds = parts.get("train") or next(iter(parts.values()))
+    else:
+        ds = read(src)
+    parts = split(ds, (1 - cfg.val_split, cfg.val_split), seed=cfg.seed)
+    say(
+        f"no val split in {src}: holding out {len(parts['val'])} of {len(ds)} images "
+        f"(val_split={cfg.val_split}, seed={cfg.seed})"
+    )
+    return parts["train"], parts["val"]
+
+
+def make_loader(train_ds, cfg: TrainConfig, gen, rank: int, world: int):
+    data = training_view(train_ds, cfg.augment, cfg.imgsz)
+    sampler = None
+    if cfg.balanced:
+        from detforge.data.loader import BalancedSampler
+        from detforge.data.split import strata
+
+        sampler = BalancedSampler(strata(train_ds), gen, rank, world)
+    elif world > 1:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(data, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    loader = DataLoader(
+        data,
+        cfg.batch,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        collate_fn=collate,
+        generator=gen,
+        drop_last=len(train_ds) > cfg.batch * world,
+        persistent_workers=False,
+    )
+    return loader, sampler
+
+
+def check_task(cfg: TrainConfig, ds) -> None:
+    """The data, --task and --model must agree; a classification set needs every class."""
+    from detforge.models import CLASSIFIERS
+
+    task = ds.task if cfg.task == "auto" else cfg.task
+    if task != ds.task:
+        what = "class folders (or labels per image)" if task == "classify" else "boxes"
+        raise ConfigError(
+            f"--task {task} but {cfg.data} is a {ds.task} dataset",
+            f"a {task} dataset has {what}; check --data or drop --task",
+        )
+    if (cfg.model in CLASSIFIERS) != (task == "classify"):
+        pick = (
+            ", ".join(CLASSIFIERS) if task == "classify" else "ssdlite, fasterrcnn-mobilenet, ..."
+        )
+        raise ConfigError(
+            f"model {cfg.model!r} does not fit a {task} dataset", f"use --model {pick}"
+        )
+    if task == "classify":
+        counts = np.bincount([s.category for s in ds.samples], minlength=len(ds.classes))
+        empty = [c for c, n in zip(ds.classes, counts) if n == 0]
+        if len(ds.classes) < 2:
+            raise ConfigError(
+                f"{cfg.data}: only one class ({', '.join(ds.classes)}); a classifier needs two",
+                "add a folder per class, e.g. one of images without the object ('other')",
+            )
+        if empty:
+            raise ConfigError(
+                f"{cfg.data}: no training images for class(es) {', '.join(empty)}",
+                "add images to those class folders or remove the empty folders",
+            )
+
+
+def model_options(cfg: TrainConfig, ds) -> dict:
+    """``model_options``, with ``class_weights: balanced`` turned into inverse class frequencies
+    of the training split (mean 1)."""
+    opts = dict(cfg.model_options)
+    if opts.get("class_weights") == "balanced" and ds.task == "classify":
+        counts = np.bincount([s.category for s in ds.samples], minlength=len(ds.classes))
+        w = 1.0 / np.maximum(counts, 1)
+        opts["class_weights"] = (w * len(w) / w.sum()).round(6).tolist()
+    return opts
+
+
+def check_dataset(model, ds) -> None:
+    if getattr(model, "name", "") == "tracker" and not model.options.get("largest"):
+        many = sum(1 for s in ds.samples if len(s.boxes) > 1)
+        if many:
+            raise ConfigError(
+                f"the tracker localizes one object per image; {many} training images hold more",
+                "pick a multi-object model (ssdlite, fasterrcnn-mobilenet, ...) or set "
+                "model_options: {largest: true} to keep the largest box",
+            )
