@@ -174,3 +174,38 @@ def test_classifier_resumes_exactly(tmp_path, monkeypatch):
     w = np.array(a["model"]["options"]["class_weights"])
     assert counts[1] < counts[0] and w.mean() == pytest.approx(1)
     np.testing.assert_allclose(w * counts, w[0] * counts[0], rtol=1e-5)
+
+
+def test_imagenet_weights_load_from_the_torch_cache_or_fail_clearly(tmp_path, monkeypatch):
+    """``--pretrained imagenet`` goes through torchvision's weights API: a file in the torch
+    cache is loaded (backbone kept, a new head for our classes); offline, the error says where
+    to put the file. The stand-in file holds random weights: none can be downloaded here."""
+    import os
+
+    import torchvision
+
+    from detforge.models import build
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    cached = tmp_path / "hub" / "checkpoints" / os.path.basename(url)
+
+    def offline(*a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(DetforgeError) as e:
+        build("resnet18", ["a", "b"], pretrained="imagenet")
+    assert str(cached) in str(e.value) and "--pretrained none" in str(e.value)
+    torch.manual_seed(1)
+    standin = torchvision.models.resnet18().state_dict()
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(standin, cached)
+    model = build("resnet18", ["a", "b", "c"], pretrained="imagenet")
+    torch.testing.assert_close(model.net.conv1.weight, standin["conv1.weight"])
+    torch.testing.assert_close(
+        model.net.layer4[1].bn2.running_var, standin["layer4.1.bn2.running_var"]
+    )
+    assert model.net.fc.out_features == 3
+    with pytest.raises(DetforgeError, match="no COCO weights"):
+        build("resnet18", ["a", "b"], pretrained="coco")
