@@ -95,3 +95,33 @@ class StopAfter:
 def last_weights(run) -> dict:
     """The run's last.pt, loaded."""
     return torch.load(run / "weights" / "last.pt", weights_only=True)
+
+
+def cut_and_resume(monkeypatch, k: int, **kw) -> tuple[dict, dict, dict, dict]:
+    """Train ``kw`` twice on one thread: straight through (run ``straight``), and stopped at the
+    k-th stop check, then resumed (run ``cut``). Returns the straight and resumed last.pt, the
+    cut run's result and the ``train`` state it stopped with."""
+    import detforge.engine.train as engine
+
+    runs = Path(kw["project"]) / "train"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        engine.train(name="straight", **kw)
+        monkeypatch.setattr(engine, "Stop", lambda: StopAfter(k))
+        cut = engine.train(name="cut", **kw)
+        monkeypatch.undo()
+        stopped_at = last_weights(runs / "cut")["train"]
+        engine.train(resume=runs / "cut")
+    finally:
+        torch.set_num_threads(threads)
+    return last_weights(runs / "straight"), last_weights(runs / "cut"), cut, stopped_at
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    """Two checkpoints hold bit-identical weights and EMA weights."""
+    assert a["train"]["step"] == b["train"]["step"] > 0
+    for name, v in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][name], v, rtol=0, atol=0, msg=name)
+    for name, v in (a["train"]["ema"] or {"module": {}})["module"].items():
+        torch.testing.assert_close(b["train"]["ema"]["module"][name], v, rtol=0, atol=0, msg=name)

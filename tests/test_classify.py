@@ -18,6 +18,8 @@ from detforge.engine.outputs import predict_files
 from detforge.engine.train import train
 from detforge.errors import DetforgeError
 
+from conftest import assert_same_weights, cut_and_resume
+
 TOP1_BAR = 0.55  # val top-1 from scratch on 150 synthetic images (chance 0.33; measured 0.63)
 
 
@@ -129,12 +131,6 @@ def test_balanced_sampler_evens_out_classes_and_replays():
 def test_classifier_resumes_exactly(tmp_path, monkeypatch):
     """Stopped mid-epoch and resumed, with every random part on (balanced sampling, mixup,
     augmentation), the weights equal an uninterrupted run's bit for bit."""
-    import torch
-
-    import detforge.engine.train as engine
-
-    from conftest import StopAfter, last_weights
-
     data = _imbalanced(tmp_path / "data")
     kw = dict(
         data=str(data),
@@ -149,22 +145,9 @@ def test_classifier_resumes_exactly(tmp_path, monkeypatch):
         project=str(tmp_path / "runs"),
         seed=2,
     )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(name="straight", **kw)
-        monkeypatch.setattr(engine, "Stop", lambda: StopAfter(3))  # after batch 2 of 3
-        cut = train(name="cut", **kw)
-        monkeypatch.undo()
-        assert cut["stopped"].startswith("interrupted in epoch 1")
-        train(resume=tmp_path / "runs" / "train" / "cut")
-    finally:
-        torch.set_num_threads(threads)
-    a = last_weights(tmp_path / "runs" / "train" / "straight")
-    b = last_weights(tmp_path / "runs" / "train" / "cut")
-    assert a["train"]["step"] == b["train"]["step"] > 0 and b["train"]["complete"]
-    for name, v in a["state_dict"].items():
-        torch.testing.assert_close(b["state_dict"][name], v, rtol=0, atol=0, msg=name)
+    a, b, cut, _ = cut_and_resume(monkeypatch, 3, **kw)  # stops after batch 2 of 3
+    assert cut["stopped"].startswith("interrupted in epoch 1") and b["train"]["complete"]
+    assert_same_weights(a, b)
     # class_weights: balanced became inverse class frequencies of the training split
     from detforge.data import read
     from detforge.data.split import split

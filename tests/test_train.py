@@ -16,7 +16,7 @@ from detforge.engine.config import ConfigError, load_config
 from detforge.engine.train import train
 from detforge.models import load_checkpoint
 
-from conftest import StopAfter, last_weights
+from conftest import assert_same_weights, cut_and_resume
 
 NO_AUG = {"hflip": 0.0, "scale_jitter": [1.0, 1.0], "color": 0.0, "hue": 0.0}
 
@@ -101,9 +101,7 @@ def test_tracker_learns(tmp_path):
 # asked at each epoch's start and after each of its 6 batches but the last: k=10 stops after
 # 3 batches of epoch 2, k=7 between epochs 1 and 2
 @pytest.mark.parametrize("k", [10, 7])
-def test_resume_gives_the_samelast_weights(tmp_path, monkeypatch, k):
-    import detforge.engine.train as engine
-
+def test_resume_gives_the_same_weights(tmp_path, monkeypatch, k):
     data = tiny(tmp_path, n=24, size=64, seed=1)
     write(read(tmp_path / "set").subset(range(2)), tmp_path / "val", "yolo")
     data.write_text("train: set\nval: val\n")
@@ -119,26 +117,11 @@ def test_resume_gives_the_samelast_weights(tmp_path, monkeypatch, k):
         project=str(tmp_path / "runs"),
         seed=3,
     )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(name="straight", **kw)
-        monkeypatch.setattr(engine, "Stop", lambda: StopAfter(k))
-        cut = train(name="cut", **kw)
-        monkeypatch.undo()
-        assert cut["stopped"].startswith("interrupted")
-        stopped_at = last_weights(tmp_path / "runs" / "train" / "cut")["train"]
-        assert (stopped_at["epoch"], stopped_at["batch"]) == ((1, 3) if k == 10 else (1, 0))
-        train(resume=tmp_path / "runs" / "train" / "cut")
-    finally:
-        torch.set_num_threads(threads)
-    a = last_weights(tmp_path / "runs" / "train" / "straight")
-    b = last_weights(tmp_path / "runs" / "train" / "cut")
-    assert a["train"]["step"] == b["train"]["step"] == 18
-    for name, v in a["state_dict"].items():
-        torch.testing.assert_close(b["state_dict"][name], v, rtol=0, atol=0, msg=name)
-    for name, v in a["train"]["ema"]["module"].items():
-        torch.testing.assert_close(b["train"]["ema"]["module"][name], v, rtol=0, atol=0, msg=name)
+    a, b, cut, stopped_at = cut_and_resume(monkeypatch, k, **kw)
+    assert cut["stopped"].startswith("interrupted")
+    assert (stopped_at["epoch"], stopped_at["batch"]) == ((1, 3) if k == 10 else (1, 0))
+    assert a["train"]["step"] == 18
+    assert_same_weights(a, b)
     assert len(rows(tmp_path / "runs" / "train" / "cut")) == 3
 
 
