@@ -20,7 +20,7 @@ from detforge.errors import DetforgeError
 
 from conftest import assert_same_weights, cut_and_resume
 
-TOP1_BAR = 0.55  # val top-1 from scratch on 150 synthetic images (chance 0.33; measured 0.63)
+TOP1_BAR = 0.75  # val top-1 from scratch on 150 synthetic images (chance 0.33; measured 0.87)
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +33,9 @@ def trained(tmp_path_factory):
         task="classify",
         epochs=12,
         imgsz=64,
-        batch=16,
+        batch=8,
         workers=0,
-        lr=5e-4,
+        lr=1e-3,
         project=str(root / "runs"),
         seed=0,
     )
