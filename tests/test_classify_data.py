@@ -139,3 +139,35 @@ def test_show_draws_the_class_of_each_image(tmp_path):
     assert background < 0.5
     png = detforge.show(data, tmp_path / "aug.png", n=4, augment=True, imgsz=64)
     assert Image.open(png).size == (4 * 256, 256)
+
+
+def test_foreign_classification_records(tmp_path):
+    """Records as other tools write them for classification: ``image/encoded`` with
+    ``image/class/text``, or with ``image/class/label`` and a label map; no index.json."""
+    from detforge.data.records import encode_example, frame, label_map_text
+
+    def example(seed, **feats):
+        jpeg = save_image(tmp_path / f"src{seed}.jpg", w=30, h=20, fmt="JPEG", seed=seed)
+        return frame(encode_example({"image/encoded": [jpeg.read_bytes()], **feats}))
+
+    text = tmp_path / "text"
+    text.mkdir()
+    (text / "train.record").write_bytes(
+        example(0, **{"image/class/text": [b"dog"]}) + example(1, **{"image/class/text": [b"cat"]})
+    )
+    ds = read(text)
+    assert ds.task == "classify" and ds.classes == ["cat", "dog"]
+    assert [ds.classes[s.category] for s in ds] == ["dog", "cat"]
+    assert (ds[0].width, ds[0].height) == (30, 20) and ds[0].load().shape == (20, 30, 3)
+
+    ids = tmp_path / "ids"
+    ids.mkdir()
+    (ids / "label_map.pbtxt").write_text(label_map_text(["cat", "dog"]))  # ids 1, 2
+    (ids / "train.record").write_bytes(
+        example(2, **{"image/class/label": [2]}) + example(3, **{"image/class/label": [1]})
+    )
+    ds = read(ids)
+    assert ds.task == "classify" and [ds.classes[s.category] for s in ds] == ["dog", "cat"]
+    (ids / "label_map.pbtxt").unlink()
+    with pytest.raises(FormatError, match=r"record 0.*label map"):
+        read(ids)

@@ -34,6 +34,8 @@ def test_example_round_trip_with_every_kind():
         "f": np.array([0.25, -1.5, 3e9], np.float32),
         "i": np.array([0, 1, -1, 2**40], np.int64),
         "empty": np.zeros(0, np.float32),
+        "plain_ints": [3, -2],  # lists of Python numbers, as users write them
+        "plain_floats": [0.5, 2],
     }
     out = decode_example(encode_example(feats))
     assert out["image/encoded"] == [b"\x00\xffbytes"]
@@ -42,6 +44,8 @@ def test_example_round_trip_with_every_kind():
     np.testing.assert_array_equal(out["f"], feats["f"])
     np.testing.assert_array_equal(out["i"], feats["i"])
     assert len(out["empty"]) == 0
+    assert out["plain_ints"].tolist() == [3, -2]
+    assert out["plain_floats"].tolist() == [0.5, 2.0]
 
 
 def test_unpacked_repeated_fields_decode():

@@ -160,6 +160,10 @@ def _small(field: int, payload: bytes) -> bytes:
 def _feature(values) -> tuple[list[bytes], int]:
     if isinstance(values, (bytes, str)):
         values = [values]
+    if isinstance(values, (list, tuple)) and values and all(
+        isinstance(v, (int, float, np.number)) for v in values
+    ):  # plain numbers: never bytes(n), which would be n zero bytes
+        values = np.asarray(values)
     if isinstance(values, np.ndarray) and values.dtype.kind == "f":
         b = _small(2, _small(1, np.asarray(values, "<f4").tobytes()))
         return [b], len(b)
@@ -208,8 +212,9 @@ def _coalesce(chunks: list[bytes], big: int = 4096) -> list[bytes]:
 
 
 def encode_example(features: dict) -> bytes:
-    """Serialize a ``tf.train.Example``. Values: bytes/str (or lists of them), or numpy arrays
-    (float -> FloatList, int/bool -> Int64List). Keys are written in sorted order."""
+    """Serialize a ``tf.train.Example``. Values: bytes/str (or lists of them), numpy arrays or
+    lists of numbers (float -> FloatList, int/bool -> Int64List). Keys are written in sorted
+    order."""
     return b"".join(example_chunks(features))
 
 
