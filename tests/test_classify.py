@@ -103,6 +103,16 @@ def test_classic_mistakes_give_clear_errors(tmp_path):
         predict_files(detforge.load(w), str(data), tmp_path, fmt="csv", progress=False)
     res = CliRunner().invoke(app, ["export", str(w)], catch_exceptions=False)
     assert "max probability diff" in res.stdout and "same top-1" in res.stdout
+    # video frames: top-k per frame, an annotated video, into a folder made on the way
+    from detforge.data.synth import video
+
+    clip, _, _ = video(tmp_path / "clip.mp4", frames=12, size=(96, 64), fps=10)
+    s = predict_files(detforge.load(w), str(clip), tmp_path / "pred" / "v", progress=False)
+    assert s["frames"] == 12 and Path(s["video"]).stat().st_size > 0
+    lines = Path(s["predictions"]).read_text().splitlines()
+    top = [json.loads(line)["top"] for line in lines]
+    assert len(top) == 12 and all(len(t) == 3 for t in top)
+    assert all(sum(c["prob"] for c in t) == pytest.approx(1, abs=1e-3) for t in top)
 
 
 def _imbalanced(root: Path, keep_square: int = 3) -> Path:

@@ -175,6 +175,8 @@ def predict_files(
             "a classifier's predictions go to JSON lines (top-5 classes per image)",
             "drop --format csv/coco and --save-labelme for classification models",
         )
+    save_dir = Path(save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
     table = TableSink(save_dir, fmt)
     sink = None
     if video and save:
