@@ -12,7 +12,7 @@ import detforge
 from detforge.cli import app
 from detforge.data import formats, read, write
 from detforge.data.synth import classify_folders
-from detforge.errors import FormatError
+from detforge.errors import FormatError, UnknownFormatError
 
 from conftest import save_image
 
@@ -79,6 +79,9 @@ def test_csv_folders_tfrecord_round_trip(tmp_path):
     assert by_size(back) == by_size(src)
     again = read(write(back, tmp_path / "folders", "folders"))
     assert by_size(again) == by_size(src)
+    with pytest.raises(UnknownFormatError, match="folders, csv, tfrecord"):
+        write(again, tmp_path / "voc", "voc")  # it would hold images without their labels
+    assert not (tmp_path / "voc").exists()
     index = detforge.pack(again, tmp_path / "shards", shard_size=4, progress=False)
     assert index["records"] == 15 and len(index["shards"]) == 4
     shards = read(tmp_path / "shards")

@@ -66,7 +66,7 @@ def split(
     if out is not None:
         fmt = to or ds.format
         if fmt in (None, "synth"):
-            fmt = "yolo"
+            fmt = "folders" if ds.task == "classify" else "yolo"
         out = prepare_destination(out, overwrite)
         for name, part in parts.items():
             write(part, out / name, fmt, images=images, overwrite=overwrite)

@@ -7,13 +7,23 @@ from pathlib import Path
 from detforge.data import formats
 from detforge.data.dataset import Dataset, Issue, Sample, concat
 from detforge.data.sources import read, read_splits
+from detforge.errors import UnknownFormatError
+
+CLASSIFY_FORMATS = ("folders", "csv", "tfrecord")  # formats that hold a label per image
 
 
 def write(
     ds: Dataset, dst, format: str, *, images: str = "copy", overwrite: bool = False, **opts
 ) -> Path:
     """Write ``ds`` to the folder ``dst`` in ``format``. ``images``: copy, link or none."""
-    return formats.get(format).write(ds, dst, images=images, overwrite=overwrite, **opts)
+    module = formats.get(format)
+    if ds.task == "classify" and format not in CLASSIFY_FORMATS:
+        raise UnknownFormatError(
+            f"{format} holds boxes; a classification dataset ({ds.root or 'in memory'}) has a "
+            "label per image and would be written as images without any label",
+            "write it as " + ", ".join(CLASSIFY_FORMATS),
+        )
+    return module.write(ds, dst, images=images, overwrite=overwrite, **opts)
 
 
 def convert(

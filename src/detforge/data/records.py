@@ -160,8 +160,10 @@ def _small(field: int, payload: bytes) -> bytes:
 def _feature(values) -> tuple[list[bytes], int]:
     if isinstance(values, (bytes, str)):
         values = [values]
-    if isinstance(values, (list, tuple)) and values and all(
-        isinstance(v, (int, float, np.number)) for v in values
+    if (
+        isinstance(values, (list, tuple))
+        and values
+        and all(isinstance(v, (int, float, np.number)) for v in values)
     ):  # plain numbers: never bytes(n), which would be n zero bytes
         values = np.asarray(values)
     if isinstance(values, np.ndarray) and values.dtype.kind == "f":
