@@ -28,7 +28,7 @@ from detforge.data.synth import video  # noqa: E402
 from detforge.engine.export import NOT_EXPORTABLE  # noqa: E402
 from detforge.engine.outputs import predict_files  # noqa: E402
 from detforge.engine.sources import frames  # noqa: E402
-from detforge.models import MODELS  # noqa: E402
+from detforge.models import CLASSIFIERS, MODELS  # noqa: E402
 
 from conftest import jittered_checkpoint  # noqa: E402
 
@@ -79,7 +79,7 @@ def bench_runtimes(tmp: Path, models: list[str], sizes=(320, 640), n: int = 12) 
         if name in NOT_EXPORTABLE:
             print(f"  {name:26s} not exportable: {NOT_EXPORTABLE[name][:60]}...")
             continue
-        for size in sizes:
+        for size in (224,) if name in CLASSIFIERS else sizes:  # classifiers: ImageNet's size
             w = jittered_checkpoint(tmp / f"{name}{size}.pt", name, imgsz=size)
             onnx = detforge.export(w, check=False, dynamic_batch=name == "tracker")["path"]
             fps = []

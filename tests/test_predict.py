@@ -45,7 +45,7 @@ def test_same_boxes_from_every_input_kind(det, image):
     _same(ref, det.predict(f01, conf=0.0, value_range=(0, 1))[0])
     _same(ref, det.predict(f01 * 2 - 1, conf=0.0, value_range=(-1, 1))[0])
     _same(ref, det.predict(image.astype(np.float64), conf=0.0, value_range=(0, 255))[0])
-    _same(ref, det.predict(torch.from_numpy(image).permute(2, 0, 1), conf=0.0)[0])
+    _same(ref, det.predict(torch.from_numpy(image.copy()).permute(2, 0, 1), conf=0.0)[0])
     _same(ref, det.predict(Image.fromarray(image), conf=0.0)[0])
     _same(ref, det.predict(image[..., ::-1].copy(), conf=0.0, bgr=True)[0])
     batch = det.predict([image, image[:100]], conf=0.0, batch=2)
