@@ -142,3 +142,15 @@ def test_eval_predict_export_commands(tmp_path):
     assert len(list(out.glob("*.jpg"))) == 6 and (out / "predictions.csv").is_file()
     r = detforge("predict", w, "--source", 7, "--save-dir", tmp_path / "cam")
     assert r.returncode == 2 and "could not open camera 7" in r.stderr
+
+
+def test_data_side_does_not_import_torch():
+    """The data commands start fast: torch (about 1 s, 400 MB) loads only with a model."""
+    code = (
+        "import sys, detforge, detforge.cli\n"
+        "from detforge.data import read, write\n"
+        "assert 'torch' not in sys.modules and 'cv2' not in sys.modules, 'imported'\n"
+        "detforge.load\n"
+        "assert 'torch' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -41,6 +41,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'detforge' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "FORMATS",
     "Dataset",
