@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 RACCOON = Path(__file__).resolve().parents[2] / "shared" / "data" / "raccoon"
+
+
+def scratch(prefix: str = "detforge-bench-") -> Path:
+    """A temporary folder, removed when the script exits (datasets here can be gigabytes)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, tmp, True)
+    return tmp
 
 
 def evict(paths) -> None:
@@ -37,12 +47,10 @@ def best_of(n: int, fn, setup=None) -> float:
 
 def dataset(n: int | None = None, size: int = 320):
     """The raccoon dataset (real JPEGs) when present, else ``n`` synthetic images."""
-    import tempfile
-
     from detforge.data import read
     from detforge.data.synth import generate
 
     if n is None and RACCOON.is_dir():
         return read(RACCOON), "raccoon (200 real JPEGs)"
-    tmp = Path(tempfile.mkdtemp(prefix="detforge-bench-"))
+    tmp = scratch()
     return generate(tmp / "img", n or 500, size=(size, size)), f"synthetic ({n or 500} images)"

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
 import time
-from pathlib import Path
 
 from detforge.data.loader import make_loader
 from detforge.data.shards import pack
 
-from _common import dataset
+from _common import dataset, scratch
 
 
 def rate(loader) -> tuple[float, int]:
@@ -32,7 +30,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
     ds, what = dataset()
-    tmp = Path(tempfile.mkdtemp(prefix="detforge-loader-"))
+    tmp = scratch("detforge-loader-")
     pack(ds, tmp / "shards", shard_size="2MB", progress=False)
     print(f"dataset: {what}; {args.workers} workers, batch {args.batch}")
     files = shards = 0.0

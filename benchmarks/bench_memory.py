@@ -17,9 +17,10 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from _common import scratch
 
 CHILD = r"""
 import json, resource, sys
@@ -80,7 +81,7 @@ def main() -> None:
     large = args.large or (40000 if classify else 20000)
     size = args.size or (40 if classify else 160)
     jobs = ("pack", "train") if classify else ("pack", "loader")
-    tmp = Path(tempfile.mkdtemp(prefix="detforge-mem-"))
+    tmp = scratch("detforge-mem-")
     results = {}
     for n in (small, large):
         t = time.perf_counter()

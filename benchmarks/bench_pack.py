@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
 from pathlib import Path
 
 from detforge.data.shards import pack
 
-from _common import best_of, dataset, evict
+from _common import best_of, dataset, evict, scratch
 
 
 def replicate(ds, what, copies: int, folder: Path):
@@ -39,7 +38,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--copies", type=int, default=10, help="copies of each image (distinct files)")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="detforge-pack-"))
+    tmp = scratch("detforge-pack-")
     ds, what = replicate(*dataset(), args.copies, tmp / "src")
     files = [s.path for s in ds]
     mb = sum(p.stat().st_size for p in files) / 1e6

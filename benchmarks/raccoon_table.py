@@ -7,7 +7,6 @@ time budget: epochs reached, val mAP50 and mAP50-95. Writes a Markdown table.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from detforge.data import read, write
 from detforge.engine.train import train
 from detforge.models import MODELS
 
-from _common import RACCOON
+from _common import RACCOON, scratch
 
 
 def splits(folder: Path) -> Path:
@@ -36,7 +35,7 @@ def main() -> None:
     ap.add_argument("--imgsz", type=int, default=320)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    tmp = Path(tempfile.mkdtemp(prefix="detforge-raccoon-"))
+    tmp = scratch("detforge-raccoon-")
     data = splits(tmp / "data")
     lines = ["| model | epochs in budget | val mAP50 | val mAP50-95 |", "|---|---|---|---|"]
     for name in args.models.split(","):
