@@ -71,6 +71,35 @@ def test_predict_and_onnx_parity(trained):
         np.testing.assert_allclose(x.probs, y.probs, atol=1e-4)
         assert x.probs.sum() == pytest.approx(1.0, abs=1e-5)
     assert np.mean([x.topk(1)[0][0] == "square" for x in a]) >= TOP1_BAR
+    # the exported model evaluates like the checkpoint
+    m_pt = detforge.evaluate(w, root / "data", project=root / "runs", name="pt")
+    m_onnx = detforge.evaluate(rep["path"], root / "data", project=root / "runs", name="onnx")
+    assert m_onnx["top1"] == pytest.approx(m_pt["top1"], abs=1 / 150)  # one near-tie may flip
+
+
+def test_csv_split_yaml_trains(tmp_path):
+    """filename,label CSV -> stratified split written as CSV + data.yaml -> a classifier."""
+    from detforge.data import read, write
+
+    src = classify_folders(tmp_path / "folders", 24, size=(32, 32))
+    write(src, tmp_path / "csv", "csv")
+    res = CliRunner().invoke(
+        app,
+        ["data", "split", str(tmp_path / "csv"), "--out", str(tmp_path / "split")]
+        + ["--ratios", "0.75,0.25"],
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 0 and (tmp_path / "split" / "val" / "labels.csv").is_file()
+    assert read(tmp_path / "split" / "val").task == "classify"
+    res = CliRunner().invoke(
+        app,
+        ["train", "--data", str(tmp_path / "split" / "data.yaml"), "--model", "resnet18"]
+        + ["--epochs", "1", "--imgsz", "32", "--batch", "4", "--workers", "0"]
+        + ["--balanced", "--name", "csv", "--project", str(tmp_path / "runs")],
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 0, res.stdout
+    assert "18 train, 6 val images" in res.stdout.replace("\n", " ") and "top-1" in res.stdout
 
 
 def test_classic_mistakes_give_clear_errors(tmp_path):
