@@ -138,6 +138,7 @@ def test_classic_mistakes_give_clear_errors(tmp_path):
     clip, _, _ = video(tmp_path / "clip.mp4", frames=12, size=(96, 64), fps=10)
     s = predict_files(detforge.load(w), str(clip), tmp_path / "pred" / "v", progress=False)
     assert s["frames"] == 12 and Path(s["video"]).stat().st_size > 0
+    assert sum(s["top1"].values()) == 12 and set(s["top1"]) <= {"circle", "square", "triangle"}
     lines = Path(s["predictions"]).read_text().splitlines()
     top = [json.loads(line)["top"] for line in lines]
     assert len(top) == 12 and all(len(t) == 3 for t in top)

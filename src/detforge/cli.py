@@ -466,7 +466,8 @@ def predict(
     overwrite_labelme: bool = typer.Option(False, help="Replace existing labelme JSON files."),
     show: bool = typer.Option(False, "--show", help="Live window (needs a display)."),
 ):
-    """Detect objects in images, folders, videos or a webcam; load the model once."""
+    """Detect objects (or classify images) in images, folders, videos or a webcam; the model
+    loads once."""
     from detforge.engine.outputs import predict_files
     from detforge.runs import new_run_dir
 
@@ -490,7 +491,12 @@ def predict(
     )
     for k in s["skipped"]:
         err.print(f"[yellow]skipped[/] {k['source']}: {k['error']}", highlight=False)
-    out.print(f"{s['frames']} images/frames, {s['detections']} detections, {s['fps']} frames/s")
+    found = (
+        "top-1: " + ", ".join(f"{c} {k}" for c, k in s["top1"].items())
+        if s["top1"] is not None
+        else f"{s['detections']} detections"
+    )
+    out.print(f"{s['frames']} images/frames, {found}, {s['fps']} frames/s")
     if s["labelme_written"] or save_labelme:
         out.print(f"labelme files written beside the images: {s['labelme_written']}")
     out.print(f"results in [bold]{save_dir}[/]")

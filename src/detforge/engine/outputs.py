@@ -183,8 +183,8 @@ def predict_files(
         stem = f"camera{src}" if isinstance(src, int) else Path(src).stem
         sink = VideoSink(save_dir / f"{stem}.mp4", info["fps"], (info["width"], info["height"]))
     win = _window("detforge") if show else None
-    skipped, labelme, n, dets, used = [], 0, 0, 0, set()
-    total = (info or {}).get("frames") or None
+    skipped, labelme, n, dets, used, top1 = [], 0, 0, 0, set(), {}
+    total = (info or {}).get("frames") or (None if video else len(sources.image_paths(src)))
     bar = Progress(
         TextColumn("predicting"),
         BarColumn(),
@@ -202,6 +202,9 @@ def predict_files(
             for r in det.stream(src, conf=conf, iou=iou, batch=batch, on_error=skipped.append):
                 n += 1
                 dets += len(r)
+                if det.task == "classify":
+                    name = r.topk(1)[0][0]
+                    top1[name] = top1.get(name, 0) + 1
                 table.add(r)
                 if sink:
                     sink.put(r)
@@ -230,7 +233,8 @@ def predict_files(
     summary = {
         "source": str(source),
         "frames": n,
-        "detections": dets,
+        "detections": dets if det.task != "classify" else None,
+        "top1": dict(sorted(top1.items(), key=lambda kv: -kv[1])) if top1 else None,
         "seconds": round(seconds, 3),
         "fps": round(n / seconds, 2) if seconds else 0.0,
         "predictions": str(out),
