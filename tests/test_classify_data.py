@@ -174,3 +174,16 @@ def test_foreign_classification_records(tmp_path):
     (ids / "label_map.pbtxt").unlink()
     with pytest.raises(FormatError, match=r"record 0.*label map"):
         read(ids)
+
+
+def test_check_flags_one_image_in_two_class_folders(tmp_path):
+    data = tmp_path / "data"
+    classify_folders(data, 9, size=(32, 32))
+    circle = sorted((data / "circle").iterdir())[0]
+    (data / "square" / "copy.png").write_bytes(circle.read_bytes())
+    (data / "circle" / "again.png").write_bytes(circle.read_bytes())
+    report = detforge.check(data, progress=False)
+    kinds = sorted((f.kind, f.severity) for f in report.findings)
+    assert kinds == [("conflicting_labels", "error"), ("duplicate_image", "warning")]
+    bad = next(f for f in report.findings if f.kind == "conflicting_labels")
+    assert "'circle'" in bad.message and "'square'" in bad.message and not report.ok

@@ -30,6 +30,7 @@ SEVERITY = {
     "out_of_bounds": "warning",
     "tiny_box": "warning",
     "duplicate_image": "warning",
+    "conflicting_labels": "error",
     "duplicate_box": "warning",
     "exif_unrotated": "warning",
     "exif_orientation": "info",
@@ -157,6 +158,19 @@ def _check_boxes(s: Sample, nc: int, min_size: float) -> list[Finding]:
     return out
 
 
+def _duplicate(s: Sample, first: str, category, classes) -> Finding:
+    """An image with the same bytes as ``first``: a warning, or an error when the two are
+    labeled with different classes (a classifier would be taught both)."""
+    if s.category is not None and category is not None and s.category != category:
+        return _finding(
+            "conflicting_labels",
+            s.path,
+            f"same bytes as {first}, but labeled {classes[s.category]!r} here and "
+            f"{classes[category]!r} there; keep the one that is right",
+        )
+    return _finding("duplicate_image", s.path, f"same bytes as {first}")
+
+
 def _duplicate_boxes(s: Sample, thr: float = 0.95) -> list[int]:
     if len(s.boxes) < 2:
         return []
@@ -209,11 +223,9 @@ def check(
             report.findings += found
             if sha is not None:
                 if sha in hashes:
-                    report.findings.append(
-                        _finding("duplicate_image", s.path, f"same bytes as {hashes[sha]}")
-                    )
+                    report.findings.append(_duplicate(s, *hashes[sha], ds.classes))
                 else:
-                    hashes[sha] = str(s.path)
+                    hashes[sha] = (str(s.path), s.category)
             report.findings += _check_boxes(s, len(ds.classes), min_size)
     return report
 
