@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -111,6 +112,25 @@ def test_demo_runs(tmp_path):
     assert (run / "eval" / "test" / "confusion_matrix.png").is_file()
     r = detforge("demo", "--project", tmp_path / "runs", "--n", 20, "--epochs", 0)
     assert (tmp_path / "runs" / "demo" / "exp2" / "summary.json").is_file()  # never reused
+
+
+def test_classification_demo_runs(tmp_path):
+    r = detforge(
+        *("demo", "--task", "classify", "--project", tmp_path / "runs"),
+        *("--n", 45, "--epochs", 1, "--imgsz", 32),
+    )
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "runs" / "demo" / "classify"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["task"] == "classify" and summary["images"] == 45
+    assert summary["splits"] == {"train": 31, "val": 7, "test": 7}
+    assert (run / "splits" / "test" / "circle").is_dir()  # class folders, split per class
+    assert summary["onnx"]["parity"]["same_top1"] and (run / "model.onnx").is_file()
+    assert (run / "eval" / "test" / "misclassified.png").is_file()
+    lines = Path(summary["eval"]["predictions"]).read_text().splitlines()
+    assert len(lines) == 7 and "top" in json.loads(lines[0])
+    r = detforge("demo", "--task", "segment")
+    assert r.returncode == 2 and "detect or classify" in r.stderr
 
 
 def test_eval_predict_export_commands(tmp_path):

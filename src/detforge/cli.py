@@ -543,14 +543,17 @@ def export(
 @app.command()
 def demo(
     project: Path = typer.Option(Path("runs"), help="Where run folders go."),
-    n: int = typer.Option(240, help="Synthetic images."),
+    n: int = typer.Option(None, help="Synthetic images (default 240; classify: 300)."),
     epochs: int = typer.Option(12, help="Training epochs (0 skips training)."),
-    imgsz: int = typer.Option(320, help="Training image size."),
+    imgsz: int = typer.Option(None, help="Training image size (default 320; classify: 64)."),
+    task: str = typer.Option("detect", help="detect (ssdlite on boxes) or classify (resnet18)."),
 ):
     """Synthesize, check, split, pack, train, evaluate, export to ONNX, run on a video."""
-    from detforge.demo import run_demo
+    from detforge.demo import TASKS, run_demo
 
-    summary = run_demo(project, n=n, epochs=epochs, imgsz=imgsz, console=out)
+    if task not in TASKS:
+        raise DetforgeError(f"unknown --task {task!r}", "use detect or classify")
+    summary = run_demo(project, n=n, epochs=epochs, imgsz=imgsz, console=out, task=task)
     out.print(f"\n[bold green]demo done[/]: everything is in [bold]{summary['run_dir']}[/]")
 
 

@@ -33,6 +33,7 @@ def _background(rng: np.random.Generator, w: int, h: int) -> Image.Image:
 
 
 SCALES = ((0.05, 0.12), (0.12, 0.3), (0.3, 0.6))  # small, medium, large: side / image side
+CLASSIFY_SCALES = ((0.35, 0.8),)  # one shape that fills much of the image, as in photo sets
 
 
 def _place(rng, w, h, boxes, scales=SCALES) -> list[int] | None:
@@ -137,13 +138,15 @@ def generate(
     task: str = "detect",
     negatives: float = 0.125,
     max_objects: int = 4,
-    scales=SCALES,
+    scales=None,
 ) -> Dataset:
     """Render ``n`` JPEG images into ``folder`` and return their Dataset.
 
     ``size`` is the largest (width, height); images vary between 60% and 100% of it. Object
-    sides are drawn from one of the ``scales`` ranges (fractions of the image side).
+    sides are drawn from one of the ``scales`` ranges (fractions of the image side; default
+    ``SCALES``, for classification ``CLASSIFY_SCALES``).
     """
+    scales = scales or (CLASSIFY_SCALES if task == "classify" else SCALES)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     samples = []
@@ -211,6 +214,6 @@ def classify_folders(dst, n: int = 90, size=(64, 64), seed: int = 0, sizes: bool
         w, h = size
         if sizes:
             w, h = int(w * rng.uniform(0.6, 1.6)), int(h * rng.uniform(0.6, 1.6))
-        img, _, _ = render(rng, w, h, 1, single_class=cls, scales=((0.35, 0.8),))
+        img, _, _ = render(rng, w, h, 1, single_class=cls, scales=CLASSIFY_SCALES)
         img.save(dst / CLASSES[cls] / f"{i:05d}.png")
     return folders.read(dst)
