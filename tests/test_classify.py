@@ -119,6 +119,12 @@ def test_classic_mistakes_give_clear_errors(tmp_path):
     (data / "empty").rmdir()
     with pytest.raises(DetforgeError, match="does not fit a classify dataset"):
         train(data=str(data), model="ssdlite", **kw)
+    with pytest.raises(DetforgeError, match="needs 3 positive numbers"):
+        train(data=str(data), model="resnet18", model_options={"class_weights": [1, 2]}, **kw)
+    with pytest.raises(DetforgeError, match="'ssdlite' has no option 'class_weights'"):
+        from detforge.models import build
+
+        build("ssdlite", ["a", "b"], class_weights=[1, 2])
     with pytest.raises(DetforgeError, match="--task detect"):
         train(data=str(data), model="ssdlite", task="detect", **kw)
     r = train(data=str(data), model="mobilenet_v3_large", **kw)  # sizes differ: resized

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 
 from detforge.errors import DetforgeError
 from detforge.models import classify, tracker, zoo
@@ -23,7 +24,16 @@ def build(name: str, classes, **options) -> Detector:
     if not classes:
         raise DetforgeError("a model needs at least one class")
     options = {k: v for k, v in options.items() if v is not None}
-    return MODELS[name](list(classes), **options)
+    try:
+        return MODELS[name](list(classes), **options)
+    except TypeError as e:
+        bad = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if not bad:
+            raise
+        raise DetforgeError(
+            f"model {name!r} has no option {bad.group(1)!r}",
+            "`detforge models` lists each model's options",
+        ) from None
 
 
 def describe() -> dict[str, str]:

@@ -75,7 +75,7 @@ class Classifier(Detector):
         _replace_last(self.net, head, len(classes))
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
-        cw = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        cw = _class_weights(class_weights, len(classes))
         self.register_buffer("class_weights", cw, persistent=False)
 
     def _batch(self, images) -> torch.Tensor:
@@ -122,6 +122,28 @@ class Classifier(Detector):
         """Eval on a uint8 batch (B, 3, S, S) -> class probabilities (B, K)."""
         x = (x.float() / 255.0 - self.mean) / self.std
         return (self.net(x).softmax(1),)
+
+
+def _class_weights(value, k: int) -> torch.Tensor | None:
+    """``class_weights`` as a (K,) tensor: K positive numbers, in class order."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise DetforgeError(
+            f"class_weights {value!r}: give one number per class here",
+            "class_weights: balanced is worked out from the data by `detforge train`",
+        )
+    try:
+        w = torch.tensor([float(v) for v in value], dtype=torch.float32)
+    except (TypeError, ValueError):
+        raise DetforgeError(f"class_weights {value!r} must be a list of numbers") from None
+    if len(w) != k or not bool((w > 0).all()):
+        raise DetforgeError(
+            f"class_weights needs {k} positive numbers (one per class, in class order), "
+            f"got {value!r}",
+            "or set class_weights: balanced in the training config",
+        )
+    return w
 
 
 def builder(name: str):
