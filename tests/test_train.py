@@ -178,7 +178,8 @@ def test_config_errors_name_the_field(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_processes_on_cpu(tmp_path):
-    """torchrun with 2 processes (gloo): one run folder, written by rank 0 only."""
+    """torchrun with 2 processes (gloo), balanced sampling on: one run folder, written by rank 0
+    only."""
     data = tiny(tmp_path, n=16, size=64)
     cmd = [
         sys.executable,
@@ -206,6 +207,7 @@ def test_ddp_two_processes_on_cpu(tmp_path):
         "cpu",
         "--name",
         "ddp",
+        "--balanced",  # each rank takes its slice of one seeded draw
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
