@@ -58,7 +58,7 @@ def detect(path) -> str:
                 return kind
         elif suffix == ".xml":
             return "voc"
-        elif suffix == ".csv" and csv.is_csv(p):
+        elif suffix == ".csv" and csv.csv_kind(p):
             return "csv"
         elif suffix in (".yaml", ".yml"):
             return "yolo"

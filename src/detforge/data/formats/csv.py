@@ -35,24 +35,21 @@ def _header(path: Path) -> set[str]:
         return set()
 
 
-def is_detection_csv(path: Path) -> bool:
-    return {"filename", "xmin", "ymin", "xmax", "ymax"} <= _header(path)
-
-
-def is_classification_csv(path: Path) -> bool:
+def csv_kind(path: Path) -> str | None:
+    """``detect`` (box columns), ``classify`` (``filename,label``) or None, from the header."""
     head = _header(path)
-    return "filename" in head and bool(head & set(LABEL_COLUMNS)) and "xmin" not in head
-
-
-def is_csv(path: Path) -> bool:
-    return is_detection_csv(path) or is_classification_csv(path)
+    if {"filename", "xmin", "ymin", "xmax", "ymax"} <= head:
+        return "detect"
+    if "filename" in head and head & set(LABEL_COLUMNS) and "xmin" not in head:
+        return "classify"
+    return None
 
 
 def find_csv(folder: Path) -> Path | None:
     """The folder's detection CSV, else its classification CSV."""
-    files = sorted(folder.glob("*.csv"))
-    return next((p for p in files if is_detection_csv(p)), None) or next(
-        (p for p in files if is_classification_csv(p)), None
+    kinds = {p: csv_kind(p) for p in sorted(folder.glob("*.csv"))}
+    return next((p for p, k in kinds.items() if k == "detect"), None) or next(
+        (p for p, k in kinds.items() if k == "classify"), None
     )
 
 
@@ -126,7 +123,7 @@ def read(path, *, images=None, names=None, **_) -> Dataset:
             path, "no CSV with columns " + ",".join(COLUMNS) + " (detection) or filename,label"
         )
     dirs = ([Path(images)] if images else []) + [cpath.parent, cpath.parent / "images"]
-    if is_classification_csv(cpath):
+    if csv_kind(cpath) == "classify":
         return read_classification(cpath, dirs, names)
     index = ClassIndex(names or read_classes_file(cpath.parent))
     rows: dict[str, dict] = {}
