@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from detforge.engine.evaluate import STAT_KEYS, coco_metrics
+from detforge.engine.evaluate.detection import STAT_KEYS, coco_metrics
 
 
 def synthetic(n: int, seed: int = 0):

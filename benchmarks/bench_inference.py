@@ -25,10 +25,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import detforge  # noqa: E402
 from detforge.data.synth import video  # noqa: E402
-from detforge.engine.export import NOT_EXPORTABLE  # noqa: E402
-from detforge.engine.outputs import predict_files  # noqa: E402
-from detforge.engine.sources import frames  # noqa: E402
-from detforge.models import CLASSIFIERS, MODELS  # noqa: E402
+from detforge.engine.export.onnx import NOT_EXPORTABLE  # noqa: E402
+from detforge.engine.infer.inputs import Source  # noqa: E402
+from detforge.engine.infer.outputs import predict_files  # noqa: E402
+from detforge.models import names  # noqa: E402
 
 from conftest import jittered_checkpoint  # noqa: E402
 
@@ -37,7 +37,7 @@ def bench_video(tmp: Path, n: int, model: str = "ssdlite") -> None:
     w = jittered_checkpoint(tmp / "v.pt", model, imgsz=320)
     det = detforge.load(w)
     src, _, _ = video(tmp / "in.mp4", frames=n, size=(640, 480), seed=0)
-    decoded = [f.image for f in frames(str(src))]
+    decoded = [f.image for f in Source(str(src)).frames()]
     det.predict(decoded[:8], batch=4)  # warm up
     t = time.perf_counter()
     for i in range(0, n, 4):
@@ -79,7 +79,7 @@ def bench_runtimes(tmp: Path, models: list[str], sizes=(320, 640), n: int = 12) 
         if name in NOT_EXPORTABLE:
             print(f"  {name:26s} not exportable: {NOT_EXPORTABLE[name][:60]}...")
             continue
-        for size in (224,) if name in CLASSIFIERS else sizes:  # classifiers: ImageNet's size
+        for size in (224,) if name in names("classify") else sizes:  # classifiers: ImageNet's size
             w = jittered_checkpoint(tmp / f"{name}{size}.pt", name, imgsz=size)
             onnx = detforge.export(w, check=False, dynamic_batch=name == "tracker")["path"]
             fps = []
@@ -94,7 +94,7 @@ def bench_runtimes(tmp: Path, models: list[str], sizes=(320, 640), n: int = 12) 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=1500)
-    ap.add_argument("--models", default=",".join(sorted(MODELS)))
+    ap.add_argument("--models", default=",".join(sorted(names())))
     ap.add_argument("--skip", default="", help="comma list of: video,load,runtimes")
     a = ap.parse_args()
     skip = set(a.skip.split(","))

@@ -9,8 +9,8 @@ import argparse
 import shutil
 import time
 
-from detforge.data.loader import make_loader
 from detforge.data.shards import pack
+from detforge.data.torch.loader import make_loader
 
 from _common import dataset, scratch
 

@@ -27,7 +27,7 @@ import json, resource, sys
 from pathlib import Path
 what, src, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 if what == "train":
-    from detforge.engine.train import train
+    from detforge.engine.train.loop import train
     r = train(data=str(out), model="resnet18", epochs=1, imgsz=32, batch=64, workers=2, lr=1e-3,
               val_split=0.05, precise_bn=0, project=str(out.parent / "runs"), name=out.name)
     n = r["epochs"]
@@ -37,7 +37,7 @@ elif what == "pack":
     pack(read(src), out, shard_size="2MB", workers=2, progress=False)
     n = None
 else:
-    from detforge.data.loader import make_loader
+    from detforge.data.torch.loader import make_loader
     n = sum(len(images) for images, _ in make_loader(out, batch_size=16, workers=2))
 # VmHWM: this process image's own peak (ru_maxrss would include the parent's size at fork)
 status = Path("/proc/self/status").read_text()

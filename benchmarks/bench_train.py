@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from detforge.data.augment import training_view
-from detforge.data.loader import collate
-from detforge.models import MODELS, build
+from detforge.data.torch.augment import training_view
+from detforge.data.torch.loader import collate
+from detforge.models import build, names
 
 from _common import dataset
 
@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--models", default=",".join(names()))
     args = ap.parse_args()
     ds, what = dataset()
     torch.manual_seed(0)

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from detforge.data import read, write
-from detforge.engine.train import train
-from detforge.models import MODELS
+from detforge.engine.train.loop import train
+from detforge.models import names
 
 from _common import RACCOON, scratch
 
@@ -31,7 +31,7 @@ def splits(folder: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=3.0)
-    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--models", default=",".join(names()))
     ap.add_argument("--imgsz", type=int, default=320)
     args = ap.parse_args()
     torch.set_num_threads(2)

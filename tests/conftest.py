@@ -101,7 +101,7 @@ def cut_and_resume(monkeypatch, k: int, **kw) -> tuple[dict, dict, dict, dict]:
     """Train ``kw`` twice on one thread: straight through (run ``straight``), and stopped at the
     k-th stop check, then resumed (run ``cut``). Returns the straight and resumed last.pt, the
     cut run's result and the ``train`` state it stopped with."""
-    import detforge.engine.train as engine
+    import detforge.engine.train.loop as engine
 
     runs = Path(kw["project"]) / "train"
     threads = torch.get_num_threads()

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 import detforge
 from detforge.cli import app
 from detforge.data.synth import classify_folders
-from detforge.engine.outputs import predict_files
-from detforge.engine.train import train
+from detforge.engine.infer.outputs import predict_files
+from detforge.engine.train.loop import train
 from detforge.errors import DetforgeError
 
 from conftest import assert_same_weights, cut_and_resume
@@ -134,7 +134,7 @@ def test_classic_mistakes_give_clear_errors(tmp_path):
     w = Path(r["run_dir"]) / "weights" / "last.pt"
     with pytest.raises(DetforgeError, match="classes"):
         detforge.evaluate(w, other, project=tmp_path / "runs")
-    with pytest.raises(DetforgeError, match="JSON lines"):
+    with pytest.raises(DetforgeError, match="predictions go to jsonl"):
         predict_files(detforge.load(w), str(data), tmp_path, fmt="csv", progress=False)
     res = CliRunner().invoke(app, ["export", str(w)], catch_exceptions=False)
     assert "max probability diff" in res.stdout and "same top-1" in res.stdout
@@ -144,7 +144,7 @@ def test_classic_mistakes_give_clear_errors(tmp_path):
     clip, _, _ = video(tmp_path / "clip.mp4", frames=12, size=(96, 64), fps=10)
     s = predict_files(detforge.load(w), str(clip), tmp_path / "pred" / "v", progress=False)
     assert s["frames"] == 12 and Path(s["video"]).stat().st_size > 0
-    assert sum(s["top1"].values()) == 12 and set(s["top1"]) <= {"circle", "square", "triangle"}
+    assert sum(s["counts"].values()) == 12 and set(s["counts"]) <= {"circle", "square", "triangle"}
     lines = Path(s["predictions"]).read_text().splitlines()
     top = [json.loads(line)["top"] for line in lines]
     assert len(top) == 12 and all(len(t) == 3 for t in top)
@@ -159,7 +159,7 @@ def _imbalanced(root: Path, keep_square: int = 3) -> Path:
 
 
 def test_balanced_sampler_evens_out_classes_and_replays():
-    from detforge.data.loader import BalancedSampler
+    from detforge.data.torch.loader import BalancedSampler
 
     keys = ["a"] * 90 + ["b"] * 10
     draw = lambda rank=0, world=1: list(  # noqa: E731

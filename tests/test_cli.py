@@ -23,7 +23,7 @@ def cli(*args):
 def detforge(*args, cwd=None):
     """Run the real console entry point (error handling lives in main())."""
     return subprocess.run(
-        [sys.executable, "-m", "detforge.cli", *map(str, args)],
+        [sys.executable, "-m", "detforge", *map(str, args)],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -108,7 +108,7 @@ def test_demo_runs(tmp_path):
         and (run / "train" / "exp" / "weights" / "last.pt").is_file()
     )
     assert (run / "model.onnx").is_file() and summary["onnx"]["parity"]["unmatched"] == 0
-    assert summary["video"]["frames"] == 150 and (run / "predict" / "video.mp4").is_file()
+    assert summary["predict"]["frames"] == 150 and (run / "predict" / "video.mp4").is_file()
     assert (run / "eval" / "test" / "confusion_matrix.png").is_file()
     r = detforge("demo", "--project", tmp_path / "runs", "--n", 20, "--epochs", 0)
     assert (tmp_path / "runs" / "demo" / "exp2" / "summary.json").is_file()  # never reused
@@ -127,7 +127,7 @@ def test_classification_demo_runs(tmp_path):
     assert (run / "splits" / "test" / "circle").is_dir()  # class folders, split per class
     assert summary["onnx"]["parity"]["same_top1"] and (run / "model.onnx").is_file()
     assert (run / "eval" / "test" / "misclassified.png").is_file()
-    lines = Path(summary["eval"]["predictions"]).read_text().splitlines()
+    lines = Path(summary["predict"]["predictions"]).read_text().splitlines()
     assert len(lines) == 7 and "top" in json.loads(lines[0])
     r = detforge("demo", "--task", "segment")
     assert r.returncode == 2 and "detect or classify" in r.stderr
@@ -170,7 +170,9 @@ def test_data_side_does_not_import_torch():
         "import sys, detforge, detforge.cli\n"
         "from detforge.data import read, write\n"
         "assert 'torch' not in sys.modules and 'cv2' not in sys.modules, 'imported'\n"
-        "detforge.load\n"
+        "detforge.load, detforge.train, detforge.evaluate\n"
+        "assert 'torch' not in sys.modules, 'the API functions import torch when called'\n"
+        "detforge.Predictor\n"
         "assert 'torch' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -8,8 +8,8 @@ import pytest
 
 import detforge
 from detforge.data.synth import generate
-from detforge.engine.evaluate import STAT_KEYS, coco_dt, coco_gt, coco_metrics
-from detforge.engine.report import at_confidence
+from detforge.engine.evaluate.detection import STAT_KEYS, coco_dt, coco_gt, coco_metrics
+from detforge.engine.evaluate.plots import at_confidence
 from detforge.errors import DetforgeError
 
 from conftest import jittered_checkpoint

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from detforge.data import loader
-from detforge.data.loader import DetectionDataset, ShardDataset, collate, make_loader
 from detforge.data.shards import pack
+from detforge.data.torch import loader
+from detforge.data.torch.loader import SampleDataset, ShardDataset, collate, make_loader
 
 
 def _key(img, target):
@@ -22,7 +22,7 @@ def _key(img, target):
 
 def test_same_contract_from_files_and_shards(synth_ds, tmp_path):
     pack(synth_ds, tmp_path / "p", shard_size=5, workers=1, progress=False)
-    files = [_key(*DetectionDataset(synth_ds)[i]) for i in range(len(synth_ds))]
+    files = [_key(*SampleDataset(synth_ds)[i]) for i in range(len(synth_ds))]
     shards = ShardDataset(tmp_path / "p")
     assert len(shards) == len(synth_ds) and shards.classes == synth_ds.classes
     got = [_key(*item) for item in shards]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from detforge.errors import DetforgeError
-from detforge.models import CLASSIFIERS, MODELS, build, load_checkpoint, save_checkpoint
+from detforge.models import build, load_checkpoint, names, save_checkpoint
 
 CLASSES = ["a", "b", "c"]
 
@@ -22,7 +22,7 @@ def batch():
     return images, targets
 
 
-@pytest.mark.parametrize("name", sorted(set(MODELS) - set(CLASSIFIERS)))  # classify: own tests
+@pytest.mark.parametrize("name", names("detect"))  # classify: own tests
 def test_forward_backward_and_eval_contract(name, tmp_path):
     torch.manual_seed(0)
     model = build(name, CLASSES, imgsz=64)

@@ -13,7 +13,7 @@ from PIL import Image
 
 import detforge
 from detforge.data.synth import render, video
-from detforge.engine.outputs import predict_files
+from detforge.engine.infer.outputs import predict_files
 from detforge.errors import CameraError, DetforgeError
 
 from conftest import jittered_checkpoint

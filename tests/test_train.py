@@ -12,8 +12,8 @@ import torch
 
 from detforge.data import read, write
 from detforge.data.synth import generate
-from detforge.engine.config import ConfigError, load_config
-from detforge.engine.train import train
+from detforge.engine.train.config import ConfigError, load_config
+from detforge.engine.train.loop import train
 from detforge.models import load_checkpoint
 
 from conftest import assert_same_weights, cut_and_resume
@@ -128,7 +128,7 @@ def test_resume_gives_the_same_weights(tmp_path, monkeypatch, k):
 CHILD = """
 import sys, torch
 torch.set_num_threads(1)
-from detforge.engine.train import train
+from detforge.engine.train.loop import train
 train(data=sys.argv[1], model="ssdlite", epochs=40, imgsz=64, batch=4, workers=0, lr=3e-3,
       project=sys.argv[2], name="killed", seed=3)
 """
@@ -223,8 +223,8 @@ def test_ddp_two_processes_on_cpu(tmp_path):
 
 
 def test_out_of_memory_says_what_to_lower(tmp_path, monkeypatch):
-    import detforge.engine.train as engine
-    from detforge.engine.train import TrainingError
+    import detforge.engine.train.loop as engine
+    from detforge.engine.train.loop import TrainingError
 
     real_build = engine.build
 

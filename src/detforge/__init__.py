@@ -1,32 +1,37 @@
 """detforge: from a folder of labeled images to a trained, evaluated, exported detector."""
 
 from detforge import errors
+from detforge._version import __version__
 from detforge.api import (
     check,
     collect,
     convert,
+    evaluate,
+    export,
     fix,
+    list_models,
+    load,
     pack,
+    predict,
     read,
     show,
     split,
     stats,
     synth,
+    train,
     write,
 )
 from detforge.data import Dataset, Sample, read_splits
 from detforge.data.formats import FORMATS
 
-__version__ = "0.1.0"
-
-# The model side imports torch (about 1 s and 400 MB): loaded on first use, so the data tools
-# and the CLI's data commands start fast and stay small.
+# The model side imports torch (about 1 s and 400 MB): the API functions above import it on
+# first call, and these classes load on first use, so the data tools start fast and stay small.
 _LAZY = {
-    "evaluate": ("detforge.engine.evaluate", "evaluate"),
-    "export": ("detforge.engine.export", "export_onnx"),
-    "load": ("detforge.engine.predict", "load"),
-    "Predictor": ("detforge.engine.predict", "Predictor"),
-    "Result": ("detforge.engine.predict", "Result"),
+    "Predictor": ("detforge.engine.infer.predictor", "Predictor"),
+    "Result": ("detforge.engine.infer.results", "Result"),
+    "ClassResult": ("detforge.engine.infer.results", "ClassResult"),
+    "TrainConfig": ("detforge.engine.train.config", "TrainConfig"),
+    "run_demo": ("detforge.demo", "run_demo"),
 }
 
 
@@ -46,6 +51,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "ClassResult",
     "FORMATS",
     "Dataset",
     "Predictor",
@@ -60,12 +66,17 @@ __all__ = [
     "export",
     "fix",
     "load",
+    "list_models",
     "pack",
+    "predict",
+    "run_demo",
     "read",
     "read_splits",
     "show",
     "split",
     "stats",
     "synth",
+    "train",
+    "TrainConfig",
     "write",
 ]

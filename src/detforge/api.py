@@ -8,9 +8,9 @@ from detforge.data import Dataset, convert, read, write
 from detforge.data import check as _check
 from detforge.data import split as _split
 from detforge.data import stats as _stats
+from detforge.data.reading import SPLITS
 from detforge.data.shards import DEFAULT_SHARD_SIZE
 from detforge.data.shards import pack as _pack
-from detforge.data.sources import SPLITS
 from detforge.fileio import atomic_write_text, prepare_destination
 
 
@@ -95,19 +95,25 @@ def show(
     **opts,
 ) -> Path:
     """Save a grid of ``n`` samples with their boxes as a PNG. ``augment`` (True or an
-    AugmentConfig) draws the training view instead: augmented, mosaicked as configured."""
-    from detforge.viz import show_dataset
+    AugmentConfig, or a dict of its fields) draws the training view instead: augmented,
+    mosaicked as configured."""
+    from detforge.data.viz import show_dataset
 
     ds = as_dataset(src, format, **opts)
-    view = None
-    if augment:
-        import torch
+    if not augment:
+        return show_dataset(ds, out, n=n, seed=seed, cols=cols)
+    import torch
 
-        from detforge.data.augment import AugmentConfig, training_view
+    from detforge.data.augmentation import AugmentConfig
+    from detforge.data.torch.augment import training_view
 
+    cfg = augment if isinstance(augment, AugmentConfig) else None
+    if isinstance(augment, dict):
+        cfg = AugmentConfig(**augment)
+    with torch.random.fork_rng(devices=[]):  # seeded draws; the caller's RNG is left as it was
         torch.manual_seed(seed)
-        view = training_view(ds, augment if isinstance(augment, AugmentConfig) else None, imgsz)
-    return show_dataset(ds, out, n=n, seed=seed, cols=cols, view=view)
+        view = training_view(ds, cfg, imgsz)
+        return show_dataset(ds, out, n=n, seed=seed, cols=cols, view=view)
 
 
 def pack(
@@ -157,11 +163,87 @@ def collect(out, camera=0, count: int = 50, interval: float = 0.5) -> list[Path]
     return _collect(out, camera, count, interval)
 
 
+# The model side (torch) loads on first call, so the data tools start fast and stay small.
+
+
+def list_models() -> dict[str, dict]:
+    """Every model ``train --model`` builds: ``{name: {task, summary, options}}``, each option
+    with its type and default (from the builder's signature)."""
+    from detforge.models import describe
+
+    return describe()
+
+
+def train_config():
+    """The TrainConfig class (torch-free): its fields are ``train``'s options."""
+    from detforge.engine.train.config import TrainConfig
+
+    return TrainConfig
+
+
+def train(config=None, *, resume=None, console=None, **overrides) -> dict:
+    """Train a model (see :class:`~detforge.engine.train.config.TrainConfig` for every field;
+    ``config`` is a TrainConfig or a YAML path, ``overrides`` win). ``resume``: a run folder
+    to continue; it may change only epochs, device and workers. Returns a summary."""
+    from detforge.engine.train.config import TrainConfig, load_config
+    from detforge.engine.train.loop import train as _train
+
+    if resume is not None:
+        return _train(resume=resume, console=console, **overrides)
+    cfg = config if isinstance(config, TrainConfig) else load_config(config, **overrides)
+    return _train(cfg, console=console)
+
+
+def evaluate(weights, data, **options) -> dict:
+    """Evaluate a ``.pt``/``.onnx`` model; see :func:`detforge.engine.jobs.evaluate`."""
+    from detforge.engine.jobs import evaluate as _evaluate
+
+    return _evaluate(weights, data, **options)
+
+
+def load(path, device: str = "cpu"):
+    """Load a ``.pt`` or ``.onnx`` model once; returns a Predictor."""
+    from detforge.engine.jobs import load as _load
+
+    return _load(path, device)
+
+
+def predict(weights, source, **options) -> dict:
+    """Predict on files, folders, videos or a camera and write the outputs; see
+    :func:`detforge.engine.jobs.predict`."""
+    from detforge.engine.jobs import predict as _predict
+
+    return _predict(weights, source, **options)
+
+
+def export(weights, out=None, **options) -> dict:
+    """Export a checkpoint to ONNX and check it; see
+    :func:`detforge.engine.export.onnx.export_onnx`."""
+    from detforge.engine.export.onnx import export_onnx
+
+    return export_onnx(weights, out, **options)
+
+
+def task_info(name: str):
+    """The task table's row for ``detect`` or ``classify`` (metric names, summary lines)."""
+    from detforge.engine.tasks import task
+
+    return task(name)
+
+
 __all__ = [
     "as_dataset",
     "check",
     "collect",
     "convert",
+    "evaluate",
+    "export",
+    "load",
+    "list_models",
+    "predict",
+    "task_info",
+    "train",
+    "train_config",
     "fix",
     "pack",
     "read",

@@ -48,25 +48,27 @@ def prepare_destination(dst: str | Path, overwrite: bool = False) -> Path:
     return dst
 
 
-def place_image(data_or_src, dst: Path, mode: str = "copy") -> None:
-    """Put an image at ``dst``: ``mode`` is ``copy`` or ``link`` (hard link, falling back to a
-    copy across file systems). ``data_or_src`` is a source path or the image bytes."""
+def place_image(data_or_src, dst: Path, mode: str = "copy") -> bool:
+    """Put an image at ``dst``: ``mode`` is ``copy`` or ``link`` (hard link; where the file
+    system cannot link, a copy). ``data_or_src`` is a source path or the image bytes. Returns
+    False when a link was asked for and a copy was made (the caller says so)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(data_or_src, (bytes, bytearray)):
         atomic_write_bytes(dst, bytes(data_or_src))
-        return
+        return mode != "link"
     src = Path(data_or_src)
     if dst.exists() and dst.samefile(src):
-        return
+        return True
     if mode == "link":
         tmp = dst.with_name(f".{dst.name}.lnk")
         tmp.unlink(missing_ok=True)
         try:
             os.link(src, tmp)
             os.replace(tmp, dst)
-            return
+            return True
         except OSError:
             tmp.unlink(missing_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp")
     shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
+    return mode != "link"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from detforge.data import formats
 from detforge.data.dataset import Dataset, Issue, Sample, concat
-from detforge.data.sources import read, read_splits
+from detforge.data.reading import read, read_splits
 from detforge.errors import UnknownFormatError
 
 CLASSIFY_FORMATS = ("folders", "csv", "tfrecord")  # formats that hold a label per image

@@ -6,29 +6,9 @@ import time
 import uuid
 from pathlib import Path
 
+from detforge.data.video import open_capture
 from detforge.errors import CameraError
 from detforge.fileio import atomic_write_bytes
-
-
-def open_capture(camera):
-    """An opened ``cv2.VideoCapture`` for a camera index or a video path, else CameraError."""
-    import cv2
-
-    src = int(camera) if str(camera).isdigit() else str(camera)
-    cap = cv2.VideoCapture(src)
-    if not cap.isOpened():
-        cap.release()
-        what = f"camera {src}" if isinstance(src, int) else f"video {src}"
-        hint = (
-            (
-                "check that a camera is connected and not used by another program, or try "
-                "another index (--camera 1)"
-            )
-            if isinstance(src, int)
-            else "check the path and codec"
-        )
-        raise CameraError(f"could not open {what}", hint)
-    return cap
 
 
 def collect(

@@ -1,51 +1,25 @@
-"""Models by name: ``build(name, classes, **options)``; every builder is a plain function."""
+"""Models by name: ``build(name, classes, **options)``; every builder is a plain, typed
+function registered in :mod:`detforge.models.registry`. Importing this package registers the
+torchvision zoo, the tracker and the classifiers."""
 
 from __future__ import annotations
 
-import difflib
-import re
-
-from detforge.errors import DetforgeError
-from detforge.models import classify, tracker, zoo
-from detforge.models.base import Detector, load_checkpoint, save_checkpoint
-
-MODELS = {"tracker": tracker.build, **{name: zoo.builder(name) for name in zoo.FAMILIES}}
-CLASSIFIERS = {name: classify.builder(name) for name in classify.ARCHS}
-MODELS.update(CLASSIFIERS)
-
-
-def build(name: str, classes, **options) -> Detector:
-    """Build model ``name`` for ``classes``. Options: ``imgsz``, ``pretrained`` (none, imagenet,
-    coco) and the model's own (see ``detforge models``)."""
-    if name not in MODELS:
-        close = difflib.get_close_matches(name, list(MODELS), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else "one of " + ", ".join(MODELS)
-        raise DetforgeError(f"unknown model {name!r}", hint)
-    if not classes:
-        raise DetforgeError("a model needs at least one class")
-    options = {k: v for k, v in options.items() if v is not None}
-    try:
-        return MODELS[name](list(classes), **options)
-    except TypeError as e:
-        bad = re.search(r"unexpected keyword argument '(\w+)'", str(e))
-        if not bad:
-            raise
-        raise DetforgeError(
-            f"model {name!r} has no option {bad.group(1)!r}",
-            "`detforge models` lists each model's options",
-        ) from None
-
-
-def describe() -> dict[str, str]:
-    return {name: (fn.__doc__ or "").strip() for name, fn in MODELS.items()}
-
+from detforge.models import classify, tracker, zoo  # noqa: F401 - they register themselves
+from detforge.models.base import Classifier, Detector, Model
+from detforge.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from detforge.models.registry import REGISTRY, build, describe, entry, names, register_model
 
 __all__ = [
-    "CLASSIFIERS",
-    "MODELS",
+    "REGISTRY",
+    "Classifier",
     "Detector",
+    "Model",
     "build",
     "describe",
+    "entry",
     "load_checkpoint",
+    "names",
+    "read_checkpoint",
+    "register_model",
     "save_checkpoint",
 ]

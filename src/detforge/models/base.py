@@ -1,23 +1,28 @@
-"""The Detector contract, input checks, and checkpoints that rebuild their model alone.
+"""The model contract shared by detectors and classifiers, and the input check at its edge.
 
-A Detector takes a list of images, each a ``(3, H, W)`` tensor: uint8 RGB (0-255), or float
-in [0, 1]. It resizes and normalizes them itself. In train mode, with targets (``boxes`` float
-(N, 4) absolute xyxy, ``labels`` int64 (N,) 0-based class indices), it returns a dict of
-losses; in eval mode a list of dicts per image: ``boxes`` (K, 4) xyxy in that image's pixels,
-``scores`` (K,), ``labels`` (K,) 0-based.
+A :class:`Model` takes a list of images, each a ``(3, H, W)`` tensor: uint8 RGB (0-255), or
+float in [0, 1]. It resizes and normalizes them itself. In train mode, with targets, it returns
+a dict of losses. :meth:`Model.infer` is the one inference function: a uint8 batch
+``(B, 3, S, S)`` at the model's input size in, flat output tensors out. The Predictor, the
+training-time validation, ``detforge eval`` and the ONNX graph all call it.
+
+Detectors (``task = "detect"``) take targets with ``boxes`` float (N, 4) absolute xyxy and
+``labels`` int64 (N,) 0-based; ``infer`` returns ``boxes`` (N, 4) xyxy in input pixels,
+``scores`` (N,), ``labels`` (N,) and ``batch_index`` (N,). Classifiers (``task = "classify"``)
+take targets with ``category``; ``infer`` returns ``probs`` (B, K).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import contextlib
 
 import torch
 from torch import nn
 
 from detforge.errors import DetforgeError
-from detforge.fileio import atomic_write_bytes
 
-CHECKPOINT_FORMAT = "detforge-checkpoint"
+MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, applied inside the models
+STD = (0.229, 0.224, 0.225)
 
 
 def to_float(images: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -39,15 +44,27 @@ def to_float(images: list[torch.Tensor]) -> list[torch.Tensor]:
     return out
 
 
-class Detector(nn.Module):
+class Normalize(nn.Module):
+    """[0, 1] float images -> ImageNet-normalized (the buffers are not saved: they are fixed)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class Model(nn.Module):
     """Base class: subclasses set ``name``, ``classes`` and ``options`` (all that rebuilds them)
-    and implement ``forward(images, targets=None)``."""
+    and implement ``forward(images, targets=None)`` (training) and ``infer(x)``."""
 
     name: str = ""
-    task = "detect"
-    output_names = ("boxes", "scores", "labels", "batch_index")
-    resize_mode = "stretch"  # how a predictor brings an image to the square input
-    dynamic_batch = False  # whether detect() traces with a free batch dimension
+    task: str = ""  # detect or classify: see detforge.engine.tasks
+    output_names: tuple[str, ...] = ()
+    resize_mode = "stretch"  # how the host brings an image to the square input
+    dynamic_batch = False  # whether infer() traces with a free batch dimension
 
     def __init__(self, classes: list[str], options: dict):
         super().__init__()
@@ -58,10 +75,30 @@ class Detector(nn.Module):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def imgsz(self) -> int:
+        return int(self.options["imgsz"])
+
     def spec(self) -> dict:
         return {"name": self.name, "classes": self.classes, "options": self.options}
 
-    def detect(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def infer(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def nms_left_out(self):
+        """Inside: ``infer`` skips its final NMS (for a graph whose user runs it). Models
+        without an NMS of their own have nothing to leave out."""
+        yield
+
+
+class Detector(Model):
+    """Boxes, scores and labels per image."""
+
+    task = "detect"
+    output_names = ("boxes", "scores", "labels", "batch_index")
+
+    def infer(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Eval on a uint8 batch (B, 3, S, S) -> flat ``boxes`` (N, 4), ``scores`` (N,),
         ``labels`` (N,) and ``batch_index`` (N,): one tensor each, as the ONNX graph returns
         them."""
@@ -75,50 +112,9 @@ class Detector(nn.Module):
         )
 
 
-def save_checkpoint(path, model: Detector, **extra) -> Path:
-    """One file with the weights and everything needed to rebuild the model (plus ``extra``:
-    plain Python values and tensors, so ``torch.load(weights_only=True)`` reads it)."""
-    import io
+class Classifier(Model):
+    """Class probabilities per image."""
 
-    model = getattr(model, "module", model)  # DDP wrapper
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "version": 1,
-        "model": model.spec(),
-        "state_dict": model.state_dict(),
-        **extra,
-    }
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
-def read_checkpoint(path, map_location="cpu") -> dict:
-    path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError as e:
-        raise DetforgeError(f"{path}: checkpoint not found", "check the path") from e
-    except Exception as e:  # unpickling errors come in many types
-        raise DetforgeError(
-            f"{path}: not a readable checkpoint ({e})", "pass a .pt file written by detforge"
-        ) from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise DetforgeError(
-            f"{path}: not a detforge checkpoint",
-            "detforge reads the .pt files it writes (runs/train/NAME/weights)",
-        )
-    return ckpt
-
-
-def load_checkpoint(path, map_location="cpu", **options) -> tuple[Detector, dict]:
-    """Rebuild the model saved in ``path`` (``options`` override saved ones, e.g. ``imgsz``);
-    returns ``(model in eval mode, checkpoint dict)``."""
-    from detforge.models import build
-
-    ckpt = read_checkpoint(path, map_location)
-    spec = ckpt["model"]
-    options = {**spec["options"], **{k: v for k, v in options.items() if v is not None}}
-    model = build(spec["name"], spec["classes"], pretrained="none", **options)
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval(), ckpt
+    task = "classify"
+    output_names = ("probs",)
+    dynamic_batch = True

@@ -12,11 +12,10 @@ import torchvision
 from torch import nn
 
 from detforge.errors import DetforgeError
-from detforge.models.base import Detector, to_float
+from detforge.models.base import Classifier, Normalize, to_float
+from detforge.models.registry import register_model
 from detforge.models.weights import check_pretrained, ensure_downloaded
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 ARCHS = {
     "resnet18": ("resnet18", "ResNet18_Weights", "fc"),
     "mobilenet_v3_large": ("mobilenet_v3_large", "MobileNet_V3_Large_Weights", "classifier"),
@@ -32,10 +31,8 @@ def _replace_last(net: nn.Module, attr: str, k: int) -> None:
         head[-1] = nn.Linear(head[-1].in_features, k)
 
 
-class Classifier(Detector):
-    task = "classify"
-    dynamic_batch = True
-    output_names = ("probs",)
+class TorchvisionClassifier(Classifier):
+    """A torchvision classification network with a new last layer for ``classes``."""
 
     def __init__(
         self,
@@ -73,8 +70,7 @@ class Classifier(Detector):
             ensure_downloaded(weights)
         self.net = getattr(torchvision.models, fn)(weights=weights)
         _replace_last(self.net, head, len(classes))
-        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+        self.normalize = Normalize()
         cw = _class_weights(class_weights, len(classes))
         self.register_buffer("class_weights", cw, persistent=False)
 
@@ -86,7 +82,7 @@ class Classifier(Detector):
             else F.interpolate(im[None], (size, size), mode="bilinear", antialias=True)[0]
             for im in to_float(images)
         ]
-        return (torch.stack(ims) - self.mean) / self.std
+        return self.normalize(torch.stack(ims))
 
     def forward(self, images, targets=None):
         x = self._batch(images)
@@ -118,10 +114,9 @@ class Classifier(Detector):
         labels = soft.argmax(1)
         return mix(x, labels)
 
-    def detect(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+    def infer(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         """Eval on a uint8 batch (B, 3, S, S) -> class probabilities (B, K)."""
-        x = (x.float() / 255.0 - self.mean) / self.std
-        return (self.net(x).softmax(1),)
+        return (self.net(self.normalize(x.float() / 255.0)).softmax(1),)
 
 
 def _class_weights(value, k: int) -> torch.Tensor | None:
@@ -146,9 +141,33 @@ def _class_weights(value, k: int) -> torch.Tensor | None:
     return w
 
 
-def builder(name: str):
-    def build(classes, **options) -> Classifier:
-        return Classifier(name, classes, **options)
+def _builder(arch: str):
+    def build(
+        classes,
+        *,
+        imgsz: int = 224,
+        label_smoothing: float = 0.0,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
+        class_weights: list | str | None = None,
+        pretrained: str = "none",
+    ) -> TorchvisionClassifier:
+        return TorchvisionClassifier(
+            arch,
+            classes,
+            imgsz=imgsz,
+            label_smoothing=label_smoothing,
+            mixup=mixup,
+            cutmix=cutmix,
+            class_weights=class_weights,
+            pretrained=pretrained,
+        )
 
-    build.__doc__ = f"{name}: image classifier (torchvision {name}; --task classify)"
+    build.__name__ = arch
     return build
+
+
+for _arch in ARCHS:
+    register_model(_arch, task="classify", summary=f"image classifier (torchvision {_arch})")(
+        _builder(_arch)
+    )

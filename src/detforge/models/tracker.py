@@ -14,11 +14,10 @@ from torch import nn
 from torchvision.ops import box_convert, generalized_box_iou_loss
 
 from detforge.errors import DetforgeError
-from detforge.models.base import Detector, to_float
+from detforge.models.base import Detector, Normalize, to_float
+from detforge.models.registry import register_model
 from detforge.models.weights import check_pretrained, ensure_downloaded
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 BACKBONES = ("vgg16", "mobilenet_v3_large", "resnet18")
 
 
@@ -52,7 +51,6 @@ class Tracker(Detector):
         imgsz: int = 224,
         largest: bool = False,
         pretrained: str = "none",
-        max_det: int = 1,
     ):
         super().__init__(classes, {"backbone": backbone, "imgsz": int(imgsz), "largest": largest})
         check_pretrained(pretrained)
@@ -61,8 +59,7 @@ class Tracker(Detector):
         self.features, ch = _backbone(backbone, pretrained)
         self.score_head = nn.Sequential(nn.Linear(ch, 256), nn.ReLU(), nn.Linear(256, len(classes)))
         self.box_head = nn.Sequential(nn.Linear(ch, 256), nn.ReLU(), nn.Linear(256, 4))
-        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+        self.normalize = Normalize()
 
     def _prepare(self, images) -> torch.Tensor:
         size = self.options["imgsz"]
@@ -76,13 +73,13 @@ class Tracker(Detector):
                 for im in to_float(images)
             ]
         )
-        return (x - self.mean) / self.std
+        return self.normalize(x)
 
     dynamic_batch = True
 
-    def detect(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def infer(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Vectorized eval on a uint8 batch (B, 3, S, S) at the model's size: one box each."""
-        logits, box = self._heads_of((x.float() / 255.0 - self.mean) / self.std)
+        logits, box = self._heads_of(self.normalize(x.float() / 255.0))
         scores, labels = torch.sigmoid(logits).max(1)
         size = float(self.options["imgsz"])
         boxes = box_convert(box, "cxcywh", "xyxy").clamp(0, 1) * size
@@ -151,6 +148,17 @@ class Tracker(Detector):
         return losses
 
 
-def build(classes, **options) -> Tracker:
-    """tracker: backbone + class-score head + one box (vgg16, mobilenet_v3_large, resnet18)."""
-    return Tracker(classes, **options)
+@register_model(
+    "tracker", task="detect", summary="one object per image: backbone + score and box heads"
+)
+def tracker(
+    classes,
+    *,
+    imgsz: int = 224,
+    backbone: str = "resnet18",
+    largest: bool = False,
+    pretrained: str = "none",
+) -> Tracker:
+    """backbone: vgg16, mobilenet_v3_large or resnet18; largest: keep each image's largest
+    box (else an image with two boxes is an error)."""
+    return Tracker(classes, backbone=backbone, imgsz=imgsz, largest=largest, pretrained=pretrained)

@@ -7,6 +7,7 @@ background, so the wrapper shifts by one at its edge.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from functools import partial
 
@@ -17,6 +18,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 from detforge.errors import DetforgeError
 from detforge.models.base import Detector, to_float
+from detforge.models.registry import register_model
 from detforge.models.weights import check_pretrained, ensure_downloaded
 
 EVAL_SCORE_THRESH = 0.001  # keep low-score boxes: mAP needs the whole PR curve
@@ -185,36 +187,20 @@ def coco_matches(classes: list[str], categories: list[str]) -> dict[int, int]:
 
 
 class TorchvisionDetector(Detector):
-    """A torchvision detection model with our contract."""
+    """A torchvision detection model with our contract. Built through the family builders
+    below, which say which options each family takes."""
 
-    def __init__(
-        self,
-        name: str,
-        classes: list[str],
-        *,
-        imgsz: int | None = None,
-        rois: int | None = None,
-        anchor_sizes=None,
-        trainable_layers: int | None = None,
-        max_det: int = 100,
-        pretrained: str = "none",
-    ):
+    def __init__(self, name: str, classes: list[str], *, pretrained: str = "none", **options):
         fam = FAMILIES[name]
-        imgsz = int(imgsz or fam.default_size)
-        options = {
-            "imgsz": imgsz,
-            "rois": rois,
-            "anchor_sizes": anchor_sizes,
-            "trainable_layers": trainable_layers,
-            "max_det": max_det,
-        }
+        options["imgsz"] = imgsz = int(options.get("imgsz") or fam.default_size)
         super().__init__(classes, options)
         self.name = name
         self.resize_mode = "stretch" if fam.kind == "ssd" else "letterbox"
         check_pretrained(pretrained)
-        kw = _kwargs(fam, imgsz, rois, anchor_sizes, max_det)
-        if trainable_layers is not None:
-            kw["trainable_backbone_layers"] = trainable_layers
+        rois, anchor_sizes = options.get("rois"), options.get("anchor_sizes")
+        kw = _kwargs(fam, imgsz, rois, anchor_sizes, options["max_det"])
+        if options.get("trainable_layers") is not None:
+            kw["trainable_backbone_layers"] = options["trainable_layers"]
         n = len(classes) + 1
         if pretrained == "coco":
             ensure_downloaded(fam.coco_weights)
@@ -236,6 +222,18 @@ class TorchvisionDetector(Detector):
         if fam.kind == "ssd":
             _set_ssd_size(self.net, imgsz)
 
+    @contextlib.contextmanager
+    def nms_left_out(self):
+        """The final NMS keeps every box (IoU threshold 1) and 10x more candidates survive;
+        set on this instance only, and restored on the way out."""
+        holder = getattr(self.net, "roi_heads", self.net)
+        iou, k = holder.nms_thresh, holder.detections_per_img
+        holder.nms_thresh, holder.detections_per_img = 1.0, k * 10
+        try:
+            yield
+        finally:
+            holder.nms_thresh, holder.detections_per_img = iou, k
+
     def forward(self, images, targets=None):
         images = to_float(images)
         if self.training:
@@ -256,9 +254,91 @@ class TorchvisionDetector(Detector):
         return out
 
 
-def builder(name: str):
-    def build(classes, **options) -> TorchvisionDetector:
-        return TorchvisionDetector(name, classes, **options)
+# One builder per family: the options each family really takes, typed, with defaults.
 
-    build.__doc__ = f"{name}: {FAMILIES[name].builder.__name__} (torchvision)"
+
+@register_model("ssdlite", task="detect", summary="SSDLite + MobileNetV3-Large (torchvision)")
+def ssdlite(
+    classes, *, imgsz: int = 320, max_det: int = 100, pretrained: str = "none"
+) -> TorchvisionDetector:
+    return TorchvisionDetector(
+        "ssdlite", classes, imgsz=imgsz, max_det=max_det, pretrained=pretrained
+    )
+
+
+def _rcnn(name: str):
+    def build(
+        classes,
+        *,
+        imgsz: int = FAMILIES[name].default_size,
+        max_det: int = 100,
+        rois: int | None = None,
+        anchor_sizes: list | None = None,
+        trainable_layers: int | None = None,
+        pretrained: str = "none",
+    ) -> TorchvisionDetector:
+        return TorchvisionDetector(
+            name,
+            classes,
+            imgsz=imgsz,
+            max_det=max_det,
+            rois=rois,
+            anchor_sizes=anchor_sizes,
+            trainable_layers=trainable_layers,
+            pretrained=pretrained,
+        )
+
     return build
+
+
+register_model(
+    "fasterrcnn-mobilenet", task="detect", summary="Faster R-CNN + MobileNetV3-Large FPN"
+)(_rcnn("fasterrcnn-mobilenet"))
+register_model(
+    "fasterrcnn-mobilenet-320",
+    task="detect",
+    summary="Faster R-CNN + MobileNetV3-Large FPN, 320 px",
+)(_rcnn("fasterrcnn-mobilenet-320"))
+register_model("fasterrcnn", task="detect", summary="Faster R-CNN v2 + ResNet-50 FPN")(
+    _rcnn("fasterrcnn")
+)
+
+
+@register_model("retinanet", task="detect", summary="RetinaNet v2 + ResNet-50 FPN")
+def retinanet(
+    classes,
+    *,
+    imgsz: int = 800,
+    max_det: int = 100,
+    anchor_sizes: list | None = None,
+    trainable_layers: int | None = None,
+    pretrained: str = "none",
+) -> TorchvisionDetector:
+    return TorchvisionDetector(
+        "retinanet",
+        classes,
+        imgsz=imgsz,
+        max_det=max_det,
+        anchor_sizes=anchor_sizes,
+        trainable_layers=trainable_layers,
+        pretrained=pretrained,
+    )
+
+
+@register_model("fcos", task="detect", summary="FCOS + ResNet-50 FPN (anchor-free)")
+def fcos(
+    classes,
+    *,
+    imgsz: int = 800,
+    max_det: int = 100,
+    trainable_layers: int | None = None,
+    pretrained: str = "none",
+) -> TorchvisionDetector:
+    return TorchvisionDetector(
+        "fcos",
+        classes,
+        imgsz=imgsz,
+        max_det=max_det,
+        trainable_layers=trainable_layers,
+        pretrained=pretrained,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -48,11 +49,18 @@ def put_images(ds: Dataset, folder: Path, names: list[str], mode: str = "copy") 
     if mode == "none":
         return
     folder.mkdir(parents=True, exist_ok=True)
+    copied = 0
     for s, n in track(
         list(zip(ds.samples, names)), description="images", transient=True, disable=len(ds) < 200
     ):
         src = s.image.path if isinstance(s.image, FileImage) else s.read_bytes()
-        place_image(src, folder / n, mode)
+        copied += not place_image(src, folder / n, mode)
+    if copied:
+        warnings.warn(
+            f"--link: {copied} of {len(names)} images in {folder} were copied, not linked "
+            "(images embedded in annotations or records, or on another file system)",
+            stacklevel=2,
+        )
 
 
 def write_classes(folder: Path, classes: list[str]) -> None:

@@ -10,12 +10,13 @@ import json
 import queue
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from detforge.engine import sources
+from detforge.engine.infer.inputs import Source
 from detforge.errors import DetforgeError
 from detforge.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -145,6 +146,72 @@ def _window(name: str):
     return name
 
 
+class PredictionWriter:
+    """Everything ``predict`` writes for each result: the table (jsonl/csv/coco), the
+    annotated video or images, labelme files beside the images, the live window."""
+
+    def __init__(self, det, src: Source, save_dir: Path, *, fmt, save, labelme, show):
+        formats = det.result_type.table_formats
+        if fmt not in formats:
+            raise DetforgeError(
+                f"--format {fmt!r}: a {det.task} model's predictions go to " + ", ".join(formats),
+                f"use --format {formats[0]}",
+            )
+        if labelme and (src.video is not None or not det.result_type.has_boxes):
+            what = "image files" if src.video is not None else "a detector"
+            raise DetforgeError(f"--save-labelme needs {what}", "drop --save-labelme")
+        self.det, self.dir, self.save, self.labelme = det, save_dir, save, labelme
+        self.table = TableSink(save_dir, fmt)
+        self.sink = None
+        if src.video is not None and save:
+            v = src.video
+            stem = Path(str(v.name)).stem
+            self.sink = VideoSink(save_dir / f"{stem}.mp4", v.fps, (v.width, v.height))
+        self.window = _window("detforge") if show else None
+        self.used: set[str] = set()
+        self.labelme_written = 0
+
+    def add(self, r, overwrite_labelme: bool = False) -> bool:
+        """Write ``r`` everywhere asked; False when the user closed the window (q / Esc)."""
+        self.table.add(r)
+        if self.sink:
+            self.sink.put(r)
+        elif self.save:
+            name = Path(r.source).stem + ".jpg"
+            if name in self.used:  # same stem in two folders: keep both
+                name = f"{Path(r.source).stem}_{r.index}.jpg"
+            self.used.add(name)
+            _, jpg = cv2.imencode(".jpg", r.draw()[..., ::-1])
+            atomic_write_bytes(self.dir / name, jpg.tobytes())
+        if self.labelme:
+            self.labelme_written += _labelme_beside(r, self.det.names, overwrite_labelme)
+        if self.window:
+            cv2.imshow(self.window, r.draw()[..., ::-1])
+            return cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
+        return True
+
+    def close(self, keep_video: bool) -> Path:
+        if self.sink:
+            self.sink.close(keep=keep_video)
+        if self.window:
+            cv2.destroyAllWindows()
+        return self.table.close(self.det.names)
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("predicting"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[fps]:.1f} frames/s"),
+        TimeElapsedColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
 def predict_files(
     det,
     source,
@@ -160,86 +227,38 @@ def predict_files(
     show: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Run ``det`` over ``source`` and write what was asked into ``save_dir``."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    if fmt not in ("jsonl", "csv", "coco"):
-        raise DetforgeError(f"unknown --format {fmt!r}", "use jsonl, csv or coco")
-    src = int(source) if str(source).isdigit() else str(source)
-    video = isinstance(src, int) or sources.is_video(src)
-    info = sources.video_info(src) if video else None
-    if save_labelme and video:
-        raise DetforgeError("--save-labelme needs image files", "extract frames first")
-    if det.task == "classify" and (fmt != "jsonl" or save_labelme):
-        raise DetforgeError(
-            "a classifier's predictions go to JSON lines (top-5 classes per image)",
-            "drop --format csv/coco and --save-labelme for classification models",
-        )
+    """Run ``det`` over ``source`` (opened once) and write what was asked into ``save_dir``;
+    returns a summary (also ``summary.json``)."""
+    src = Source(source)
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
-    table = TableSink(save_dir, fmt)
-    sink = None
-    if video and save:
-        stem = f"camera{src}" if isinstance(src, int) else Path(src).stem
-        sink = VideoSink(save_dir / f"{stem}.mp4", info["fps"], (info["width"], info["height"]))
-    win = _window("detforge") if show else None
-    skipped, labelme, n, dets, used, top1 = [], 0, 0, 0, set(), {}
-    total = (info or {}).get("frames") or (None if video else len(sources.image_paths(src)))
-    bar = Progress(
-        TextColumn("predicting"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.fields[fps]:.1f} frames/s"),
-        TimeElapsedColumn(),
-        disable=not progress,
-        transient=False,
-    )
-    t0 = time.perf_counter()
-    ok = False
+    out = PredictionWriter(det, src, save_dir, fmt=fmt, save=save, labelme=save_labelme, show=show)
+    skipped: list = []
+    counts: Counter = Counter()
+    n, ok, t0 = 0, False, time.perf_counter()
     try:
-        with bar:
-            task = bar.add_task("predict", total=total, fps=0.0)
+        with _progress(progress) as bar:
+            task = bar.add_task("predict", total=src.total, fps=0.0)
             for r in det.stream(src, conf=conf, iou=iou, batch=batch, on_error=skipped.append):
                 n += 1
-                dets += len(r)
-                if det.task == "classify":
-                    name = r.topk(1)[0][0]
-                    top1[name] = top1.get(name, 0) + 1
-                table.add(r)
-                if sink:
-                    sink.put(r)
-                elif save:
-                    name = Path(r.source).stem + ".jpg"
-                    if name in used:  # same stem in two folders: keep both
-                        name = f"{Path(r.source).stem}_{r.index}.jpg"
-                    used.add(name)
-                    _, jpg = cv2.imencode(".jpg", r.draw()[..., ::-1])
-                    atomic_write_bytes(save_dir / name, jpg.tobytes())
-                if save_labelme:
-                    labelme += _labelme_beside(r, det.names, overwrite_labelme)
-                if win:
-                    cv2.imshow(win, r.draw()[..., ::-1])
-                    if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                        break
+                counts.update(r.class_counts())
+                if not out.add(r, overwrite_labelme):
+                    break
                 bar.update(task, advance=1, fps=n / (time.perf_counter() - t0))
         ok = True
     finally:
-        if sink:
-            sink.close(keep=ok or n > 0)
-        if win:
-            cv2.destroyAllWindows()
-    out = table.close(det.names)
+        table = out.close(keep_video=ok or n > 0)
     seconds = time.perf_counter() - t0
     summary = {
         "source": str(source),
+        "task": det.task,
         "frames": n,
-        "detections": dets if det.task != "classify" else None,
-        "top1": dict(sorted(top1.items(), key=lambda kv: -kv[1])) if top1 else None,
+        "counts": dict(counts.most_common()),
         "seconds": round(seconds, 3),
         "fps": round(n / seconds, 2) if seconds else 0.0,
-        "predictions": str(out),
-        "video": str(sink.path) if sink else None,
-        "labelme_written": labelme,
+        "predictions": str(table),
+        "video": str(out.sink.path) if out.sink else None,
+        "labelme_written": out.labelme_written,
         "skipped": [{"source": f.source, "error": f.error} for f in skipped],
         "save_dir": str(save_dir),
     }

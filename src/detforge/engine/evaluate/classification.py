@@ -1,12 +1,15 @@
-"""Classification metrics: top-1, top-5, per-class precision/recall/F1, confusion matrix, and
-a grid of misclassified images; ``evaluate_classifier`` is ``detforge eval`` for classifiers."""
+"""Scoring a classifier on a dataset through a Predictor: top-1, top-5, per-class
+precision/recall/F1, the confusion matrix, and a grid of misclassified images."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
-import torch
 
 from detforge.data.dataset import Dataset
+from detforge.engine.evaluate.detection import EVAL_BATCH, Scored
+from detforge.engine.evaluate.plots import plot_confusion
 
 
 def metrics(probs: np.ndarray, y: np.ndarray, classes: list[str]) -> dict:
@@ -42,33 +45,13 @@ def metrics(probs: np.ndarray, y: np.ndarray, classes: list[str]) -> dict:
     }
 
 
-@torch.no_grad()
-def classify_dataset(model, ds: Dataset, *, batch: int = 32, device="cpu") -> np.ndarray:
-    """Probabilities (N, K) of ``model`` (eval mode) on every sample of ``ds``, in order."""
-    from detforge.data.loader import make_loader
-
-    was = model.training
-    model.eval()
-    out = []
-    for images, _ in make_loader(ds, batch_size=batch, workers=0, shuffle=False):
-        out += [o["probs"].cpu().numpy() for o in model([im.to(device) for im in images])]
-    model.train(was)
-    return np.stack(out) if out else np.zeros((0, len(ds.classes)), np.float32)
-
-
-def validate(model, ds: Dataset, *, batch: int = 32, device="cpu") -> dict:
-    y = np.array([s.category for s in ds.samples], np.int64)
-    return metrics(classify_dataset(model, ds, batch=batch, device=device), y, ds.classes)
-
-
-def evaluate_classifier(det, ds: Dataset, run, batch: int = 32) -> dict:
-    """Top-k metrics of a loaded Predictor on ``ds``; writes the confusion matrix and a grid
-    of misclassified images into ``run``."""
-    from detforge.engine.report import plot_confusion
-    from detforge.viz import grid, save_png
+def score(det, ds: Dataset, *, batch: int = EVAL_BATCH, progress: bool = False, **_) -> Scored:
+    """Top-k metrics of Predictor ``det`` on ``ds``; keeps up to 16 misclassified images."""
+    from rich.progress import track
 
     probs, wrong = [], []
-    for i in range(0, len(ds), batch):
+    steps = range(0, len(ds), batch)
+    for i in track(steps, description="evaluating", disable=not progress, transient=True):
         chunk = ds.samples[i : i + batch]
         images = [s.load() for s in chunk]
         for s, im, r in zip(chunk, images, det.predict(images, batch=batch)):
@@ -76,12 +59,20 @@ def evaluate_classifier(det, ds: Dataset, run, batch: int = 32) -> dict:
             if r.top[0] != s.category and len(wrong) < 16:
                 wrong.append(_caption(im, f"{ds.classes[s.category]} -> {r.names[r.top[0]]}"))
     y = np.array([s.category for s in ds.samples], np.int64)
-    m = metrics(np.stack(probs), y, ds.classes)
-    plot_confusion(m["confusion"], ds.classes, run / "confusion_matrix.png")
-    if wrong:
-        save_png(grid(wrong, cols=4, cell=160), run / "misclassified.png")
-    m["confusion"] = m["confusion"].tolist()
-    return m
+    p = np.stack(probs) if probs else np.zeros((0, len(ds.classes)), np.float32)
+    m = metrics(p, y, ds.classes)
+    cm = m["confusion"]
+    m.update(confusion=cm.tolist(), images=len(ds))
+    return Scored(m, [{"probs": x} for x in probs], {"confusion": cm, "wrong": wrong})
+
+
+def write_report(scored: Scored, ds: Dataset, run: Path) -> None:
+    """The confusion matrix and a grid of misclassified images."""
+    from detforge.data.viz import grid, save_png
+
+    plot_confusion(scored.extra["confusion"], ds.classes, run / "confusion_matrix.png")
+    if scored.extra["wrong"]:
+        save_png(grid(scored.extra["wrong"], cols=4, cell=160), run / "misclassified.png")
 
 
 def _caption(image: np.ndarray, text: str) -> np.ndarray:

@@ -19,9 +19,9 @@ import numpy as np
 from PIL import Image
 
 from detforge.data.image import IMAGE_EXTS, decode, find_images, to_rgb
+from detforge.data.video import VideoSource, is_video
 from detforge.errors import DetforgeError, ImageError
 
-VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 RANGES = {(0, 1): (0.0, 255.0), (-1, 1): (1.0, 127.5), (0, 255): (0.0, 1.0)}  # (x + a) * b
 
 
@@ -96,10 +96,6 @@ def _to_uint8(x: np.ndarray, value_range, what: str) -> np.ndarray:
     return np.clip(np.rint((x.astype(np.float32) + a) * b), 0, 255).astype(np.uint8)
 
 
-def is_video(path) -> bool:
-    return Path(str(path)).suffix.lower() in VIDEO_EXTS
-
-
 def image_paths(spec) -> list[str]:
     """A path, folder or glob -> the image files it names (sorted), or a clear error."""
     s = str(spec)
@@ -156,62 +152,32 @@ def load_item(item, k: int, *, bgr: bool = False, value_range=None) -> Frame:
     return Frame(to_rgb8(item, bgr=bgr, value_range=value_range, what=f"input {k}"), f"#{k}", k)
 
 
-def _video_frames(spec) -> Iterator[Frame]:
-    import cv2
+class Source:
+    """An input source parsed and opened once: a camera index or video file (``video`` is the
+    opened :class:`~detforge.data.video.VideoSource`), or images (a path, folder, glob, list,
+    arrays). ``total`` is the frame or image count (None when unknown)."""
 
-    from detforge.data.collect import open_capture
+    def __init__(self, spec):
+        self.spec = spec
+        self.video: VideoSource | None = None
+        self.items: list | None = None
+        if isinstance(spec, (int, str, os.PathLike)) and is_video(spec):
+            self.video = VideoSource(spec)
+            self.name = self.video.name
+            self.total = self.video.frames or None
+        else:
+            self.items = expand(spec)
+            self.name = str(spec) if isinstance(spec, (str, os.PathLike)) else "inputs"
+            self.total = len(self.items)
 
-    cap = open_capture(spec)
-    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-    name = f"camera{spec}" if isinstance(spec, int) else str(spec)
-    k = 0
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                if k == 0:
-                    raise DetforgeError(
-                        f"{name}: opened but no frame could be read",
-                        "check the camera or re-encode the video (e.g. ffmpeg -i in out.mp4)",
-                    )
-                return
-            yield Frame(frame[..., ::-1], name, k, k / fps if fps > 0 else None)
-            k += 1
-    finally:
-        cap.release()
-
-
-def video_info(spec) -> dict:
-    """fps, size and frame count of a video file or camera (count 0 when unknown)."""
-    import cv2
-
-    from detforge.data.collect import open_capture
-
-    cap = open_capture(spec)
-    try:
-        return {
-            "fps": cap.get(cv2.CAP_PROP_FPS) or 30.0,
-            "width": int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-            "height": int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-            "frames": max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0),
-        }
-    finally:
-        cap.release()
-
-
-def frames(source, *, bgr: bool = False, value_range=None) -> Iterator[Frame]:
-    """All frames of ``source``: a camera index, a video file, a folder, a glob, an image
-    sequence (list), or arrays."""
-    if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
-        yield from _video_frames(int(source))
-        return
-    if isinstance(source, (str, os.PathLike)) and is_video(source):
-        if not Path(source).exists():
-            raise DetforgeError(f"{source}: video not found", "check the path")
-        yield from _video_frames(str(source))
-        return
-    for k, item in enumerate(expand(source)):
-        yield load_item(item, k, bgr=bgr, value_range=value_range)
+    def frames(self, *, bgr: bool = False, value_range=None) -> Iterator[Frame]:
+        """Every frame or image, decoded (a file that does not decode: ``Frame.error``)."""
+        if self.video is not None:
+            for k, t, image in self.video.read():
+                yield Frame(image, self.video.name, k, t)
+            return
+        for k, item in enumerate(self.items):
+            yield load_item(item, k, bgr=bgr, value_range=value_range)
 
 
 _END = object()

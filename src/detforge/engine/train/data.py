@@ -7,25 +7,34 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader
 
-from detforge.data.augment import training_view
-from detforge.data.loader import collate
-from detforge.engine.config import ConfigError, TrainConfig
+from detforge.data.torch.loader import collate
+from detforge.engine.train.config import ConfigError, TrainConfig
 
 
 def load_data(cfg: TrainConfig, say) -> tuple:
-    """(train Dataset, val Dataset): the data YAML's splits, or a seeded split announced."""
+    """(train Dataset, val Dataset): a data YAML's train and val splits, or a seeded split
+    of the data (or of a YAML's train split when it names no val), announced."""
     from detforge.data import read
-    from detforge.data.sources import is_data_yaml, read_splits
+    from detforge.data.reading import is_data_yaml, read_splits
     from detforge.data.split import split
 
     src = Path(cfg.data)
     if is_data_yaml(src):
         parts = read_splits(src)
-        if "train" in parts and "val" in parts:
-            return parts["train"], parts["val"]
-        ds = parts.get("train") or next(iter(parts.values()))
+        if "train" not in parts:
+            raise ConfigError(
+                f"{src}: names no train split (it has {', '.join(parts)})",
+                "add a train: entry, or pass the training data itself as --data",
+            )
+        ds = parts["train"]
+        if not len(ds):
+            raise ConfigError(f"{src}: the train split holds no images", "check its train: entry")
+        if "val" in parts and len(parts["val"]):
+            return ds, parts["val"]
     else:
         ds = read(src)
+    if not len(ds):
+        raise ConfigError(f"{src}: holds no images", "check the path (`detforge data stats`)")
     parts = split(ds, (1 - cfg.val_split, cfg.val_split), seed=cfg.seed)
     say(
         f"no val split in {src}: holding out {len(parts['val'])} of {len(ds)} images "
@@ -34,12 +43,31 @@ def load_data(cfg: TrainConfig, say) -> tuple:
     return parts["train"], parts["val"]
 
 
-def make_loader(train_ds, cfg: TrainConfig, gen, rank: int, world: int):
+def fingerprint(cfg: TrainConfig, train_ds, val_ds) -> dict:
+    """What the run trained on, saved in each checkpoint: the source, the split sizes and a
+    hash of the image names and box counts (changes when the data does)."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for s in (*train_ds.samples, *val_ds.samples):
+        h.update(f"{s.name}\t{len(s.boxes)}\t{s.category}\n".encode())
+    return {
+        "source": str(cfg.data),
+        "train_images": len(train_ds),
+        "val_images": len(val_ds),
+        "sha1": h.hexdigest(),
+    }
+
+
+def train_loader(train_ds, cfg: TrainConfig, gen, rank: int, world: int):
+    """The shuffled (or balanced, or DDP-sliced) loader over the augmented training view."""
+    from detforge.data.torch.augment import training_view
+
     data = training_view(train_ds, cfg.augment, cfg.imgsz)
     sampler = None
     if cfg.balanced:
-        from detforge.data.loader import BalancedSampler
         from detforge.data.split import strata
+        from detforge.data.torch.loader import BalancedSampler
 
         sampler = BalancedSampler(strata(train_ds), gen, rank, world)
     elif world > 1:
@@ -62,7 +90,7 @@ def make_loader(train_ds, cfg: TrainConfig, gen, rank: int, world: int):
 
 def check_task(cfg: TrainConfig, ds) -> None:
     """The data, --task and --model must agree; a classification set needs every class."""
-    from detforge.models import CLASSIFIERS
+    from detforge.models import entry, names
 
     task = ds.task if cfg.task == "auto" else cfg.task
     if task != ds.task:
@@ -71,10 +99,8 @@ def check_task(cfg: TrainConfig, ds) -> None:
             f"--task {task} but {cfg.data} is a {ds.task} dataset",
             f"a {task} dataset has {what}; check --data or drop --task",
         )
-    if (cfg.model in CLASSIFIERS) != (task == "classify"):
-        pick = (
-            ", ".join(CLASSIFIERS) if task == "classify" else "ssdlite, fasterrcnn-mobilenet, ..."
-        )
+    if entry(cfg.model).task != task:
+        pick = ", ".join(names(task))
         raise ConfigError(
             f"model {cfg.model!r} does not fit a {task} dataset", f"use --model {pick}"
         )
@@ -105,7 +131,8 @@ def model_options(cfg: TrainConfig, ds) -> dict:
 
 
 def check_dataset(model, ds) -> None:
-    if getattr(model, "name", "") == "tracker" and not model.options.get("largest"):
+    """What one model cannot learn from the data: the tracker and images with many boxes."""
+    if model.name == "tracker" and not model.options.get("largest"):
         many = sum(1 for s in ds.samples if len(s.boxes) > 1)
         if many:
             raise ConfigError(

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from detforge._version import __version__
 from detforge.fileio import atomic_write_bytes
 
 
@@ -64,10 +65,7 @@ def _append_csv(path: Path, row: dict) -> None:
 
 
 def _plots(run: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from detforge.engine.evaluate.plots import figure, png
 
     with (run / "metrics.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
@@ -80,7 +78,8 @@ def _plots(run: Path) -> None:
     ):
         if not keys:
             continue
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig = figure((6, 4))
+        ax = fig.subplots()
         for k in keys:
             ax.plot(
                 epochs, [float(r[k]) if r.get(k) else np.nan for r in rows], marker="o", label=k
@@ -88,38 +87,45 @@ def _plots(run: Path) -> None:
         ax.set_xlabel("epoch")
         ax.legend()
         ax.grid(alpha=0.3)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-        plt.close(fig)
-        atomic_write_bytes(run / "plots" / f"{name}.png", buf.getvalue())
+        atomic_write_bytes(run / "plots" / f"{name}.png", png(fig, dpi=100))
+
+
+def detforge_revision() -> str | None:
+    """The git revision of the detforge source in use (an editable install from a checkout),
+    else None; never the revision of the user's current directory or of a repository that
+    merely holds a virtualenv."""
+    import subprocess
+
+    src = Path(__file__).resolve().parents[3]  # the folder holding the detforge package
+
+    def git(*args) -> str | None:
+        try:
+            r = subprocess.run(
+                ["git", "-C", str(src), *args], capture_output=True, text=True, timeout=5
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    if git("ls-files", "--error-unmatch", "detforge/_version.py") is None:
+        return None  # not a tracked detforge source tree
+    return git("rev-parse", "HEAD")
 
 
 def save_environment(run: Path, cfg) -> None:
     import platform
-    import subprocess
 
     import torchvision
 
-    import detforge
-
-    try:
-        rev = (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-            ).stdout.strip()
-            or None
-        )
-    except (OSError, subprocess.SubprocessError):
-        rev = None
     env = {
-        "detforge": detforge.__version__,
+        "detforge": __version__,
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cuda": torch.version.cuda,
         "seed": cfg.seed,
-        "git": rev,
+        "detforge_git": detforge_revision(),
         "cpu_count": os.cpu_count(),
     }
     atomic_write_bytes(run / "environment.json", json.dumps(env, indent=2).encode())

@@ -7,15 +7,7 @@ import os
 
 import torch
 
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+from detforge.engine.devices import pick_device
 
 
 def distributed(cfg) -> tuple[int, int, torch.device]:

@@ -35,7 +35,7 @@ def _item(pixels: np.ndarray, boxes, labels, iscrowd, image_id: int, category=No
     return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1), target
 
 
-class DetectionDataset(TorchDataset):
+class SampleDataset(TorchDataset):
     """Map-style dataset over a :class:`Dataset` (images decoded on access)."""
 
     def __init__(self, ds: Dataset, transform=None):
@@ -128,11 +128,28 @@ class ShardDataset(IterableDataset):
 
     def _to_item(self, f, i, p):
         labels = np.array([self._id_to_index.get(int(c), -1) for c in p.class_ids], np.int64)
-        if (labels < 0).any():
+        if (labels < 0).any():  # ids from another label map: the class names decide
             labels = np.array(
                 [self.classes.index(t) if t in self.classes else -1 for t in p.class_text], np.int64
             )
+        if (labels < 0).any() or len(labels) != len(p.boxes):
+            known = ", ".join(self.classes)
+            raise FormatError(
+                f,
+                f"a box's class (id {list(p.class_ids)}, text {list(p.class_text)}) is not one "
+                f"of the dataset's classes ({known})",
+                "pass the label_map.pbtxt the records were written with, or re-pack the data",
+                record=i,
+            )
         category = self._id_to_index.get(p.category_id) if p.category_id is not None else None
+        if p.category_id is not None and category is None:
+            raise FormatError(
+                f,
+                f"image class id {p.category_id} is not in the label map "
+                f"({', '.join(self.classes)})",
+                "pass the label_map.pbtxt the records were written with",
+                record=i,
+            )
         pixels = imageio.decode(p.image, f"{f} (record {i})")
         item = _item(pixels, p.boxes, labels, p.iscrowd, i, category)
         return self.transform(*item) if self.transform else item
@@ -203,7 +220,7 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader over a :class:`Dataset` or a shard source (folder, index.json, records)."""
     if isinstance(source, Dataset):
-        ds = DetectionDataset(source, transform)
+        ds = SampleDataset(source, transform)
         gen = torch.Generator().manual_seed(seed)
         return DataLoader(
             ds,

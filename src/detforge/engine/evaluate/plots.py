@@ -75,23 +75,24 @@ def at_confidence(gts, preds, num_classes: int, conf: float, iou: float = 0.5) -
     }
 
 
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
+def figure(figsize):
+    """A matplotlib Figure of its own (object API: no pyplot state, no backend switch, so a
+    notebook's backend is left as the user set it)."""
+    from matplotlib.figure import Figure
 
+    return Figure(figsize=figsize)
+
+
+def png(fig, dpi: int = 110) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
 
 
 def plot_pr(curves: dict[str, np.ndarray], path, title: str = "PR curve at IoU 0.5") -> None:
     """``curves[name]``: precision at the 101 COCO recall points (-1 where undefined)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig = figure((6, 5))
+    ax = fig.subplots()
     r = np.linspace(0, 1, 101)
     for name, p in curves.items():
         p = np.asarray(p, float)
@@ -101,19 +102,15 @@ def plot_pr(curves: dict[str, np.ndarray], path, title: str = "PR curve at IoU 0
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
-    atomic_write_bytes(path, _png(fig))
+    atomic_write_bytes(path, png(fig))
 
 
 def plot_confusion(cm: np.ndarray, names: list[str], path, title: str = "") -> None:
     """Rows: true class, columns: predicted; ``background`` is the last row and column."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels = list(names) + (["background"] if len(cm) == len(names) + 1 else [])
     n = len(labels)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.55 * n))
+    fig = figure((1.0 + 0.6 * n, 0.8 + 0.55 * n))
+    ax = fig.subplots()
     rows = cm.sum(1, keepdims=True)
     frac = np.divide(cm, rows, out=np.zeros(cm.shape, float), where=rows > 0)
     ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
@@ -132,4 +129,4 @@ def plot_confusion(cm: np.ndarray, names: list[str], path, title: str = "") -> N
     ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(n), labels, fontsize=8)
     ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix (counts)")
-    atomic_write_bytes(path, _png(fig))
+    atomic_write_bytes(path, png(fig))

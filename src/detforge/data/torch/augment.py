@@ -1,29 +1,18 @@
 """Box-aware training augmentation with torchvision.transforms.v2.
 
-``build_transform(cfg)`` returns a callable ``(image uint8 (3, H, W), target) -> (image,
-target)`` for :class:`~detforge.data.loader.DetectionDataset`. ``SanitizeBoundingBoxes`` runs
+``Augment(cfg)`` is a callable ``(image uint8 (3, H, W), target) -> (image,
+target)`` for :class:`~detforge.data.torch.loader.SampleDataset`. ``SanitizeBoundingBoxes`` runs
 last, so no degenerate box reaches a loss; negatives pass through untouched.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-
-@dataclass
-class AugmentConfig:
-    hflip: float = 0.5  # probability of a horizontal flip
-    vflip: float = 0.0  # probability of a vertical flip (aerial or microscope images)
-    scale_jitter: tuple[float, float] = (0.75, 1.25)  # random rescale range (1, 1 = off)
-    iou_crop: float = 0.0  # probability of an SSD-style IoU crop
-    color: float = 0.2  # brightness/contrast/saturation jitter strength (0 = off)
-    hue: float = 0.02  # hue jitter
-    mosaic: float = 0.0  # probability of a 4-image mosaic (needs the whole dataset: Mosaic)
+from detforge.data.augmentation import AugmentConfig
 
 
 class Augment:
@@ -118,14 +107,14 @@ class Mosaic(Dataset):
 def training_view(ds, cfg: AugmentConfig | None = None, imgsz: int = 640):
     """The torch dataset training sees: samples decoded, mosaicked (by ``cfg.mosaic``) and
     augmented. ``detforge data show --augment`` draws exactly this."""
-    from detforge.data.loader import DetectionDataset
+    from detforge.data.torch.loader import SampleDataset
 
     cfg = cfg or AugmentConfig()
     if ds.task == "classify":
-        return DetectionDataset(ds, ClassifyAugment(imgsz, cfg))
+        return SampleDataset(ds, ClassifyAugment(imgsz, cfg))
     if cfg.mosaic > 0:
-        return Mosaic(DetectionDataset(ds), cfg.mosaic, imgsz, Augment(cfg))
-    return DetectionDataset(ds, Augment(cfg))
+        return Mosaic(SampleDataset(ds), cfg.mosaic, imgsz, Augment(cfg))
+    return SampleDataset(ds, Augment(cfg))
 
 
 class ClassifyAugment:

@@ -1,19 +1,28 @@
-"""COCO detection metrics for a model on a dataset: mAP@[.5:.95], mAP50, mAP75, S/M/L, per class.
+"""Scoring a detector on a dataset: COCO mAP@[.5:.95], mAP50, mAP75, S/M/L, per class, plus
+precision, recall and a confusion matrix at one confidence.
 
-Ground truth and detections are converted to COCO dicts at this edge (xywh, 1-based category
-ids); negatives are images without annotations, so detections on them lower precision.
+The detections come from a Predictor (the same path as ``predict`` and the ONNX model), so
+training-time validation and ``detforge eval`` score exactly the same boxes. Ground truth and
+detections are converted to COCO dicts at this edge (xywh, 1-based category ids); negatives
+are images without annotations, so detections on them lower precision.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
-import torch
 
 from detforge.boxes import from_xyxy
 from detforge.data.dataset import Dataset
+from detforge.engine.evaluate.plots import at_confidence, plot_confusion, plot_pr
+from detforge.fileio import atomic_write_json
+
+EVAL_CONF = 0.001  # keep low scores: mAP needs the whole PR curve
+EVAL_BATCH = 8  # validation and eval run the same batches (same numbers, bit for bit)
 
 STAT_KEYS = (
     "mAP50-95",
@@ -113,117 +122,43 @@ def coco_metrics(gt: dict, dets: list[dict], engine: str = "faster") -> dict:
     return out
 
 
-@torch.no_grad()
-def predict_dataset(
-    model, ds: Dataset, *, batch: int = 8, workers: int = 0, device="cpu", progress: bool = False
-) -> list[dict]:
-    """Run ``model`` (eval mode) over every sample of ``ds``; predictions in dataset order."""
-    from rich.progress import track
+@dataclass
+class Scored:
+    """A model's score on a dataset: ``metrics`` (plain values, what results.json holds) and
+    what the written report needs."""
 
-    from detforge.data.loader import make_loader
-
-    was_training = model.training
-    model.eval()
-    preds = []
-    loader = make_loader(ds, batch_size=batch, workers=workers, shuffle=False)
-    for images, _ in track(loader, description="evaluating", disable=not progress, transient=True):
-        for o in model([im.to(device) for im in images]):
-            preds.append({k: v.cpu().numpy() for k, v in o.items()})
-    model.train(was_training)
-    return preds
+    metrics: dict
+    predictions: list = field(default_factory=list)  # per image: boxes, scores, labels
+    extra: dict = field(default_factory=dict)
 
 
-def evaluate_model(
-    model,
-    ds: Dataset,
-    *,
-    batch: int = 8,
-    workers: int = 0,
-    device="cpu",
-    engine: str = "faster",
-    progress: bool = False,
-) -> dict:
-    """COCO metrics of ``model`` on ``ds``."""
-    preds = predict_dataset(
-        model, ds, batch=batch, workers=workers, device=device, progress=progress
-    )
-    return coco_metrics(coco_gt(ds), coco_dt(preds), engine)
-
-
-def _eval_split(data, split: str | None):
-    """The dataset to evaluate on: a data YAML's ``split`` (val by default), else all of
-    ``data``."""
-    from pathlib import Path
-
-    from detforge.data import read
-    from detforge.data.sources import is_data_yaml, read_splits
-    from detforge.errors import DetforgeError
-
-    if is_data_yaml(Path(data)):
-        parts = read_splits(data)
-        split = split or ("val" if "val" in parts else "test" if "test" in parts else "train")
-        if split not in parts:
-            raise DetforgeError(
-                f"{data}: has no {split!r} split", f"use --split {' or '.join(parts)}"
-            )
-        return parts[split], split
-    return read(data), split or "all"
-
-
-def predictions(det, ds: Dataset, *, batch: int = 8, progress: bool = False) -> list[dict]:
-    """The Predictor's detections (score >= 0.001, as mAP needs) for each sample, streamed."""
+def detections(det, ds: Dataset, *, batch: int = EVAL_BATCH, progress: bool = False) -> list:
+    """The Predictor's detections (score >= EVAL_CONF, no extra NMS) for each sample, in order,
+    decoding ``batch`` images at a time."""
     from rich.progress import track
 
     preds = []
     steps = range(0, len(ds), batch)
     for i in track(steps, description="evaluating", disable=not progress, transient=True):
         images = [s.load() for s in ds.samples[i : i + batch]]
-        for r in det.predict(images, conf=0.001, iou=1.0, max_det=100, batch=batch):
-            preds.append({"boxes": r.boxes, "scores": r.scores, "labels": r.labels})
+        for r in det.predict(images, conf=EVAL_CONF, iou=1.0, max_det=100, batch=batch):
+            preds.append(r.scored())
     return preds
 
 
-def evaluate(
-    weights,
-    data,
+def score(
+    det,
+    ds: Dataset,
     *,
-    split: str | None = None,
+    batch: int = EVAL_BATCH,
     conf: float = 0.25,
     iou: float = 0.5,
-    batch: int = 8,
-    device: str = "cpu",
     engine: str = "faster",
-    project="runs",
-    name: str = "exp",
     progress: bool = False,
-) -> dict:
-    """Evaluate a ``.pt`` or ``.onnx`` model on ``data`` (a data YAML's ``split``, else the
-    whole dataset). COCO mAP (all images; negatives count), per-class AP, and precision,
-    recall and a confusion matrix at ``conf`` (IoU ``iou``). Writes ``results.json``,
-    ``pr_curve.png`` and ``confusion_matrix.png`` into ``runs/eval/NAME``; returns the
-    metrics with ``run_dir``."""
-    from detforge.engine.predict import load
-    from detforge.engine.report import at_confidence, plot_confusion, plot_pr
-    from detforge.errors import DetforgeError
-    from detforge.fileio import atomic_write_json
-    from detforge.runs import new_run_dir
-
-    det = load(weights, device=device)
-    ds, split = _eval_split(data, split)
-    if list(ds.classes) != list(det.names):
-        raise DetforgeError(
-            f"{weights}: the model's classes {det.names} differ from the dataset's {ds.classes}",
-            "evaluate on the data the model was trained for (same class list and order)",
-        )
-    if det.task == "classify":
-        from detforge.engine.classify_eval import evaluate_classifier
-
-        run = new_run_dir("eval", name, project)
-        m = evaluate_classifier(det, ds, run, batch=batch)
-        m.update(images=len(ds), split=split, weights=str(weights), run_dir=str(run))
-        atomic_write_json(run / "results.json", m)
-        return m
-    preds = predictions(det, ds, batch=batch, progress=progress)
+) -> Scored:
+    """COCO metrics of Predictor ``det`` on ``ds`` (all images; negatives count), per-class AP,
+    and precision, recall and the confusion matrix at ``conf`` (IoU ``iou``)."""
+    preds = detections(det, ds, batch=batch, progress=progress)
     metrics = coco_metrics(coco_gt(ds), coco_dt(preds), engine)
     pr50 = metrics.pop("pr50")
     at = at_confidence([(s.boxes, s.labels) for s in ds.samples], preds, len(ds.classes), conf, iou)
@@ -236,24 +171,24 @@ def evaluate(
             fn=int(at["fn"][k]),
         )
     metrics.update(
+        fitness=metrics["mAP50-95"],
         precision=float(at["precision_all"]),
         recall=float(at["recall_all"]),
         conf=conf,
         iou=iou,
         images=len(ds),
         negatives=sum(s.is_negative for s in ds.samples),
-        split=split,
-        weights=str(weights),
         confusion=at["confusion"].tolist(),
     )
-    run = new_run_dir("eval", name, project)
-    plot_pr(pr50, run / "pr_curve.png")
-    plot_confusion(
-        at["confusion"],
-        ds.classes,
-        run / "confusion_matrix.png",
-        f"confusion at conf {conf}, IoU {iou}",
-    )
-    metrics["run_dir"] = str(run)
-    atomic_write_json(run / "results.json", metrics)
-    return metrics
+    return Scored(metrics, preds, {"pr50": pr50, "confusion": at["confusion"]})
+
+
+def write_report(scored: Scored, ds: Dataset, run: Path) -> None:
+    """PR curves, the confusion matrix, and the scored detections as COCO files
+    (``predictions.json`` against ``gt.json``) that any COCO tool re-scores."""
+    m = scored.metrics
+    plot_pr(scored.extra["pr50"], run / "pr_curve.png")
+    title = f"confusion at conf {m['conf']}, IoU {m['iou']}"
+    plot_confusion(scored.extra["confusion"], ds.classes, run / "confusion_matrix.png", title)
+    atomic_write_json(run / "gt.json", coco_gt(ds), indent=None)
+    atomic_write_json(run / "predictions.json", coco_dt(scored.predictions), indent=None)

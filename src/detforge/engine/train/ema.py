@@ -8,7 +8,7 @@ import math
 import torch
 from torch.utils.data import DataLoader
 
-from detforge.data.loader import DetectionDataset, collate
+from detforge.data.torch.loader import SampleDataset, collate
 
 
 class EMA:
@@ -52,7 +52,7 @@ def precise_bn(model, ds, device, max_images: int, batch: int) -> None:
         m.momentum = None  # cumulative average over the batches below
     was_training = model.training
     model.train()
-    data = DetectionDataset(ds.subset(range(min(max_images, len(ds)))))
+    data = SampleDataset(ds.subset(range(min(max_images, len(ds)))))
     for images, targets in DataLoader(data, batch, collate_fn=collate):
         model(
             [im.to(device) for im in images],

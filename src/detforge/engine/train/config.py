@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from detforge.data.augment import AugmentConfig
+from detforge.data.augmentation import AugmentConfig
 from detforge.errors import DetforgeError
 
 

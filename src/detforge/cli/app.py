@@ -1,0 +1,265 @@
+"""The ``detforge`` command: parses, calls the Python API, prints. No logic of its own."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+import detforge
+from detforge.cli import data as data_cli
+from detforge.cli.common import config_options, err, out, parse_sets, with_options
+from detforge.errors import DetforgeError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Labeled images in, trained and exported object detectors out.",
+)
+app.add_typer(data_cli.app, name="data")
+_state = {"verbose": False}
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks.")):
+    _state["verbose"] = verbose
+
+
+@app.command()
+def version():
+    """Print the detforge version."""
+    out.print(detforge.__version__)
+
+
+@app.command()
+def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """List the models `detforge train --model` builds, with their options (type = default);
+    set them with --set model_options.NAME=VALUE."""
+    table = detforge.list_models()
+    if as_json:
+        print(json.dumps(table, indent=2, default=str))
+        return
+    t = Table()
+    for col in ("model", "task", "what it is", "options (type = default)"):
+        t.add_column(col)
+    for name, m in table.items():
+        opts = ", ".join(f"{o['name']}: {o['type']} = {o['default']!r}" for o in m["options"])
+        t.add_row(name, m["task"], m["summary"], opts)
+    out.print(t)
+
+
+def train(
+    config: Path = typer.Option(None, help="YAML with any training field; options override it."),
+    resume: Path = typer.Option(
+        None, help="Continue a run (runs/train/NAME); may change --epochs, --device, --workers."
+    ),
+    set_: list[str] = typer.Option(
+        None, "--set", help="Any field as key=value, e.g. augment.mosaic=0.5 (repeatable)."
+    ),
+    **fields,
+):
+    """Train a detector (or a classifier: class folders or --task classify); each run gets
+    its own folder. Every option is a TrainConfig field (`detforge train --config run.yaml`
+    takes the same names)."""
+    overrides = {k: v for k, v in fields.items() if v is not None}
+    overrides.update(parse_sets(set_))
+    if resume is not None:
+        if config is not None:
+            raise DetforgeError("--resume uses the run's saved config", "drop --config")
+        result = detforge.train(resume=resume, console=out, **overrides)
+    else:
+        result = detforge.train(config, console=out, **overrides)
+    label = detforge.api.task_info(result["task"]).fitness_label
+    out.print(
+        f"best {label} {result['best']:.4f} (epoch {result['best_epoch']}); "
+        f"weights in [bold]{result['run_dir']}/weights[/]"
+    )
+
+
+def _register_train() -> None:
+    extra = config_options(detforge.api.train_config(), skip=("model_options", "augment"))
+    app.command("train")(with_options(train, extra))
+
+
+_register_train()
+
+
+@app.command("eval")
+def eval_cmd(
+    weights: Path = typer.Argument(..., help="best.pt / last.pt or an exported .onnx."),
+    data: str = typer.Option(..., help="Dataset or data.yaml."),
+    split: str = typer.Option(None, help="Split of a data.yaml (default val)."),
+    conf: float = typer.Option(0.25, help="Confidence for precision, recall, confusion."),
+    iou: float = typer.Option(0.5, help="IoU for a match at that confidence."),
+    batch: int = typer.Option(8, help="Images per forward pass."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, mps."),
+    project: Path = typer.Option(Path("runs"), help="Where run folders go."),
+    name: str = typer.Option("exp", help="Run name under runs/eval/."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
+):
+    """Detectors: COCO mAP, per-class AP, precision/recall at --conf, PR curve, confusion
+    matrix, and the scored detections as COCO files. Classifiers: top-1/top-5, per class."""
+    m = detforge.evaluate(
+        weights,
+        data,
+        split=split,
+        conf=conf,
+        iou=iou,
+        batch=batch,
+        device=device,
+        project=project,
+        name=name,
+        progress=not as_json,
+    )
+    if as_json:
+        print(json.dumps({k: v for k, v in m.items() if k != "confusion"}))
+        return
+    _print_eval(m)
+
+
+def _print_eval(m: dict) -> None:
+    t = detforge.api.task_info(m["task"])
+    if t.name == "classify":
+        cols, keys = ("class", "precision", "recall", "F1", "images"), ("precision", "recall", "f1")
+        title = f"{m['split']}: {m['images']} images"
+        count = "support"
+    else:
+        cols = ("class", "AP50-95", "AP50", f"P@{m['conf']}", f"R@{m['conf']}")
+        keys = ("AP50-95", "AP50", "precision", "recall")
+        title = f"{m['split']}: {m['images']} images ({m['negatives']} negatives)"
+        count = None
+    table = Table(title=title)
+    for col in cols:
+        table.add_column(col)
+    for c, v in m["per_class"].items():
+        table.add_row(c, *(f"{v[k]:.3f}" for k in keys), *([str(v[count])] if count else []))
+    out.print(table)
+    out.print(f"{t.headline(m)}; results in [bold]{m['run_dir']}[/]")
+
+
+@app.command()
+def predict(
+    weights: Path = typer.Argument(..., help="best.pt or an exported .onnx."),
+    source: str = typer.Option(..., help="Image, folder, glob, video file or camera index."),
+    save_dir: Path = typer.Option(None, help="Output folder (default runs/predict/NAME)."),
+    project: Path = typer.Option(Path("runs"), help="Where run folders go."),
+    name: str = typer.Option("exp", help="Run name under runs/predict/."),
+    conf: float = typer.Option(0.25, help="Minimum score."),
+    iou: float = typer.Option(0.5, help="NMS IoU threshold."),
+    batch: int = typer.Option(4, help="Images per forward pass."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, mps."),
+    fmt: str = typer.Option("jsonl", "--format", help="Predictions file: jsonl, csv or coco."),
+    no_save: bool = typer.Option(False, "--no-save", help="Do not write annotated images/video."),
+    save_labelme: bool = typer.Option(
+        False, "--save-labelme", help="Write a labelme JSON beside each image (kept if present)."
+    ),
+    overwrite_labelme: bool = typer.Option(False, help="Replace existing labelme JSON files."),
+    show: bool = typer.Option(False, "--show", help="Live window (needs a display)."),
+):
+    """Detect objects (or classify images) in images, folders, videos or a webcam; the model
+    loads once."""
+    s = detforge.predict(
+        weights,
+        source,
+        save_dir=save_dir,
+        project=project,
+        name=name,
+        device=device,
+        conf=conf,
+        iou=iou,
+        batch=batch,
+        fmt=fmt,
+        save=not no_save,
+        save_labelme=save_labelme,
+        overwrite_labelme=overwrite_labelme,
+        show=show,
+    )
+    for k in s["skipped"]:
+        err.print(f"[yellow]skipped[/] {k['source']}: {k['error']}", highlight=False)
+    counted = detforge.api.task_info(s["task"]).counted
+    per = ", ".join(f"{c} {k}" for c, k in s["counts"].items()) or "none"
+    out.print(f"{s['frames']} images/frames, {counted}: {per}, {s['fps']} frames/s")
+    if s["labelme_written"] or save_labelme:
+        out.print(f"labelme files written beside the images: {s['labelme_written']}")
+    out.print(f"results in [bold]{s['save_dir']}[/]")
+
+
+@app.command()
+def export(
+    weights: Path = typer.Argument(..., help="A .pt checkpoint."),
+    fmt: str = typer.Option("onnx", "--format", help="Only onnx."),
+    output: Path = typer.Option(None, help="Output file (default: beside the weights)."),
+    imgsz: int = typer.Option(None, help="Input size (default: the training size)."),
+    batch: int = typer.Option(1, help="Fixed batch of the graph."),
+    dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Free batch dimension."),
+    opset: int = typer.Option(17, help="ONNX opset."),
+    nms: bool = typer.Option(True, "--nms/--no-nms", help="NMS inside the graph."),
+    overwrite: bool = typer.Option(False, help="Replace an existing file."),
+):
+    """Export to ONNX (uint8 input, preprocessing inside) and check it against PyTorch."""
+    if fmt != "onnx":
+        raise DetforgeError(f"unknown export format {fmt!r}", "use --format onnx")
+    r = detforge.export(
+        weights,
+        output,
+        imgsz=imgsz,
+        batch=batch,
+        dynamic_batch=dynamic_batch,
+        opset=opset,
+        nms=nms,
+        overwrite=overwrite,
+    )
+    p = r["parity"]
+    check = (
+        f"{p['detections']} detections matched, worst IoU {p['worst_iou']}, worst score diff "
+        f"{p['worst_score_diff']}"
+        if "detections" in p
+        else f"{p['images']} images, max probability diff {p['max_prob_diff']}, same top-1"
+    )
+    out.print(
+        f"wrote [bold]{r['path']}[/] (input uint8 {r['batch']}x3x{r['imgsz']}x{r['imgsz']}, "
+        f"NMS {'inside' if r['nms'] else 'left out'})\nparity with PyTorch: {check}"
+    )
+
+
+@app.command()
+def demo(
+    project: Path = typer.Option(Path("runs"), help="Where run folders go."),
+    n: int = typer.Option(None, help="Synthetic images (default 240; classify: 300)."),
+    epochs: int = typer.Option(12, help="Training epochs (0 skips training)."),
+    imgsz: int = typer.Option(None, help="Training image size (default 320; classify: 64)."),
+    task: str = typer.Option("detect", help="detect (ssdlite on boxes) or classify (resnet18)."),
+):
+    """Synthesize, check, split, pack, train, evaluate, export to ONNX, run on a video."""
+    summary = detforge.run_demo(project, n=n, epochs=epochs, imgsz=imgsz, console=out, task=task)
+    out.print(f"\n[bold green]demo done[/]: everything is in [bold]{summary['run_dir']}[/]")
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    err.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+
+def main() -> None:
+    if not _state["verbose"] and "-v" not in sys.argv and "--verbose" not in sys.argv:
+        warnings.showwarning = _warning_line  # one line per warning, no source location
+    try:
+        app()
+    except DetforgeError as e:
+        if _state["verbose"]:
+            raise
+        err.print(f"[red]error:[/] {e.message}", highlight=False)
+        if e.hint:
+            err.print(f"[yellow]hint:[/] {e.hint}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted; re-run the same command to resume where it can")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

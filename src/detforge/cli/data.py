@@ -1,0 +1,294 @@
+"""``detforge data ...``: read, check, split, convert, pack, show, synthesize, collect."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+import detforge
+from detforge.cli.common import out
+from detforge.errors import DetforgeError
+
+app = typer.Typer(no_args_is_help=True, help="Read, check, split, convert and pack datasets.")
+
+FormatOpt = typer.Option("auto", "--format", "-f", help="Source format, or auto to detect it.")
+ImagesOpt = typer.Option(None, "--images", help="Folder to look for images in (VOC, COCO, CSV).")
+LabelMapOpt = typer.Option(None, "--label-map", help="label_map.pbtxt for TFRecord sources.")
+NegOpt = typer.Option(
+    False, "--negatives", help="Add images without annotation as negatives (labelme, VOC)."
+)
+
+
+def _src_opts(images, label_map, negatives) -> dict:
+    opts = {}
+    if images:
+        opts["images"] = images
+    if label_map:
+        opts["label_map"] = label_map
+    if negatives:
+        opts["negatives"] = True
+    return opts
+
+
+def _image_mode(link: bool, no_images: bool) -> str:
+    return "none" if no_images else "link" if link else "copy"
+
+
+@app.command("check")
+def data_check(
+    src: Path = typer.Argument(..., help="Dataset: folder, annotation file, data.yaml or records."),
+    format: str = FormatOpt,
+    images: Path = ImagesOpt,
+    label_map: Path = LabelMapOpt,
+    negatives: bool = NegOpt,
+    names: str = typer.Option(None, help="Expected class names, comma-separated."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
+    fast: bool = typer.Option(False, help="Read image headers only (misses truncated files)."),
+    fix: str = typer.Option(None, help="Write a fixed copy: clip or drop bad boxes (needs --out)."),
+    out_dir: Path = typer.Option(None, "--out", help="Where --fix writes the fixed copy."),
+    to: str = typer.Option(None, help="Format of the fixed copy (default: the source's)."),
+    overwrite: bool = typer.Option(False, help="Allow writing into a non-empty --out."),
+):
+    """Report missing/unreadable images, size mismatches, bad boxes, unknown classes, duplicates.
+    Exits 1 when errors remain."""
+    opts = _src_opts(images, label_map, negatives)
+    names_list = [n.strip() for n in names.split(",")] if names else None
+    report = detforge.check(
+        src, format=format, names=names_list, decode=not fast, progress=not as_json, **opts
+    )
+    if fix:
+        if out_dir is None:
+            raise DetforgeError("--fix needs --out DIR", "the source is never edited in place")
+        dst, after = detforge.fix(
+            src, out_dir, policy=fix, to=to, format=format, overwrite=overwrite, **opts
+        )
+        if not as_json:
+            _print_report(report)
+            out.print(f"fixed copy written to [bold]{dst}[/]")
+        report = after
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_report(report)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _print_report(report) -> None:
+    t = Table(title=f"{report.images} images, {report.boxes} boxes")
+    for col in ("severity", "kind", "count", "first example"):
+        t.add_column(col)
+    first: dict[str, str] = {}
+    for f in report.findings:
+        first.setdefault(f.kind, f"{f.path}: {f.message}")
+    sev = {f.kind: f.severity for f in report.findings}
+    for kind, n in sorted(report.by_kind().items(), key=lambda kv: (sev[kv[0]] != "error", kv[0])):
+        style = {"error": "red", "warning": "yellow"}.get(sev[kind], "dim")
+        t.add_row(f"[{style}]{sev[kind]}[/]", kind, str(n), first[kind][:160])
+    out.print(t)
+    verdict = "[green]no errors[/]" if report.ok else f"[red]{report.errors} errors[/]"
+    out.print(f"{verdict}, {report.count('warning')} warnings")
+
+
+@app.command("split")
+def data_split(
+    src: Path = typer.Argument(..., help="Dataset to split."),
+    out_dir: Path = typer.Option(
+        ..., "--out", help="Folder for train/, val/, test/ and data.yaml."
+    ),
+    ratios: str = typer.Option("0.7,0.15,0.15", help="Two or three fractions summing to 1."),
+    seed: int = typer.Option(0, help="Seed: the same seed gives the same split."),
+    to: str = typer.Option(None, help="Format to write (default: the source's)."),
+    format: str = FormatOpt,
+    images: Path = ImagesOpt,
+    label_map: Path = LabelMapOpt,
+    negatives: bool = NegOpt,
+    link: bool = typer.Option(False, help="Hard-link images instead of copying them."),
+    no_images: bool = typer.Option(False, "--no-images", help="Write annotations only."),
+    overwrite: bool = typer.Option(False, help="Allow writing into a non-empty --out."),
+):
+    """Seeded split, stratified by class (detection: each image's rarest class); negatives
+    spread proportionally."""
+    parts = detforge.split(
+        src,
+        out_dir,
+        ratios=ratios,
+        seed=seed,
+        to=to,
+        format=format,
+        images=_image_mode(link, no_images),
+        overwrite=overwrite,
+        **_src_opts(images, label_map, negatives),
+    )
+    for name, ds in parts.items():
+        if ds.task == "classify":
+            per = Counter(s.category for s in ds)
+            each = ", ".join(f"{c} {per[i]}" for i, c in enumerate(ds.classes))
+            out.print(f"{name:>5}: {len(ds):6d} images ({each})")
+            continue
+        out.print(
+            f"{name:>5}: {len(ds):6d} images, {ds.num_boxes:7d} boxes, "
+            f"{ds.num_negatives:5d} negatives"
+        )
+    out.print(f"written to [bold]{out_dir}[/] (data.yaml names the splits)")
+
+
+@app.command("convert")
+def data_convert(
+    src: Path = typer.Argument(..., help="Dataset to read."),
+    dst: Path = typer.Argument(..., help="Folder to write."),
+    to: str = typer.Option(..., help="Target format: " + ", ".join(detforge.FORMATS)),
+    format: str = FormatOpt,
+    images: Path = ImagesOpt,
+    label_map: Path = LabelMapOpt,
+    negatives: bool = NegOpt,
+    link: bool = typer.Option(False, help="Hard-link images instead of copying them."),
+    no_images: bool = typer.Option(False, "--no-images", help="Write annotations only."),
+    overwrite: bool = typer.Option(False, help="Allow writing into a non-empty DST."),
+):
+    """Convert between labelme, voc, coco, yolo, csv, tfrecord and folders."""
+    path = detforge.convert(
+        src,
+        dst,
+        to,
+        format=format,
+        images=_image_mode(link, no_images),
+        overwrite=overwrite,
+        **_src_opts(images, label_map, negatives),
+    )
+    out.print(f"written {to} to [bold]{path}[/]")
+
+
+@app.command("stats")
+def data_stats(
+    src: Path = typer.Argument(..., help="Dataset to describe."),
+    format: str = FormatOpt,
+    images: Path = ImagesOpt,
+    label_map: Path = LabelMapOpt,
+    negatives: bool = NegOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Images, negatives, boxes per class, box sizes, image sizes."""
+    s = detforge.stats(src, format=format, **_src_opts(images, label_map, negatives))
+    if as_json:
+        print(json.dumps(s, indent=2))
+        return
+    _print_stats(s)
+
+
+def _print_stats(s: dict) -> None:
+    classify = s["task"] == "classify"
+    head = f"[bold]{s['images']}[/] images"
+    if not classify:
+        head += f" ({s['negatives']} negatives), [bold]{s['boxes']}[/] boxes"
+    out.print(f"{head}, format {s['format']}, task {s['task']}")
+    t = Table()
+    cols = ("class", "images", "share") if classify else ("class", "boxes", "images")
+    for col in cols:
+        t.add_column(col)
+    for c, v in s["classes"].items():
+        if classify:
+            t.add_row(c, str(v["images"]), f"{100 * v['images'] / max(s['images'], 1):.1f}%")
+        else:
+            t.add_row(c, str(v["boxes"]), str(v["images"]))
+    out.print(t)
+    what = "images" if classify else "boxes"
+    if "imbalance" in s:
+        out.print(f"imbalance {s['imbalance']}x (most / fewest {what} per class)")
+    else:
+        out.print(f"[yellow]some classes have no {what}[/]")
+    if not classify:
+        b = s["box_sizes"]
+        out.print(
+            f"box sizes: {b['small']} small, {b['medium']} medium, {b['large']} large; "
+            f"width {b['width']}, height {b['height']}"
+        )
+    out.print(
+        f"image sizes: width {s['image_sizes']['width']}, height {s['image_sizes']['height']}"
+    )
+
+
+@app.command("show")
+def data_show(
+    src: Path = typer.Argument(..., help="Dataset to draw."),
+    out_png: Path = typer.Option(Path("grid.png"), "--out", help="PNG to write."),
+    n: int = typer.Option(16, help="Number of samples."),
+    seed: int = typer.Option(0, help="Which samples (seeded)."),
+    augment: bool = typer.Option(False, help="Draw the training view (augmented)."),
+    mosaic: float = typer.Option(0.0, help="With --augment: mosaic probability."),
+    imgsz: int = typer.Option(640, help="With --augment: mosaic size."),
+    format: str = FormatOpt,
+    images: Path = ImagesOpt,
+    label_map: Path = LabelMapOpt,
+):
+    """Save a grid of samples with their labeled boxes (--augment: as training sees them)."""
+    aug = {"mosaic": mosaic} if augment else None
+    opts = _src_opts(images, label_map, False)
+    path = detforge.show(
+        src, out_png, n=n, seed=seed, augment=aug, imgsz=imgsz, format=format, **opts
+    )
+    out.print(f"saved [bold]{path}[/]")
+
+
+@app.command("pack")
+def data_pack(
+    src: Path = typer.Argument(..., help="Dataset to pack."),
+    dst: Path = typer.Argument(..., help="Folder for the shards and index.json."),
+    shard_size: str = typer.Option(
+        "100MB", help="Per shard: a size (100MB, 1GB) or a record count (1000)."
+    ),
+    workers: int = typer.Option(None, help="Parallel writers (default: CPU count)."),
+    name: str = typer.Option("data", help="Shard file prefix."),
+    format: str = FormatOpt,
+    images: Path = ImagesOpt,
+    label_map: Path = LabelMapOpt,
+    negatives: bool = NegOpt,
+    overwrite: bool = typer.Option(False, help="Allow writing into a non-empty DST."),
+):
+    """Sharded TFRecords (TF OD API keys) + index.json; re-run after a kill to resume."""
+    index = detforge.pack(
+        src,
+        dst,
+        shard_size=shard_size,
+        workers=workers,
+        name=name,
+        overwrite=overwrite,
+        format=format,
+        **_src_opts(images, label_map, negatives),
+    )
+    out.print(
+        f"{index['records']} records, {index['boxes']} boxes in {len(index['shards'])} "
+        f"shards -> [bold]{dst}[/] (index.json, label_map.pbtxt)"
+    )
+
+
+@app.command("synth")
+def data_synth(
+    dst: Path = typer.Argument(..., help="Folder to write."),
+    n: int = typer.Option(200, help="Number of images."),
+    format: str = typer.Option("yolo", "--format", "-f", help="Format to write."),
+    seed: int = typer.Option(0, help="Seed."),
+    size: int = typer.Option(320, help="Largest image side."),
+    overwrite: bool = typer.Option(False, help="Allow writing into a non-empty DST."),
+):
+    """Write a deterministic synthetic shapes dataset (circle, square, triangle; negatives)."""
+    ds = detforge.synth(dst, n, format, seed=seed, size=size, overwrite=overwrite)
+    out.print(
+        f"{len(ds)} images, {ds.num_boxes} boxes, {ds.num_negatives} negatives -> "
+        f"[bold]{dst}[/] ({format})"
+    )
+
+
+@app.command("collect")
+def data_collect(
+    out_dir: Path = typer.Option(..., "--out", help="Folder for the frames."),
+    camera: str = typer.Option("0", help="Camera index, or a video file."),
+    count: int = typer.Option(50, help="Frames to save."),
+    interval: float = typer.Option(0.5, help="Seconds between frames."),
+):
+    """Save webcam frames with unique names, ready to label."""
+    saved = detforge.collect(out_dir, camera, count, interval)
+    out.print(f"saved {len(saved)} frames to [bold]{out_dir}[/]")

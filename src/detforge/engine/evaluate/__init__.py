@@ -1,0 +1,1 @@
+"""Scoring models on datasets (through the Predictor) and the plots of an evaluation."""

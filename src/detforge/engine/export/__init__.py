@@ -1,0 +1,1 @@
+"""Export to deployment formats (ONNX), each checked against PyTorch after writing."""

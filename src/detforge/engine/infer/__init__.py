@@ -1,0 +1,1 @@
+"""Inference: inputs, backends (PyTorch, onnxruntime), the Predictor, results, outputs."""

@@ -1,0 +1,147 @@
+"""Backends: a model in one runtime behind one protocol, and the one preprocessing function.
+
+Every prediction in detforge (training-time validation, ``detforge eval``, ``predict``,
+``stream``, the ONNX parity check) goes: :func:`prepare` each image on the host (resize to the
+model's square input, uint8) -> a backend on the uint8 batch -> a result type's
+``from_batch``. Normalization happens inside the model, or inside the ONNX graph.
+
+A backend has ``kind``, ``task``, ``classes``, ``imgsz``, ``resize`` and is called on a uint8
+batch ``(B, 3, S, S)``; it returns one raw output per image: ``(boxes, scores, labels)`` for
+graphs with a ``batch_index`` output (detections), else each output's row (``probs``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import torch
+
+from detforge.engine.devices import pick_device
+from detforge.errors import DetforgeError
+
+PAD = (124, 116, 104)  # ImageNet mean: zero after the model's normalization
+
+
+def prepare(image: np.ndarray, size: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """RGB HxWx3 -> uint8 (3, size, size) and the (sx, sy) that map its boxes back. ``mode``
+    ``stretch`` resizes to the square; ``letterbox`` keeps the aspect and pads bottom/right
+    with the mean colour."""
+    h, w = image.shape[:2]
+    if mode == "stretch":
+        out = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+        scale = np.array([size / w, size / h], np.float32)
+    else:
+        r = size / max(h, w)
+        nw, nh = max(1, round(w * r)), max(1, round(h * r))
+        out = np.empty((size, size, 3), np.uint8)
+        out[:] = PAD
+        out[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        scale = np.array([nw / w, nh / h], np.float32)
+    return np.ascontiguousarray(out.transpose(2, 0, 1)), scale
+
+
+def split_outputs(names, outputs, n: int) -> list:
+    """A batch's raw outputs -> one entry per image (see the module docstring)."""
+    if "batch_index" in names:
+        d = dict(zip(names, outputs))
+        index = d["batch_index"]
+        return [
+            (d["boxes"][index == i], d["scores"][index == i], d["labels"][index == i])
+            for i in range(n)
+        ]
+    return list(outputs[0][:n])
+
+
+class InferModule(torch.nn.Module):
+    """``forward`` is the model's ``infer``: what the PyTorch backend runs and ONNX traces."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor):
+        return self.model.infer(images)
+
+
+class TorchBackend:
+    """A model in eval mode on ``device``, called through :class:`InferModule`."""
+
+    kind = "torch"
+
+    def __init__(self, model, device="cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.module = InferModule(self.model).eval()
+        self.classes = list(model.classes)
+        self.imgsz = model.imgsz
+        self.resize = model.resize_mode
+        self.task = model.task
+        self.output_names = tuple(model.output_names)
+
+    @classmethod
+    def from_checkpoint(cls, path, device="cpu") -> TorchBackend:
+        from detforge.models import load_checkpoint
+
+        model, _ = load_checkpoint(path)
+        return cls(model, pick_device(device))
+
+    @torch.no_grad()
+    def __call__(self, batch: np.ndarray) -> list:
+        out = self.module(torch.from_numpy(batch).to(self.device))
+        return split_outputs(self.output_names, [t.cpu().numpy() for t in out], len(batch))
+
+
+def ort_session(path, device: str = "cpu"):
+    """An onnxruntime session (CUDA first when asked for and available)."""
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # data-dependent output shapes warn on every run
+    try:
+        return ort.InferenceSession(str(path), opts, providers=providers)
+    except Exception as e:
+        raise DetforgeError(
+            f"{path}: onnxruntime cannot load it ({e})", "re-export with detforge export"
+        ) from e
+
+
+class OnnxBackend:
+    """An exported model in onnxruntime; everything it needs is in the file's metadata."""
+
+    kind = "onnx"
+
+    def __init__(self, path, device="cpu"):
+        self.session = ort_session(path, device)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get("task") not in ("detect", "classify") or "classes" not in meta:
+            raise DetforgeError(
+                f"{path}: not an ONNX file written by detforge export",
+                "export it with `detforge export WEIGHTS --format onnx`",
+            )
+        self.metadata = dict(meta)
+        self.classes = json.loads(meta["classes"])
+        self.imgsz = int(meta["imgsz"])
+        self.resize = meta["resize"]
+        self.task = meta["task"]
+        self.batch = None if meta["batch"] == "dynamic" else int(meta["batch"])
+        self.output_names = tuple(o.name for o in self.session.get_outputs())
+
+    def run(self, batch: np.ndarray) -> list:
+        """The graph's raw outputs for ``batch`` (which fits its batch dimension)."""
+        return self.session.run(None, {"images": batch})
+
+    def __call__(self, batch: np.ndarray) -> list:
+        n = self.batch or len(batch)
+        out = []
+        for i in range(0, len(batch), n):
+            chunk = batch[i : i + n]
+            real = len(chunk)
+            if real < n:  # a fixed-batch graph: pad with copies, drop their outputs
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], n - real, 0)])
+            out += split_outputs(self.output_names, self.run(chunk), real)
+        return out

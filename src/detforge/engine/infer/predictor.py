@@ -1,0 +1,106 @@
+"""Predictor: a model loaded once (``.pt`` checkpoint or ``.onnx``), batched, streamed.
+
+Images are prepared on the host by :func:`~detforge.engine.infer.backends.prepare`, run by a
+backend, and turned into results by the task's result type. Boxes come back in the original
+image's pixels.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+
+from detforge.engine.infer import inputs
+from detforge.engine.infer.backends import prepare
+from detforge.errors import DetforgeError
+
+
+class Predictor:
+    """Load once, predict many times: ``det.predict(inputs)``, ``det.stream(source)``.
+    ``backend`` runs the model; ``result_type`` (Result or ClassResult) makes the results."""
+
+    def __init__(self, backend, result_type):
+        self.backend = backend
+        self.result_type = result_type
+        self.names = backend.classes
+        self.imgsz = backend.imgsz
+        self.task = backend.task
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.backend.kind}, {len(self.names)} classes, imgsz {self.imgsz})"
+
+    def run(self, frames: list, *, conf: float = 0.25, iou: float = 0.5, max_det: int = 100):
+        """Results for decoded ``frames`` (one batch)."""
+        prepped = [prepare(f.image, self.imgsz, self.backend.resize) for f in frames]
+        raw = self.backend(np.stack([p[0] for p in prepped]))
+        scales = [p[1] for p in prepped]
+        return self.result_type.from_batch(
+            frames, raw, scales, self.names, conf=conf, iou=iou, max_det=max_det
+        )
+
+    def _batches(self, frames: Iterator, batch: int, on_error, **opts):
+        chunk: list = []
+        for f in frames:
+            if f.image is None:
+                on_error(f)
+                continue
+            chunk.append(f)
+            if len(chunk) == batch:
+                yield from self.run(chunk, **opts)
+                chunk = []
+        if chunk:
+            yield from self.run(chunk, **opts)
+
+    def predict(
+        self,
+        images,
+        *,
+        conf: float = 0.25,
+        iou: float = 0.5,
+        max_det: int = 100,
+        batch: int = 8,
+        bgr: bool = False,
+        value_range=None,
+    ) -> list:
+        """One result per input image. ``images``: a path, folder or glob, a PIL image, a
+        numpy HxWx3 array (uint8 RGB; ``bgr=True`` for OpenCV frames; float with
+        ``value_range`` (0, 1), (-1, 1) or (0, 255)), a torch CHW tensor, or a list of these.
+        ``iou`` is the class-wise NMS threshold applied after the model's own. A file that
+        does not decode raises; :meth:`stream` reports and skips it instead."""
+        items = inputs.expand(images)
+
+        def strict(f):
+            raise DetforgeError(f"{f.source}: {f.error}", "remove or re-export the image")
+
+        frames = (
+            inputs.load_item(x, k, bgr=bgr, value_range=value_range) for k, x in enumerate(items)
+        )
+        opts = {"conf": conf, "iou": iou, "max_det": max_det}
+        return list(self._batches(frames, batch, strict, **opts))
+
+    def stream(
+        self,
+        source,
+        *,
+        conf: float = 0.25,
+        iou: float = 0.5,
+        max_det: int = 100,
+        batch: int = 4,
+        bgr: bool = False,
+        value_range=None,
+        on_error=None,
+    ) -> Iterator:
+        """Yield results for a video file, a webcam (int index), a folder, a glob, a list, or
+        an opened :class:`~detforge.engine.infer.inputs.Source`, decoding ahead on a thread
+        while the model runs (at most a few batches in memory). Unreadable images in a folder
+        are passed to ``on_error(frame)`` (default: a warning) and skipped."""
+
+        def warn(f):
+            warnings.warn(f"skipped {f.source}: {f.error}", stacklevel=3)
+
+        src = source if isinstance(source, inputs.Source) else inputs.Source(source)
+        frames = inputs.prefetch(src.frames(bgr=bgr, value_range=value_range), 2 * batch)
+        opts = {"conf": conf, "iou": iou, "max_det": max_det}
+        yield from self._batches(frames, batch, on_error or warn, **opts)

@@ -1,0 +1,106 @@
+"""The engine's jobs as the API calls them: load a model, evaluate it, predict on files.
+
+Each goes through the same Predictor (backend + the task's result type), so ``detforge eval``
+scores exactly what training validated and what ``predict`` draws."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from detforge.data.dataset import Dataset
+from detforge.engine.evaluate.detection import EVAL_BATCH
+from detforge.engine.infer.backends import OnnxBackend, TorchBackend
+from detforge.engine.infer.predictor import Predictor
+from detforge.engine.tasks import task
+from detforge.errors import DetforgeError
+from detforge.fileio import atomic_write_json
+from detforge.runs import new_run_dir
+
+
+def predictor(backend) -> Predictor:
+    """A Predictor over ``backend`` with its task's result type."""
+    return Predictor(backend, task(backend.task).result)
+
+
+def load(path, device: str = "cpu") -> Predictor:
+    """Load a ``.pt`` checkpoint or an ``.onnx`` export once; returns a :class:`Predictor`."""
+    path = Path(path)
+    if not path.exists():
+        raise DetforgeError(f"{path}: not found", "pass runs/train/NAME/weights/best.pt or .onnx")
+    if path.suffix.lower() == ".onnx":
+        return predictor(OnnxBackend(path, device))
+    return predictor(TorchBackend.from_checkpoint(path, device))
+
+
+def eval_split(data, split: str | None) -> tuple[Dataset, str]:
+    """The dataset to evaluate on: a data YAML's ``split`` (val by default), else all of
+    ``data``."""
+    from detforge.data import read
+    from detforge.data.reading import is_data_yaml, read_splits
+
+    if is_data_yaml(Path(data)):
+        parts = read_splits(data)
+        split = split or ("val" if "val" in parts else "test" if "test" in parts else "train")
+        if split not in parts:
+            raise DetforgeError(
+                f"{data}: has no {split!r} split", f"use --split {' or '.join(parts)}"
+            )
+        return parts[split], split
+    return read(data), split or "all"
+
+
+def evaluate(
+    weights,
+    data,
+    *,
+    split: str | None = None,
+    conf: float = 0.25,
+    iou: float = 0.5,
+    batch: int = EVAL_BATCH,
+    device: str = "cpu",
+    engine: str = "faster",
+    project="runs",
+    name: str = "exp",
+    progress: bool = False,
+) -> dict:
+    """Evaluate a ``.pt`` or ``.onnx`` model on ``data`` (a data YAML's ``split``, else the
+    whole dataset). Detectors: COCO mAP (negatives count), per-class AP, precision, recall
+    and a confusion matrix at ``conf`` (IoU ``iou``); classifiers: top-1/top-5 and per-class
+    P/R/F1. Writes ``results.json`` and the task's plots (detectors also ``predictions.json``
+    and ``gt.json`` in COCO format) into ``runs/eval/NAME``; returns the metrics with
+    ``task``, ``split`` and ``run_dir``."""
+    det = load(weights, device=device)
+    ds, split = eval_split(data, split)
+    if list(ds.classes) != list(det.names):
+        raise DetforgeError(
+            f"{weights}: the model's classes {det.names} differ from the dataset's {ds.classes}",
+            "evaluate on the data the model was trained for (same class list and order)",
+        )
+    t = task(det.task)
+    scored = t.score(det, ds, batch=batch, conf=conf, iou=iou, engine=engine, progress=progress)
+    run = new_run_dir("eval", name, project)
+    t.write_report(scored, ds, run)
+    metrics = dict(scored.metrics)
+    metrics.update(task=t.name, split=split, weights=str(weights), run_dir=str(run))
+    atomic_write_json(run / "results.json", metrics)
+    return metrics
+
+
+def predict(
+    weights,
+    source,
+    *,
+    save_dir=None,
+    project="runs",
+    name: str = "exp",
+    device: str = "cpu",
+    **options,
+) -> dict:
+    """Run a model over ``source`` (images, folder, glob, video, camera) and write the
+    results into ``save_dir`` (default: a new ``runs/predict/NAME``); see
+    :func:`~detforge.engine.infer.outputs.predict_files` for ``options``."""
+    from detforge.engine.infer.outputs import predict_files
+
+    det = load(weights, device=device)
+    save_dir = Path(save_dir) if save_dir is not None else new_run_dir("predict", name, project)
+    return predict_files(det, source, save_dir, **options)
