@@ -102,45 +102,82 @@ def test_csv_split_yaml_trains(tmp_path):
     assert "18 train, 6 val images" in res.stdout.replace("\n", " ") and "top-1" in res.stdout
 
 
-def test_classic_mistakes_give_clear_errors(tmp_path):
+KW = dict(epochs=1, imgsz=32, batch=4, workers=0)
+
+
+def test_one_class_and_an_empty_class_are_refused(tmp_path):
     one = tmp_path / "one" / "cats"
     one.mkdir(parents=True)
     classify_folders(tmp_path / "tmp", 6)
     for p in (tmp_path / "tmp" / "circle").iterdir():
         p.rename(one / p.name)
-    kw = dict(epochs=1, imgsz=32, batch=4, workers=0, project=str(tmp_path / "runs"))
     with pytest.raises(DetforgeError, match="only one class"):
-        train(data=str(tmp_path / "one"), model="resnet18", **kw)
+        train(data=str(tmp_path / "one"), model="resnet18", project=str(tmp_path / "r"), **KW)
     data = tmp_path / "data"
     classify_folders(data, 12)
     (data / "empty").mkdir()
     with pytest.raises(DetforgeError, match="empty"):
-        train(data=str(data), model="resnet18", **kw)
-    (data / "empty").rmdir()
-    with pytest.raises(DetforgeError, match="does not fit a classify dataset"):
-        train(data=str(data), model="ssdlite", **kw)
-    with pytest.raises(DetforgeError, match="needs 3 positive numbers"):
-        train(data=str(data), model="resnet18", model_options={"class_weights": [1, 2]}, **kw)
-    with pytest.raises(DetforgeError, match="'ssdlite' has no option 'class_weights'"):
-        from detforge.models import build
+        train(data=str(data), model="resnet18", project=str(tmp_path / "r"), **KW)
 
-        build("ssdlite", ["a", "b"], class_weights=[1, 2])
+
+def test_model_and_task_must_fit_the_data(tmp_path):
+    classify_folders(tmp_path / "data", 12)
+    kw = dict(data=str(tmp_path / "data"), project=str(tmp_path / "r"), **KW)
+    with pytest.raises(DetforgeError, match="does not fit a classify dataset") as e:
+        train(model="ssdlite", **kw)
+    assert "resnet18" in e.value.hint  # the hint names models that fit
     with pytest.raises(DetforgeError, match="--task detect"):
-        train(data=str(data), model="ssdlite", task="detect", **kw)
-    r = train(data=str(data), model="mobilenet_v3_large", **kw)  # sizes differ: resized
+        train(model="ssdlite", task="detect", **kw)
+
+
+def test_bad_model_options_are_refused_before_building(tmp_path):
+    from detforge.models import build
+
+    classify_folders(tmp_path / "data", 12)
+    kw = dict(data=str(tmp_path / "data"), project=str(tmp_path / "r"), **KW)
+    with pytest.raises(DetforgeError, match="needs 3 positive numbers"):
+        train(model="resnet18", model_options={"class_weights": [1, 2]}, **kw)
+    with pytest.raises(DetforgeError, match="'ssdlite' has no option 'class_weights'") as e:
+        build("ssdlite", ["a", "b"], class_weights=[1, 2])
+    assert "imgsz, max_det, pretrained" in e.value.hint  # its real options
+    with pytest.raises(DetforgeError, match="option max_det='many' must be int"):
+        build("ssdlite", ["a", "b"], max_det="many")
+
+
+@pytest.fixture(scope="module")
+def one_epoch(tmp_path_factory):
+    """A mobilenet classifier trained one epoch on images of mixed sizes."""
+    root = tmp_path_factory.mktemp("one")
+    classify_folders(root / "data", 12)
+    r = train(data=str(root / "data"), model="mobilenet_v3_large", project=str(root / "r"), **KW)
+    return root, Path(r["run_dir"]) / "weights" / "last.pt"
+
+
+def test_eval_on_other_classes_and_box_formats_are_refused(one_epoch, tmp_path):
+    root, w = one_epoch
     other = tmp_path / "other"
     classify_folders(other, 8)
     (other / "square").rename(other / "box")
-    w = Path(r["run_dir"]) / "weights" / "last.pt"
     with pytest.raises(DetforgeError, match="classes"):
         detforge.evaluate(w, other, project=tmp_path / "runs")
     with pytest.raises(DetforgeError, match="predictions go to jsonl"):
-        predict_files(detforge.load(w), str(data), tmp_path, fmt="csv", progress=False)
+        predict_files(detforge.load(w), str(root / "data"), tmp_path, fmt="csv", progress=False)
+    with pytest.raises(DetforgeError, match="--save-labelme needs a detector"):
+        predict_files(detforge.load(w), str(root / "data"), tmp_path, save_labelme=True)
+
+
+def test_export_command_reports_probability_parity(one_epoch):
+    _, w = one_epoch
     res = CliRunner().invoke(app, ["export", str(w)], catch_exceptions=False)
+    assert res.exit_code == 0
     assert "max probability diff" in res.stdout and "same top-1" in res.stdout
-    # video frames: top-k per frame, an annotated video, into a folder made on the way
+
+
+def test_classifier_predicts_video_frames(one_epoch, tmp_path):
+    """Top-k per frame and an annotated video, into a folder made on the way."""
     from detforge.data.synth import video
 
+    _, w = one_epoch
     clip, _, _ = video(tmp_path / "clip.mp4", frames=12, size=(96, 64), fps=10)
     s = predict_files(detforge.load(w), str(clip), tmp_path / "pred" / "v", progress=False)
     assert s["frames"] == 12 and Path(s["video"]).stat().st_size > 0

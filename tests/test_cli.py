@@ -111,6 +111,7 @@ def test_demo_runs(tmp_path):
     assert summary["predict"]["frames"] == 150 and (run / "predict" / "video.mp4").is_file()
     assert (run / "eval" / "test" / "confusion_matrix.png").is_file()
     r = detforge("demo", "--project", tmp_path / "runs", "--n", 20, "--epochs", 0)
+    assert r.returncode == 0, r.stderr
     assert (tmp_path / "runs" / "demo" / "exp2" / "summary.json").is_file()  # never reused
 
 

@@ -60,7 +60,15 @@ def test_shuffle_buffer_changes_order_not_content(synth_ds, tmp_path):
 
 
 def test_map_style_loader_batches(synth_ds):
-    dl = make_loader(synth_ds, batch_size=5, workers=0, shuffle=True)
+    dl = make_loader(synth_ds, batch_size=5, workers=0, shuffle=True, seed=3)
     images, targets = next(iter(dl))
     assert len(images) == len(targets) == 5
+    ids = [t["image_id"] for t in targets]
+    assert ids != [0, 1, 2, 3, 4] and len(set(ids)) == 5  # shuffled, no repeats
+    for img, t in zip(images, targets):  # each item is its sample: pixels, boxes, labels
+        s = synth_ds[t["image_id"]]
+        assert img.dtype == torch.uint8 and tuple(img.shape) == (3, s.height, s.width)
+        np.testing.assert_array_equal(img.permute(1, 2, 0).numpy(), s.load())
+        np.testing.assert_array_equal(t["boxes"].numpy(), s.boxes)
+        np.testing.assert_array_equal(t["labels"].numpy(), s.labels)
     assert collate([(1, {"a": 1}), (2, {"a": 2})]) == ([1, 2], [{"a": 1}, {"a": 2}])

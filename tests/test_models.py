@@ -142,3 +142,31 @@ def test_coco_rows_move_to_the_new_head(kind, name):
         for a in range(width):  # each anchor's "dog" channel
             torch.testing.assert_close(dst.weight[a * 3 + 2], src.weight[a * len(categories) + j])
             torch.testing.assert_close(dst.bias[a * 3 + 0], src.bias[a * len(categories)])
+
+
+def test_describe_lists_each_models_options_from_its_signature():
+    from detforge.models import describe
+
+    table = describe()
+    assert list(table).index("ssdlite") < list(table).index("resnet18")  # detectors first
+    assert table["ssdlite"]["task"] == "detect"
+    opts = {o["name"]: o for o in table["fasterrcnn-mobilenet"]["options"]}
+    assert opts["rois"]["type"] == "int | None" and opts["rois"]["default"] is None
+    assert opts["imgsz"]["default"] == 800 and opts["max_det"]["type"] == "int"
+    assert "rois" not in {o["name"] for o in table["ssdlite"]["options"]}  # only what it takes
+    tracker = {o["name"]: o["default"] for o in table["tracker"]["options"]}
+    assert tracker == {"imgsz": 224, "backbone": "resnet18", "largest": False, "pretrained": "none"}
+    assert table["resnet18"]["task"] == "classify"
+
+
+def test_a_type_error_inside_a_builder_is_not_reported_as_a_bad_option(monkeypatch):
+    from detforge.models import registry
+
+    def broken(classes, *, imgsz: int = 64, pretrained: str = "none"):
+        raise TypeError("something inside torchvision went wrong")
+
+    monkeypatch.setitem(
+        registry.REGISTRY, "broken", registry.ModelEntry("broken", "detect", "", broken)
+    )
+    with pytest.raises(TypeError, match="inside torchvision"):
+        build("broken", ["a"])

@@ -214,7 +214,7 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     runs = sorted(p.name for p in (tmp_path / "runs" / "train").iterdir())
     assert runs == ["ddp"]
-    assert "x2" in r.stdout  # both processes trained
+    assert "on cpu x2" in r.stdout  # one run of two processes
     assert [int(x["epoch"]) for x in rows(tmp_path / "runs" / "train" / "ddp")] == [1, 2]
     model, ckpt = load_checkpoint(tmp_path / "runs" / "train" / "ddp" / "weights" / "last.pt")
     assert ckpt["train"]["epoch"] == 2 and not any(
@@ -249,5 +249,5 @@ def test_out_of_memory_says_what_to_lower(tmp_path, monkeypatch):
             workers=0,
             project=str(tmp_path / "runs"),
         )
-    assert "--batch" in e.value.hint and "2" in e.value.hint
+    assert e.value.hint.startswith("lower --batch (e.g. 2)")
     assert load_config(None, data="x", batch="auto").batch == -1

@@ -209,6 +209,7 @@ def check(
                         f"class {c!r} ({n} {what}) is not among the expected names {list(names)}",
                     )
                 )
+    reported = {(f.kind, f.path) for f in report.findings}
     hashes: dict[str, str] = {}
     workers = workers or min(8, (os.cpu_count() or 1) + 2)
     with ThreadPoolExecutor(workers) as pool:
@@ -220,7 +221,8 @@ def check(
             disable=not progress,
             transient=True,
         ):
-            report.findings += found
+            # the reader may have found the same unreadable image already: report it once
+            report.findings += [f for f in found if (f.kind, f.path) not in reported]
             if sha is not None:
                 if sha in hashes:
                     report.findings.append(_duplicate(s, *hashes[sha], ds.classes))
