@@ -100,8 +100,9 @@ def entry(name: str) -> ModelEntry:
 
 def check_options(name: str, options: dict) -> None:
     """Every option must be one the builder takes, of the type it declares."""
-    opts = {o.name: o for o in entry(name).options()}
-    hints = typing.get_type_hints(entry(name).builder)
+    e = entry(name)
+    opts = {o.name: o for o in e.options()}
+    hints = typing.get_type_hints(e.builder)
     for key, value in options.items():
         if key not in opts:
             close = difflib.get_close_matches(key, list(opts), n=1)

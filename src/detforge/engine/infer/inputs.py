@@ -148,7 +148,8 @@ def load_item(item, k: int, *, bgr: bool = False, value_range=None) -> Frame:
         try:
             return Frame(read_image(item), item, k)
         except ImageError as e:
-            return Frame(None, item, k, error=e.message)
+            reason = e.message.removeprefix(f"{item}: ")  # Frame.source names the file already
+            return Frame(None, item, k, error=reason)
     return Frame(to_rgb8(item, bgr=bgr, value_range=value_range, what=f"input {k}"), f"#{k}", k)
 
 
