@@ -48,19 +48,58 @@ def test_example_round_trip_with_every_kind():
     assert out["plain_floats"].tolist() == [0.5, 2.0]
 
 
+def _varint(v: int) -> bytes:
+    out = bytearray()
+    while v > 0x7F:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    return bytes(out + bytes([v]))
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
 def test_unpacked_repeated_fields_decode():
     """proto2 writers may emit repeated scalars unpacked; both encodings are valid."""
-    from detforge.data.records import _small, _varint
-
     ints = b"".join(_varint(1 << 3 | 0) + _varint(v) for v in (3, 4))
     floats = b"".join(_varint(1 << 3 | 5) + np.float32(v).tobytes() for v in (0.5, 2.0))
-    feat_i = _small(3, ints)
-    feat_f = _small(2, floats)
-    entries = _small(1, _small(1, b"i") + _small(2, feat_i)) + _small(
-        1, _small(1, b"f") + _small(2, feat_f)
+    entries = _field(1, _field(1, b"i") + _field(2, _field(3, ints))) + _field(
+        1, _field(1, b"f") + _field(2, _field(2, floats))
     )
-    out = decode_example(_small(1, entries))
+    out = decode_example(_field(1, entries))
     assert out["i"].tolist() == [3, 4] and out["f"].tolist() == [0.5, 2.0]
+
+
+def test_example_bytes_match_tensorflow_encoding():
+    """Our Example bytes for a known feature set, as tf.train.Example.SerializeToString gives
+    them (map entries sorted; packed int64 and float lists)."""
+    data = encode_example({"b": [b"xy"], "a": np.array([1, 300], np.int64)})
+    a = _field(1, _field(1, b"a") + _field(2, _field(3, _field(1, b"\x01\xac\x02"))))
+    b = _field(1, _field(1, b"b") + _field(2, _field(1, _field(1, b"xy"))))
+    assert data == _field(1, a + b)
+
+
+def test_garbage_payload_is_a_format_error_naming_the_record(tmp_path):
+    p = tmp_path / "g.record"
+    p.write_bytes(
+        frame(encode_example({"image/height": [4], "image/width": [4]}))
+        + frame(b"\x0f\xff\xff garbage")
+    )
+    with pytest.raises(FormatError, match=r"g\.record \(record 1\).*not a tf.train.Example"):
+        read(p, "tfrecord")
+
+
+def test_huge_length_field_with_valid_crc_is_refused_without_allocating(tmp_path):
+    import struct
+
+    p = tmp_path / "big.record"
+    head = struct.pack("<Q", 2**60)
+    p.write_bytes(head + struct.pack("<I", masked_crc(head)) + b"tiny")
+    with pytest.raises(
+        FormatError, match=r"record 0.*truncated record: its length field says 1152921504606846976"
+    ):
+        list(iter_records(p))
 
 
 def test_corrupt_and_truncated_records_name_file_and_record(tmp_path):
@@ -97,6 +136,30 @@ item {
     (tmp_path / "bad.pbtxt").write_text("item { id: 1 }")
     with pytest.raises(FormatError, match="bad.pbtxt"):
         read_label_map(tmp_path / "bad.pbtxt")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("item {\n  id: one\n  name: 'a'\n}\n", r"bad\.pbtxt:2: not a label map"),
+        ("item { id: 1 name: 'a' }\nitem { id: 1 name: 'b' }", "id 1 is used twice"),
+        ("item { id: 0 name: 'a' }", "0 is reserved"),
+        ("item { id: -3 name: 'a' }", "has id -3"),
+        ("item { id: 1 name: 'a' ", r"bad\.pbtxt:1: not a label map"),
+        ("", "no 'item"),
+    ],
+)
+def test_bad_label_maps_name_file_and_line(tmp_path, text, message):
+    p = tmp_path / "bad.pbtxt"
+    p.write_text(text)
+    with pytest.raises(FormatError, match=message):
+        read_label_map(p)
+
+
+def test_label_map_background_id_zero_is_skipped(tmp_path):
+    p = tmp_path / "lm.pbtxt"
+    p.write_text("item { id: 0 name: 'background' } item { id: 1, name: 'cat' }")
+    assert read_label_map(p) == {1: "cat"}
 
 
 @pytest.mark.skipif(not (FIXTURES / "tf_written.record").is_file(), reason="fixture missing")

@@ -16,6 +16,18 @@ class DetforgeError(Exception):
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} (hint: {self.hint})"
 
+    def __reduce__(self):
+        # Subclasses take other constructor arguments; rebuild from the instance's state so
+        # every detforge error crosses process boundaries (pools, DataLoader workers).
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls, args, state):
+    err = Exception.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
 
 def _where(path: str | Path | None, line: int | None = None, record: int | None = None) -> str:
     if path is None:
@@ -54,3 +66,29 @@ class UnknownFormatError(DetforgeError):
 
 class CameraError(DetforgeError):
     """A camera or video source could not be opened."""
+
+
+class DiskFullError(DetforgeError):
+    """A write failed because the disk (or the file-size limit) ran out."""
+
+    def __init__(self, path, needed: int | None = None, limit: bool = False):
+        import shutil
+
+        self.path = path
+        try:
+            free = shutil.disk_usage(Path(path).parent if Path(path).parent.exists() else ".").free
+        except OSError:
+            free = None
+        what = "file-size limit reached" if limit else "no space left on the device"
+        need = f"; about {_mib(needed)} needed" if needed else ""
+        have = f", {_mib(free)} free" if free is not None else ""
+        hint = (
+            "raise the limit (ulimit -f) or write elsewhere"
+            if limit
+            else "free some space or choose another output folder"
+        )
+        super().__init__(f"{path}: {what} while writing{need}{have}", hint)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"

@@ -2,22 +2,56 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
-from detforge.errors import DestinationError
+from detforge.errors import DestinationError, DiskFullError
+
+_UMASK: list[int] = []
+_UMASK_LOCK = threading.Lock()
+
+
+def file_mode() -> int:
+    """The mode a plain ``open()`` would give a new file under the process umask (read once:
+    ``os.umask`` can only be read by setting it)."""
+    with _UMASK_LOCK:
+        if not _UMASK:
+            old = os.umask(0o022)
+            os.umask(old)
+            _UMASK.append(old)
+    return 0o666 & ~_UMASK[0]
+
+
+@contextlib.contextmanager
+def disk_errors(path, needed: int | None = None):
+    """Turn "no space left" (ENOSPC, EDQUOT) and "file too large" (EFBIG) into one
+    :class:`DiskFullError` line naming ``path``."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(path, needed) from e
+        if e.errno == errno.EFBIG:
+            raise DiskFullError(path, needed, limit=True) from e
+        raise
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
+    """Write ``data`` to ``path`` through a temp file in the same folder and a rename. The file
+    gets the umask's mode (as ``open`` gives), never the temp file's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with disk_errors(path, len(data)), os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), file_mode())
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
@@ -69,6 +103,11 @@ def place_image(data_or_src, dst: Path, mode: str = "copy") -> bool:
         except OSError:
             tmp.unlink(missing_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    try:
+        with disk_errors(dst, os.path.getsize(src)):
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return mode != "link"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 import warnings
@@ -13,7 +14,7 @@ from rich.table import Table
 import detforge
 from detforge.cli import data as data_cli
 from detforge.cli.common import config_options, err, out, parse_sets, with_options
-from detforge.errors import DetforgeError
+from detforge.errors import DetforgeError, DiskFullError
 
 app = typer.Typer(
     add_completion=False,
@@ -259,6 +260,34 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted; re-run the same command to resume where it can")
         sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if _state["verbose"]:
+            raise
+        _unexpected(e)
+
+
+def _unexpected(e: BaseException) -> None:
+    """Anything that is not a DetforgeError: one line, never a traceback without --verbose."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        e = DiskFullError(e.filename or "output", limit=e.errno == errno.EFBIG)
+        err.print(f"[red]error:[/] {e.message}\n[yellow]hint:[/] {e.hint}", highlight=False)
+        sys.exit(2)
+    if isinstance(e, OSError) and e.filename:
+        err.print(f"[red]error:[/] {e.filename}: {e.strerror}", highlight=False)
+        sys.exit(2)
+    if isinstance(e, MemoryError):
+        err.print(
+            "[red]error:[/] out of memory\n[yellow]hint:[/] use a smaller --batch or --imgsz, "
+            "or fewer --workers",
+            highlight=False,
+        )
+        sys.exit(2)
+    err.print(
+        f"[red]error:[/] unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        "\n[yellow]hint:[/] run again with --verbose for the traceback, and please report it",
+        highlight=False,
+    )
+    sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, however long its path
 
 
 def field_help(cls) -> dict[str, str]:

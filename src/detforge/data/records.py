@@ -1,21 +1,24 @@
 """TFRecord files without TensorFlow: record framing, ``tf.train.Example`` and label maps.
 
 Framing (per record): uint64 length, masked CRC32C of the length, data, masked CRC32C of the
-data, all little-endian. ``tf.train.Example`` is encoded with the protobuf wire format by hand;
-it is a three-level message (Example -> Features -> map<string, Feature>) and a feature is a
-list of bytes, float32 or int64 values.
+data, all little-endian (our code, as TensorFlow's ``record_writer``). ``tf.train.Example`` and
+``label_map.pbtxt`` go through the protobuf runtime with classes generated from TensorFlow's
+``.proto`` files (:mod:`detforge.data.tfproto`).
 """
 
 from __future__ import annotations
 
-import re
+import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import google_crc32c
 import numpy as np
+from google.protobuf import message as _pbmessage
+from google.protobuf import text_format
 
+from detforge.data.tfproto import example_pb2, string_int_label_map_pb2
 from detforge.errors import FormatError
 
 _MASK_DELTA = 0xA282EAD8
@@ -45,14 +48,32 @@ def frame(data: bytes) -> bytes:
     return b"".join(frame_chunks([data]))
 
 
+def _check_length(path, n: int, offset: int, size: int, record: int) -> None:
+    """A length field larger than the bytes left in the file: corrupt, never read."""
+    if offset + 12 + n + 4 > size:
+        raise FormatError(
+            path,
+            f"truncated record: its length field says {n} bytes, "
+            f"{max(0, size - offset - 12)} bytes follow (file cut short, or damaged)",
+            "re-create the file; a killed writer leaves such files",
+            record=record,
+        )
+
+
 def iter_records(path: Path, verify: bool = True, select=None) -> Iterator[tuple[int, int, bytes]]:
     """Yield ``(index, offset, data)`` for each record of a TFRecord file.
 
     Records where ``select(index)`` is false are skipped cheaply (a seek: no read, no data CRC)
-    and not yielded. CRCs are checked when ``verify``.
+    and not yielded. CRCs are checked when ``verify``; a length past the end of the file is an
+    error either way (it is never used to allocate).
     """
     path = Path(path)
-    with path.open("rb") as f:
+    try:
+        f = path.open("rb")
+    except OSError as e:
+        raise FormatError(path, f"cannot open: {e.strerror}") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
         if f.read(2) == b"\x1f\x8b":
             raise FormatError(
                 path,
@@ -76,10 +97,11 @@ def iter_records(path: Path, verify: bool = True, select=None) -> Iterator[tuple
             if verify and _U32.unpack_from(head, 8)[0] != masked_crc(head[:8]):
                 raise FormatError(
                     path,
-                    "corrupt record: length CRC mismatch",
-                    "the file is damaged; re-create it",
+                    "corrupt record: length CRC mismatch (not a TFRecord file, or damaged)",
+                    "re-create the file",
                     record=i,
                 )
+            _check_length(path, n, offset, size, i)
             if select is not None and not select(i):
                 f.seek(n + 4, 1)
             else:
@@ -102,242 +124,138 @@ def iter_records(path: Path, verify: bool = True, select=None) -> Iterator[tuple
 
 
 def read_record_at(path: Path, offset: int) -> bytes:
-    with Path(path).open("rb") as f:
-        f.seek(offset)
-        head = f.read(12)
-        (n,) = _U64.unpack_from(head)
-        data = f.read(n)
-        tail = f.read(4)
-    if len(data) < n or _U32.unpack(tail)[0] != masked_crc(data):
-        raise FormatError(path, f"corrupt record at byte {offset}", "re-create the file")
+    try:
+        with Path(path).open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(offset)
+            head = f.read(12)
+            n = _U64.unpack_from(head)[0] if len(head) == 12 else 0
+            if len(head) == 12:
+                _check_length(path, n, offset, size, None)
+            data = f.read(n)
+            tail = f.read(4)
+    except OSError as e:
+        raise FormatError(path, f"cannot read record at byte {offset}: {e.strerror}") from None
+    if len(head) < 12 or len(tail) < 4 or _U32.unpack(tail)[0] != masked_crc(data):
+        raise FormatError(
+            path, f"corrupt record at byte {offset} (file changed?)", "re-create the file"
+        )
     return data
 
 
-# ---- protobuf wire format -------------------------------------------------------------------
+# ---- tf.train.Example and label maps: the protobuf runtime -----------------------------------
 
 
-def _varint(v: int) -> bytes:
-    if 0 <= v < 16384:
-        return _VARINTS[v]
-    return _varint_slow(v)
-
-
-def _varint_slow(v: int) -> bytes:
-    v &= 0xFFFFFFFFFFFFFFFF
-    out = bytearray()
-    while v > 0x7F:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
-_VARINTS = [_varint_slow(v) for v in range(16384)]
-
-
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _msg(field: int, parts: list[bytes], n: int) -> tuple[list[bytes], int]:
-    """A length-delimited field around ``parts`` (``n`` bytes in all). Parts stay a list so big
-    payloads (encoded images) are never copied; returns the new parts and their length."""
-    head = _varint(field << 3 | 2) + _varint(n)
-    return [head, *parts], n + len(head)
-
-
-def _small(field: int, payload: bytes) -> bytes:
-    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _feature(values) -> tuple[list[bytes], int]:
+def _set_feature(feat, key: str, values) -> None:
     if isinstance(values, (bytes, str)):
         values = [values]
     if (
         isinstance(values, (list, tuple))
         and values
         and all(isinstance(v, (int, float, np.number)) for v in values)
-    ):  # plain numbers: never bytes(n), which would be n zero bytes
+    ):
         values = np.asarray(values)
     if isinstance(values, np.ndarray) and values.dtype.kind == "f":
-        b = _small(2, _small(1, np.asarray(values, "<f4").tobytes()))
-        return [b], len(b)
-    if isinstance(values, np.ndarray) and values.dtype.kind in "iub":
-        b = _small(3, _small(1, b"".join(_varint(int(v)) for v in values)))
-        return [b], len(b)
-    parts: list[bytes] = []
-    n = 0
-    for v in values:
-        v = v.encode() if isinstance(v, str) else bytes(v)
-        head = _varint(1 << 3 | 2) + _varint(len(v))
-        parts += (head, v)
-        n += len(head) + len(v)
-    return _msg(1, parts, n)
-
-
-def example_chunks(features: dict) -> list[bytes]:
-    """A serialized ``tf.train.Example`` as a list of byte strings (see :func:`encode_example`)."""
-    entries: list[bytes] = []
-    total = 0
-    for k in sorted(features):
-        key = _small(1, k.encode())
-        fparts, fn = _msg(2, *_feature(features[k]))
-        parts, n = _msg(1, [key, *fparts], len(key) + fn)
-        entries += parts
-        total += n
-    return _coalesce(_msg(1, entries, total)[0])
-
-
-def _coalesce(chunks: list[bytes], big: int = 4096) -> list[bytes]:
-    """Join runs of small chunks (headers, boxes) so a record is a few pieces: cheaper to CRC
-    and write, while big payloads stay uncopied."""
-    out: list[bytes] = []
-    run: list[bytes] = []
-    for c in chunks:
-        if len(c) >= big:
-            if run:
-                out.append(b"".join(run))
-                run = []
-            out.append(c)
-        else:
-            run.append(c)
-    if run:
-        out.append(b"".join(run))
-    return out
+        feat.float_list.SetInParent()
+        feat.float_list.value.extend(values.astype(np.float32).ravel().tolist())
+    elif isinstance(values, np.ndarray) and values.dtype.kind in "iub":
+        feat.int64_list.SetInParent()
+        feat.int64_list.value.extend(values.astype(np.int64).ravel().tolist())
+    else:
+        feat.bytes_list.SetInParent()
+        try:
+            feat.bytes_list.value.extend(v.encode() if isinstance(v, str) else v for v in values)
+        except TypeError as e:
+            raise ValueError(f"feature {key!r}: {e}") from None
 
 
 def encode_example(features: dict) -> bytes:
     """Serialize a ``tf.train.Example``. Values: bytes/str (or lists of them), numpy arrays or
-    lists of numbers (float -> FloatList, int/bool -> Int64List). Keys are written in sorted
-    order."""
-    return b"".join(example_chunks(features))
+    lists of numbers (float -> FloatList, int/bool -> Int64List). Deterministic: map keys are
+    written sorted, so the same features always give the same bytes."""
+    ex = example_pb2.Example()
+    for k, v in features.items():
+        _set_feature(ex.features.feature[k], k, v)
+    return ex.SerializeToString(deterministic=True)
 
 
-def _fields(buf: bytes, start: int = 0, end: int | None = None):
-    pos, end = start, len(buf) if end is None else end
-    while pos < end:
-        key, pos = _read_varint(buf, pos)
-        field, wt = key >> 3, key & 7
-        if wt == 2:
-            n, pos = _read_varint(buf, pos)
-            yield field, wt, pos, pos + n
-            pos += n
-        elif wt == 0:
-            v, pos = _read_varint(buf, pos)
-            yield field, wt, v, None
-        elif wt == 5:
-            yield field, wt, pos, pos + 4
-            pos += 4
-        elif wt == 1:
-            yield field, wt, pos, pos + 8
-            pos += 8
-        else:
-            raise ValueError(f"unsupported wire type {wt}")
+def example_chunks(features: dict) -> list[bytes]:
+    """:func:`encode_example` as a list of byte strings (what :func:`frame_chunks` takes)."""
+    return [encode_example(features)]
 
 
-def _decode_feature(buf: bytes, s: int, e: int):
-    for kind, _, ks, ke in _fields(buf, s, e):
-        if kind == 1:  # BytesList
-            return [buf[a:b] for _, _, a, b in _fields(buf, ks, ke)]
-        if kind == 2:  # FloatList, packed or not
-            parts = []
-            for _, _, a, b in _fields(buf, ks, ke):
-                parts.append(np.frombuffer(buf[a:b], "<f4"))
-            return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-        if kind == 3:  # Int64List, packed or not
-            vals = []
-            for _, wt, a, b in _fields(buf, ks, ke):
-                if wt == 0:
-                    vals.append(a)
-                else:
-                    p = a
-                    while p < b:
-                        v, p = _read_varint(buf, p)
-                        vals.append(v)
-            arr = (
-                np.array(vals, dtype=np.uint64).astype(np.int64) if vals else np.zeros(0, np.int64)
-            )
-            return arr
-    return []
-
-
-def decode_example(data: bytes) -> dict:
-    """Parse a serialized ``tf.train.Example`` into ``{key: list[bytes] | ndarray}``."""
+def decode_example(data: bytes, where=None, record: int | None = None) -> dict:
+    """Parse a serialized ``tf.train.Example`` into ``{key: list[bytes] | ndarray}``; bytes
+    that are not one raise :class:`FormatError` naming ``where`` and ``record``."""
+    ex = example_pb2.Example()
+    try:
+        ex.ParseFromString(data)
+    except (_pbmessage.DecodeError, ValueError, RecursionError) as e:
+        raise FormatError(
+            where,
+            f"record is not a tf.train.Example ({e or 'undecodable protobuf'})",
+            "the file holds other data, or is damaged; re-create it",
+            record=record,
+        ) from None
     out = {}
-    for f1, _, s1, e1 in _fields(data):
-        if f1 != 1:
-            continue
-        for f2, _, s2, e2 in _fields(data, s1, e1):
-            if f2 != 1:
-                continue
-            key, val = None, []
-            for f3, _, s3, e3 in _fields(data, s2, e2):
-                if f3 == 1:
-                    key = data[s3:e3].decode("utf-8")
-                elif f3 == 2:
-                    val = _decode_feature(data, s3, e3)
-            if key is not None:
-                out[key] = val
+    for key, feat in ex.features.feature.items():
+        kind = feat.WhichOneof("kind")
+        if kind == "bytes_list":
+            out[key] = list(feat.bytes_list.value)
+        elif kind == "float_list":
+            out[key] = np.array(feat.float_list.value, np.float32)
+        elif kind == "int64_list":
+            out[key] = np.array(feat.int64_list.value, np.int64)
+        else:
+            out[key] = []
     return out
 
 
 def read_example_at(path: Path, offset: int) -> dict:
-    return decode_example(read_record_at(path, offset))
-
-
-# ---- label_map.pbtxt -------------------------------------------------------------------------
-
-_TOKEN = re.compile(
-    r'\s*(?:#[^\n]*\n?|(\{|\}|:)|"((?:[^"\\]|\\.)*)"|\'((?:[^\'\\]|\\.)*)\'|([^\s{}:#]+))'
-)
-
-
-_UNESCAPE = re.compile(r"\\(.)")
+    return decode_example(read_record_at(path, offset), path)
 
 
 def read_label_map(path: Path) -> dict[int, str]:
-    """Parse a TF OD API ``label_map.pbtxt`` -> ``{id: name}`` (``display_name`` when given)."""
+    """Parse a TF OD API ``label_map.pbtxt`` -> ``{id: name}`` (``display_name`` when given),
+    with protobuf's text format. Id 0 is the background (skipped); ids must be unique."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    items, cur, key, depth = {}, None, None, 0
-    pos = 0
-    for m in _TOKEN.finditer(text):
-        pos = m.end()
-        punct, dq, sq, word = m.groups()
-        quoted = dq if dq is not None else sq
-        tok = punct or (_UNESCAPE.sub(r"\1", quoted) if quoted is not None else word)
-        if tok is None:
-            continue
-        if punct == "{":
-            depth += 1
-            if depth == 1:
-                cur = {}
-            key = None
-        elif punct == "}":
-            depth -= 1
-            if depth == 0 and cur is not None:
-                if "id" not in cur or not ("name" in cur or "display_name" in cur):
-                    raise FormatError(path, f"item without id or name: {cur}")
-                items[int(cur["id"])] = cur.get("display_name") or cur["name"]
-                cur = None
-        elif punct == ":":
-            continue
-        elif depth == 1 and key is None:
-            key = tok
-        elif depth == 1:
-            cur[key] = tok
-            key = None
-    if text[pos:].strip():
-        raise FormatError(path, f"cannot parse near {text[pos : pos + 30]!r}")
-    if depth != 0:
-        raise FormatError(path, "unbalanced braces")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise FormatError(path, f"not UTF-8 text: {e}", "save it as UTF-8") from None
+    except OSError as e:
+        raise FormatError(path, f"cannot read the label map: {e.strerror}") from None
+    msg = string_int_label_map_pb2.StringIntLabelMap()
+    try:
+        text_format.Parse(text, msg, allow_unknown_field=True)
+    except text_format.ParseError as e:
+        line = e.GetLine() if hasattr(e, "GetLine") else None
+        detail = str(e).split(" : ", 1)[-1]
+        raise FormatError(
+            path,
+            f"not a label map: {detail}",
+            "each entry is item {{ id: N name: 'x' }}",
+            line=line,
+        ) from None
+    items: dict[int, str] = {}
+    for k, item in enumerate(msg.item):
+        name = item.display_name or item.name
+        if not item.HasField("id") or not name:
+            raise FormatError(path, f"item {k} has no id or no name", "give each item both")
+        if item.id < 0 or (item.id == 0 and name != "background"):
+            raise FormatError(
+                path,
+                f"item {k} ({name!r}) has id {item.id}",
+                "ids start at 1; 0 is reserved for the background",
+            )
+        if item.id in items:
+            raise FormatError(
+                path,
+                f"id {item.id} is used twice ({items[item.id]!r} and {name!r})",
+                "give every class its own id",
+            )
+        if item.id:
+            items[item.id] = name
     if not items:
         raise FormatError(path, "no 'item { id: N name: \"...\" }' entries")
     return items

@@ -491,10 +491,10 @@ def iter_parsed(files, *, part: int = 0, parts: int = 1, verify: bool = True, or
         for k in assign(len(order), part, parts):
             f = files[order[k]]
             for i, _, data in iter_records(f, verify):
-                yield f, i, parse_example(decode_example(data), f, i)
+                yield f, i, parse_example(decode_example(data, f, i), f, i)
         return
     for k in order:
         f = files[k]
         mine = lambda i, k=k: (i + k) % parts == part  # noqa: E731
         for i, _, data in iter_records(f, verify, select=mine):
-            yield f, i, parse_example(decode_example(data), f, i)
+            yield f, i, parse_example(decode_example(data, f, i), f, i)

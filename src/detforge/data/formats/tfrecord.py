@@ -44,7 +44,7 @@ def read(path, *, label_map=None, names=None, **_) -> Dataset:
     samples, task = [], index.get("task", "detect") if index else "detect"
     for f in files:
         for i, off, data in iter_records(f):
-            p = parse_example(decode_example(data), f, i)
+            p = parse_example(decode_example(data, f, i), f, i)
             labels = []
             for k in range(len(p.boxes)):
                 labels.append(cls(_class_name(p.class_ids[k], p.class_text, k, id_to_name, f, i)))
