@@ -72,17 +72,18 @@ def test_refuses_foreign_destination_and_bad_sizes(synth_ds, tmp_path):
 
 
 def test_exif_rotated_and_odd_formats_are_reencoded(tmp_path):
-    (tmp_path / "images").mkdir()
+    src = tmp_path / "data"
+    (src / "images").mkdir(parents=True)
     img = Image.new("RGB", (60, 40), (10, 200, 30))
     exif = Image.Exif()
     exif[0x0112] = 6
-    img.save(tmp_path / "images" / "rot.jpg", exif=exif.tobytes())
-    img.save(tmp_path / "images" / "b.bmp")
-    (tmp_path / "a.csv").write_text(
+    img.save(src / "images" / "rot.jpg", exif=exif.tobytes())
+    img.save(src / "images" / "b.bmp")
+    (src / "a.csv").write_text(
         "filename,width,height,class,xmin,ymin,xmax,ymax\n"
         "rot.jpg,40,60,x,1,2,30,50\nb.bmp,60,40,x,1,1,5,5\n"
     )
-    ds = read(tmp_path / "a.csv")
+    ds = read(src / "a.csv")
     index = pack(ds, tmp_path / "p", workers=1, progress=False)
     assert index["reencoded"] == 2
     back = {s.name: s for s in read(tmp_path / "p")}

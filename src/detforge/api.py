@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from detforge.data import Dataset, convert, read, write
+from detforge.data import Dataset, convert, read, sources, write
 from detforge.data import check as _check
 from detforge.data import split as _split
 from detforge.data import stats as _stats
+from detforge.data.image import set_max_pixels
 from detforge.data.reading import SPLITS
 from detforge.data.shards import DEFAULT_SHARD_SIZE
 from detforge.data.shards import pack as _pack
-from detforge.fileio import atomic_write_text, prepare_destination
+from detforge.fileio import atomic_write_text, destination, refuse_overlap
 
 
 def as_dataset(src, format: str = "auto", **opts) -> Dataset:
@@ -56,24 +57,29 @@ def split(
     format: str = "auto",
     images: str = "copy",
     overwrite: bool = False,
+    strict: bool = False,
     **opts,
 ) -> dict[str, Dataset]:
     """Split a dataset; with ``out``, write each split (``out/<split>``) and ``out/data.yaml``."""
     import yaml
 
+    if out is not None and not isinstance(src, Dataset):
+        refuse_overlap(out, [src])
     ds = as_dataset(src, format, **opts)
     parts = _split.split(ds, ratios, seed)
     if out is not None:
         fmt = to or ds.format
         if fmt in (None, "synth"):
             fmt = "folders" if ds.task == "classify" else "yolo"
-        out = prepare_destination(out, overwrite)
-        for name, part in parts.items():
-            write(part, out / name, fmt, images=images, overwrite=overwrite)
-        cfg = {"path": ".", **{k: k for k in parts if k in SPLITS}, "names": list(ds.classes)}
-        atomic_write_text(
-            out / "data.yaml", yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
-        )
+        with destination(out, overwrite, sources(ds)):
+            for name, part in parts.items():
+                write(
+                    part, Path(out) / name, fmt, images=images, overwrite=overwrite, strict=strict
+                )
+            cfg = {"path": ".", **{k: k for k in parts if k in SPLITS}, "names": list(ds.classes)}
+            atomic_write_text(
+                Path(out) / "data.yaml", yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
+            )
     return parts
 
 
@@ -247,6 +253,7 @@ __all__ = [
     "fix",
     "pack",
     "read",
+    "set_max_pixels",
     "show",
     "split",
     "stats",

@@ -27,8 +27,18 @@ _state = {"verbose": False}
 
 
 @app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks.")):
+def _main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks."),
+    max_pixels: int = typer.Option(
+        None,
+        "--max-pixels",
+        help="Refuse images with more pixels than this as possible decompression bombs "
+        "(default 89478485, PIL's; also $DETFORGE_MAX_PIXELS).",
+    ),
+):
     _state["verbose"] = verbose
+    if max_pixels:
+        detforge.api.set_max_pixels(max_pixels)
 
 
 @app.command()

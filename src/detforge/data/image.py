@@ -10,6 +10,8 @@ import base64
 import io
 import json
 import os
+import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,38 @@ from detforge.errors import ImageError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 _TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+PIXELS_ENV = "DETFORGE_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own limit: about 9459 x 9459
+# Bigger images are refused by our own check below (one ImageError naming the file), so PIL's
+# warning for them would only repeat it.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def max_pixels() -> int:
+    """The pixel count above which an image is refused as a possible decompression bomb:
+    ``$DETFORGE_MAX_PIXELS`` (``--max-pixels``), else PIL's default."""
+    try:
+        return max(1, int(os.environ.get(PIXELS_ENV, DEFAULT_MAX_PIXELS)))
+    except ValueError:
+        return DEFAULT_MAX_PIXELS
+
+
+def set_max_pixels(n: int) -> None:
+    """Raise (or lower) the limit for this process and the workers it starts."""
+    os.environ[PIXELS_ENV] = str(int(n))
+    Image.MAX_IMAGE_PIXELS = max(int(n), DEFAULT_MAX_PIXELS)
+
+
+def _check_pixels(img: Image.Image, where) -> None:
+    w, h = img.size
+    if w * h > max_pixels():
+        raise ImageError(
+            where,
+            f"image is {w}x{h} = {w * h / 1e6:.0f} megapixels, over the limit of "
+            f"{max_pixels() / 1e6:.0f} (a decompression bomb?)",
+            f"if the image is real, raise the limit: --max-pixels {w * h} "
+            f"(or {PIXELS_ENV}={w * h})",
+        )
 
 
 class FileImage:
@@ -86,7 +120,7 @@ class EmbeddedImage:
 
     def read(self) -> bytes:
         try:
-            obj = json.loads(self.json_path.read_text(encoding="utf-8"))
+            obj = json.loads(self.json_path.read_text(encoding="utf-8-sig"))
             return base64.b64decode(obj["imageData"])
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ImageError(self.json_path, f"cannot read embedded imageData: {e}") from e
@@ -128,11 +162,29 @@ ImageRef = FileImage | EmbeddedImage | RecordImage
 
 def _open(data: bytes, where) -> Image.Image:
     try:
-        return Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as e:
         raise ImageError(where, "not an image or an unsupported format", "re-export it") from e
-    except (OSError, SyntaxError, ValueError) as e:
+    except Image.DecompressionBombError:
+        img = None
+    except (OSError, SyntaxError, ValueError, struct.error, EOFError) as e:
         raise ImageError(where, f"corrupt or truncated image: {e}", "re-export or remove it") from e
+    if img is None:  # over PIL's own hard limit: read the size without PIL's check
+        _bomb(data, where)
+    _check_pixels(img, where)
+    return img
+
+
+def _bomb(data: bytes, where) -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Exception as e:  # noqa: BLE001 - whatever PIL says of a file this odd
+        raise ImageError(where, f"corrupt image: {e}", "re-export or remove it") from e
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    _check_pixels(img, where)
 
 
 def orientation(img: Image.Image) -> int:
@@ -156,13 +208,16 @@ def file_info(path: Path) -> tuple[int, int, int]:
     """Like :func:`info` but reads only the file's header."""
     try:
         with Image.open(path) as img:
+            _check_pixels(img, path)
             o = orientation(img)
             w, h = img.size
     except FileNotFoundError as e:
         raise ImageError(path, "image not found", "check the path in the annotation") from e
     except UnidentifiedImageError as e:
         raise ImageError(path, "not an image or an unsupported format", "re-export it") from e
-    except OSError as e:
+    except Image.DecompressionBombError:
+        return info(Path(path).read_bytes(), path)
+    except (OSError, SyntaxError, ValueError, struct.error, EOFError) as e:
         raise ImageError(path, f"cannot read image: {e}") from e
     return (h, w, o) if o in _TRANSPOSED else (w, h, o)
 
@@ -194,7 +249,7 @@ def decode(data: bytes, where=None) -> np.ndarray:
             img = ImageOps.exif_transpose(img)
         img.load()
         return to_rgb(img)
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, struct.error, EOFError, MemoryError) as e:
         raise ImageError(where, f"corrupt or truncated image: {e}", "re-export or remove it") from e
 
 

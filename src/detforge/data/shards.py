@@ -34,8 +34,8 @@ from detforge.data.records import (
     iter_records,
     label_map_text,
 )
-from detforge.errors import DestinationError, DetforgeError, FormatError
-from detforge.fileio import atomic_write_json, atomic_write_text
+from detforge.errors import DestinationError, DetforgeError, FormatError, ImageError
+from detforge.fileio import atomic_write_json, atomic_write_text, disk_errors, refuse_overlap
 
 INDEX = "index.json"
 STATE = ".pack-state.json"
@@ -267,6 +267,17 @@ def _prefetch(fn, items, depth: int = 8, threads: int = 4):
             yield result
 
 
+def _record_image_or_none(s: Sample):
+    """:func:`record_image`, or None for an image that stopped decoding after the check."""
+    try:
+        return record_image(s)
+    except ImageError as e:
+        import warnings
+
+        warnings.warn(f"skipping an image that no longer decodes: {e.message}", stacklevel=2)
+        return None
+
+
 def _write_shard(task) -> dict:
     """Write one shard to a temp name, then rename: a shard file either is complete or absent."""
     path, indices, first_id = task
@@ -276,27 +287,32 @@ def _write_shard(task) -> dict:
     crc = 0
     per_class = np.zeros(len(classes), np.int64)
     result = {"file": path.name, "records": 0, "boxes": 0, "negatives": 0, "reencoded": 0}
-    with tmp.open("wb") as f:
-        for k, (s, (data, fmt, re_encoded)) in enumerate(
-            zip(samples, _prefetch(record_image, samples))
-        ):
-            chunks = frame_chunks(to_example(s, classes, data, fmt, str(first_id + k)))
-            f.writelines(chunks)
-            for c in chunks:
-                crc = google_crc32c.extend(crc, c)
-            result["records"] += 1
-            result["boxes"] += len(s.boxes)
-            result["negatives"] += int(s.is_negative)
-            result["reencoded"] += int(re_encoded)
-            np.add.at(per_class, s.labels, 1)
-            if s.category is not None:
-                per_class[s.category] += 1
-            if _COUNTER is not None:
-                with _COUNTER.get_lock():
-                    _COUNTER.value += 1
-    # No fsync: a shard counts as done only when its size matches the recorded one, and readers
-    # verify every record's CRC, so a shard torn by a power cut is caught and rewritten.
-    os.replace(tmp, path)
+    try:
+        with disk_errors(path), tmp.open("wb") as f:
+            for k, (s, img) in enumerate(zip(samples, _prefetch(_record_image_or_none, samples))):
+                if _COUNTER is not None:
+                    with _COUNTER.get_lock():
+                        _COUNTER.value += 1
+                if img is None:
+                    continue
+                data, fmt, re_encoded = img
+                chunks = frame_chunks(to_example(s, classes, data, fmt, str(first_id + k)))
+                f.writelines(chunks)
+                for c in chunks:
+                    crc = google_crc32c.extend(crc, c)
+                result["records"] += 1
+                result["boxes"] += len(s.boxes)
+                result["negatives"] += int(s.is_negative)
+                result["reencoded"] += int(re_encoded)
+                np.add.at(per_class, s.labels, 1)
+                if s.category is not None:
+                    per_class[s.category] += 1
+        # No fsync: a shard counts as done only when its size matches the recorded one, and
+        # readers verify every record's CRC, so a shard torn by a power cut is rewritten.
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     result.update(bytes=path.stat().st_size, crc32c=f"{crc:08x}", per_class=per_class.tolist())
     return result
 
@@ -309,9 +325,34 @@ def _load_state(out: Path, fp: str) -> dict | None:
                 state = json.loads(p.read_text())
             except ValueError:
                 continue
-            if state.get("fingerprint") == fp:
+            if isinstance(state, dict) and state.get("fingerprint") == fp:
                 return state
     return None
+
+
+def _ours(out: Path, name: str) -> set[str]:
+    """Files of an earlier pack into ``out``: the shards its state or index lists, plus the
+    index and label map it wrote (a folder holding only those may be packed into again)."""
+    found: set[str] = set()
+    for meta in (STATE, INDEX):
+        try:
+            state = json.loads((out / meta).read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(state, dict):
+            continue
+        found |= {meta, "label_map.pbtxt"} if meta == INDEX else {meta}
+        found |= set(state.get("done") or {}) | {s.get("file") for s in state.get("shards") or []}
+    return {f for f in found if isinstance(f, str) and (out / f).is_file()}
+
+
+def _clean_temp(out: Path) -> None:
+    """Temp files a killed pack leaves (a shard's or the state's): never the user's."""
+    for p in out.glob(".*.tmp"):
+        if p.name.startswith((f".{STATE}.", f".{INDEX}.", ".label_map.pbtxt.")) or SHARD_RE.match(
+            p.name[1:-4]
+        ):
+            p.unlink(missing_ok=True)
 
 
 def pack(
@@ -323,28 +364,46 @@ def pack(
     name: str = "data",
     overwrite: bool = False,
     progress: bool = True,
+    strict: bool = False,
 ) -> dict:
     """Pack ``ds`` into ``out/<name>-NNNNN-of-NNNNN.tfrecord`` shards plus ``index.json`` and
     ``label_map.pbtxt``. Re-running after a kill resumes: complete shards are kept, the rest are
-    rewritten, and the result is byte-identical to an uninterrupted run. Returns the index."""
+    rewritten, and the result is byte-identical to an uninterrupted run. Images that do not
+    decode are left out and counted in the index (``strict``: refused). ``out`` may not be or
+    overlap the data's folders; ``overwrite`` replaces only files an earlier pack wrote.
+    Returns the index."""
+    from detforge.data import sources
+    from detforge.data.verify import usable
+
     out = Path(out)
+    refuse_overlap(out, sources(ds))
+    ds, bad = usable(ds, strict=strict)
     shards = plan(ds, shard_size)
     fp = fingerprint(ds, shards, name)
     state = _load_state(out, fp) if out.is_dir() else None
     if state is not None and "shards" in state and (out / INDEX).is_file():
         return state  # already packed, same input
-    if state is None and out.is_dir() and any(out.iterdir()) and not overwrite:
+    ours = _ours(out, name) if out.is_dir() else set()
+    theirs = [p for p in out.iterdir() if p.name not in ours] if out.is_dir() else []
+    _clean_temp(out) if out.is_dir() else None
+    theirs = [p for p in theirs if p.exists()]
+    if state is None and theirs and not overwrite:
         raise DestinationError(
-            f"{out} is not empty and holds no matching unfinished pack",
-            "choose an empty folder, or pass --overwrite",
+            f"{out} is not empty ({theirs[0].name}, ...) and holds no unfinished pack",
+            "choose an empty folder, or pass --overwrite (it replaces only what a pack wrote)",
         )
-    out.mkdir(parents=True, exist_ok=True)
-    done = dict(state["done"]) if state else {}
     n = len(shards)
     files = [f"{name}-{i:05d}-of-{n:05d}.tfrecord" for i in range(n)]
-    for f in out.glob(f"{name}-*-of-*.tfrecord"):  # shards of another plan
-        if f.name not in files:
-            f.unlink()
+    clash = [f for f in files if (out / f).exists() and f not in ours]
+    if clash:
+        raise DestinationError(
+            f"{out / clash[0]} exists and was not written by a detforge pack",
+            "move it away or choose another folder",
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    for f in ours - set(files) - {STATE, INDEX, "label_map.pbtxt"}:  # shards of another plan
+        (out / f).unlink(missing_ok=True)
+    done = dict(state["done"]) if state else {}
     done = {
         f: r
         for f, r in done.items()
@@ -360,8 +419,9 @@ def pack(
     start = sum(r["records"] for r in done.values())
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
     _run_tasks(tasks, (ds.samples, ds.classes), workers, done, out, fp, total, start, progress)
-    index = _write_index(out, ds, files, done, fp, shard_size)
+    index = _write_index(out, ds, files, done, fp, shard_size, bad)
     (out / STATE).unlink(missing_ok=True)
+    _clean_temp(out)
     return index
 
 
@@ -408,7 +468,7 @@ def _run_tasks(tasks, data, workers, done, out, fp, total, start, show) -> None:
                 bar.update(job, completed=start + counter.value)
 
 
-def _write_index(out: Path, ds: Dataset, files, done, fp, shard_size) -> dict:
+def _write_index(out: Path, ds: Dataset, files, done, fp, shard_size, bad) -> dict:
     per_class = np.zeros(len(ds.classes), np.int64)
     shards = []
     for f in files:
@@ -424,6 +484,8 @@ def _write_index(out: Path, ds: Dataset, files, done, fp, shard_size) -> dict:
         "boxes": sum(r["boxes"] for r in shards),
         "negatives": sum(r["negatives"] for r in shards),
         "reencoded": sum(r["reencoded"] for r in shards),
+        "skipped": len(bad),  # images left out because they do not decode
+        "skipped_images": [{"path": b.path, "reason": b.reason} for b in bad[:1000]],
         "per_class": dict(zip(ds.classes, per_class.tolist())),
         "shard_size": str(shard_size),
         "fingerprint": fp,

@@ -5,6 +5,7 @@ scores exactly what training validated and what ``predict`` draws."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from detforge.data.dataset import Dataset
@@ -69,8 +70,17 @@ def evaluate(
     P/R/F1. Writes ``results.json`` and the task's plots (detectors also ``predictions.json``
     and ``gt.json`` in COCO format) into ``runs/eval/NAME``; returns the metrics with
     ``task``, ``split`` and ``run_dir``."""
+    from detforge.data.verify import usable
+
     det = load(weights, device=device)
     ds, split = eval_split(data, split)
+    if ds.task != det.task:
+        what = {"detect": "boxes", "classify": "a class per image (class folders)"}
+        raise DetforgeError(
+            f"{weights} is a {det.task} model but {data} holds {what[ds.task]}",
+            f"evaluate it on {what[det.task]}",
+        )
+    ds, _ = usable(ds)
     if list(ds.classes) != list(det.names):
         raise DetforgeError(
             f"{weights}: the model's classes {det.names} differ from the dataset's {ds.classes}",
@@ -79,10 +89,14 @@ def evaluate(
     t = task(det.task)
     scored = t.score(det, ds, batch=batch, conf=conf, iou=iou, engine=engine, progress=progress)
     run = new_run_dir("eval", name, project)
-    t.write_report(scored, ds, run)
-    metrics = dict(scored.metrics)
-    metrics.update(task=t.name, split=split, weights=str(weights), run_dir=str(run))
-    atomic_write_json(run / "results.json", metrics)
+    try:
+        t.write_report(scored, ds, run)
+        metrics = dict(scored.metrics)
+        metrics.update(task=t.name, split=split, weights=str(weights), run_dir=str(run))
+        atomic_write_json(run / "results.json", metrics)
+    except BaseException:
+        shutil.rmtree(run, ignore_errors=True)  # no half-written eval folder
+        raise
     return metrics
 
 

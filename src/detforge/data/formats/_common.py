@@ -96,6 +96,66 @@ def image_size(img, issues: list[Issue]) -> tuple[int, int] | None:
     return w, h
 
 
+OUTSIDE_MODES = ("error", "allow", "report")
+OUTSIDE = "outside"  # what Within.pick returns for an image it refused (in report mode)
+
+
+class Within:
+    """Where a dataset's annotations may point: inside the folder the user named (for a file,
+    its folder) or, for images kept in a sibling folder (LabelImg's ``../images``), inside that
+    folder's parent. Checked on the path as written (``..`` and absolute paths), not through
+    symlinks the user made. ``mode``: ``error`` raises, ``report`` records an ``outside_path``
+    issue and skips the image, ``allow`` (``--allow-outside-paths``) follows any path."""
+
+    def __init__(self, named, mode: str = "error"):
+        if mode not in OUTSIDE_MODES:
+            raise ValueError(f"outside_paths must be one of {OUTSIDE_MODES}, got {mode!r}")
+        named = Path(named)
+        self.root = os.path.abspath(named if named.is_dir() or not named.suffix else named.parent)
+        self.mode = mode
+
+    def allows(self, image) -> bool:
+        if self.mode == "allow":
+            return True
+        p = os.path.normpath(os.path.abspath(image))
+        if p == self.root or p.startswith(self.root.rstrip(os.sep) + os.sep):
+            return True
+        rel = os.path.relpath(p, os.path.dirname(self.root))
+        return not rel.startswith("..") and os.sep in rel  # in a sibling folder
+
+    def pick(self, candidates, where, written: str, issues: list[Issue]):
+        """The first existing candidate inside; None when none exists. When only candidates
+        outside exist: an error naming ``where`` (the annotation) and ``written`` (its text),
+        or in ``report`` mode an ``outside_path`` issue and :data:`OUTSIDE`."""
+        outside = None
+        for c in candidates:
+            if os.path.isfile(c):
+                if self.allows(c):
+                    return Path(c)
+                outside = outside or c
+        if outside is not None:
+            self.refuse(where, written, outside, issues)
+            return OUTSIDE
+        return None
+
+    def refuse(self, where, written: str, resolved, issues: list[Issue]) -> None:
+        msg = (
+            f"image path {written!r} points outside the dataset folder {self.root} "
+            f"(to {os.path.normpath(os.path.abspath(resolved))})"
+        )
+        if self.mode == "report":
+            issues.append(Issue(str(where), "outside_path", msg, "error"))
+            return
+        from detforge.errors import FormatError
+
+        raise FormatError(
+            where,
+            msg,
+            "move the image into the dataset folder, or pass --allow-outside-paths if you "
+            "trust this annotation",
+        )
+
+
 def unlabeled_negatives(folder, samples: list[Sample], issues: list[Issue]) -> list[Sample]:
     """Images under ``folder`` that no sample points at, as negatives."""
     seen = {os.path.realpath(s.path) for s in samples}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import numpy as np
 from detforge.boxes import from_xyxy, to_xyxy
 from detforge.data import image as imageio
 from detforge.data.dataset import Dataset, Issue, Sample
-from detforge.data.formats._common import image_size, start_write
+from detforge.data.formats._common import OUTSIDE, Within, image_size, start_write
 from detforge.errors import FormatError
 from detforge.fileio import atomic_write_json
 
@@ -48,7 +49,75 @@ def _image_dirs(jpath: Path, images: Path | None) -> list[Path]:
     return out
 
 
-def read(path, *, images=None, names=None, **_) -> Dataset:
+def _ids(items, what: str, jpath: Path) -> dict:
+    """``{id: item}`` of COCO ``images`` or ``categories``: each an object with a unique
+    integer (or string) id."""
+    if not isinstance(items, list):
+        raise FormatError(jpath, f"'{what}' must be a list, got {type(items).__name__}")
+    out: dict = {}
+    for k, it in enumerate(items):
+        if not isinstance(it, dict) or "id" not in it:
+            raise FormatError(
+                jpath, f"{what}[{k}] has no 'id'", f"give every entry of {what} an id"
+            )
+        key = it["id"]
+        if not isinstance(key, (int, str)) or isinstance(key, bool):
+            raise FormatError(jpath, f"{what}[{k}] has id {key!r}; ids are integers")
+        if key in out:
+            raise FormatError(
+                jpath,
+                f"{what}[{k}] repeats id {key!r}",
+                "ids must be unique; boxes of one image would land on another",
+            )
+        out[key] = it
+    return out
+
+
+def _bbox(a, k: int, jpath: Path) -> list[float]:
+    bbox = a.get("bbox")
+    try:
+        values = [float(v) for v in bbox] if isinstance(bbox, list) else None
+    except (TypeError, ValueError):
+        values = None
+    if values is None or len(values) != 4 or isinstance(bbox[0], bool):
+        raise FormatError(
+            jpath,
+            f"annotation {k} (id {a.get('id')}): bbox must be 4 numbers [x, y, w, h], "
+            f"got {bbox!r:.60}",
+        )
+    return values
+
+
+def _annotations(obj: dict, images: dict, jpath: Path, issues: list) -> dict:
+    """Annotations grouped by image id; one whose image id is unknown is reported."""
+    anns = obj.get("annotations") or []
+    if not isinstance(anns, list):
+        raise FormatError(jpath, f"'annotations' must be a list, got {type(anns).__name__}")
+    per_image: dict = {}
+    orphans = []
+    for k, a in enumerate(anns):
+        if not isinstance(a, dict):
+            raise FormatError(jpath, f"annotation {k} is not an object")
+        img_id = a.get("image_id")
+        if not isinstance(img_id, (int, str)) or img_id not in images:
+            orphans.append(k)
+            continue
+        per_image.setdefault(img_id, []).append((k, a))
+    if orphans:
+        issues.append(
+            Issue(
+                str(jpath),
+                "orphan_annotation",
+                f"{len(orphans)} annotations name an image id that is not in 'images' "
+                f"(first: annotation {orphans[0]}, image_id "
+                f"{anns[orphans[0]].get('image_id')!r}); they are not used",
+                "error",
+            )
+        )
+    return per_image
+
+
+def read(path, *, images=None, names=None, outside_paths: str = "error", **_) -> Dataset:
     """Read a COCO JSON (or the folder holding it). Images are looked up in ``images`` first,
     then beside the JSON, in ``images/``, and in the folder named after ``instances_<split>``."""
     path = Path(path)
@@ -57,21 +126,25 @@ def read(path, *, images=None, names=None, **_) -> Dataset:
         raise FormatError(path, "no COCO JSON found in this folder")
     try:
         obj = json.loads(jpath.read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError) as e:
-        raise FormatError(jpath, f"not valid JSON: {e}") from e
+    except (OSError, ValueError, RecursionError) as e:
+        raise FormatError(jpath, f"not valid JSON: {e}") from None
     if not is_coco(obj):
         raise FormatError(jpath, "not a COCO file (needs 'images' and 'annotations'/'categories')")
-    cats = sorted(obj.get("categories") or [], key=lambda c: c["id"])
-    classes = [str(c["name"]) for c in cats]
-    cat_index = {c["id"]: i for i, c in enumerate(cats)}
-    per_image: dict = {}
-    for k, a in enumerate(obj.get("annotations") or []):
-        per_image.setdefault(a.get("image_id"), []).append((k, a))
+    cats = _ids(obj.get("categories") or [], "categories", jpath)
+    order = sorted(cats, key=lambda i: (isinstance(i, str), i))
+    classes = [str(cats[i].get("name", i)) for i in order]
+    cat_index = {c: i for i, c in enumerate(order)}
+    image_items = _ids(obj["images"], "images", jpath)
+    issues: list[Issue] = []
+    per_image = _annotations(obj, image_items, jpath, issues)
     dirs = _image_dirs(jpath, Path(images) if images else None)
-    samples, issues = [], []
-    for im in obj["images"]:
+    within = Within(path, outside_paths)
+    samples = []
+    for im_id, im in image_items.items():
         fname = str(im.get("file_name", "")).replace("\\", "/")
-        found = next((d / fname for d in dirs if (d / fname).is_file()), None)
+        found = within.pick([d / fname for d in dirs] if fname else [], jpath, fname, issues)
+        if found == OUTSIDE:
+            continue
         if found is None:
             issues.append(
                 Issue(
@@ -83,31 +156,37 @@ def read(path, *, images=None, names=None, **_) -> Dataset:
             )
             continue
         boxes, labels, crowd = [], [], []
-        for k, a in per_image.get(im["id"], []):
+        for k, a in per_image.get(im_id, []):
             if a.get("category_id") not in cat_index:
                 raise FormatError(
                     jpath,
                     f"annotation {k} (id {a.get('id')}): unknown category_id "
-                    f"{a.get('category_id')}",
+                    f"{a.get('category_id')!r}",
                     "add the category or drop the box",
                 )
-            bbox = a.get("bbox")
-            if not bbox or len(bbox) != 4:
-                raise FormatError(jpath, f"annotation {k} (id {a.get('id')}): no bbox [x, y, w, h]")
-            boxes.append(bbox)
+            boxes.append(_bbox(a, k, jpath))
             labels.append(cat_index[a["category_id"]])
             crowd.append(bool(a.get("iscrowd", 0)))
-        w, h = im.get("width"), im.get("height")
+        w, h = _size(im, "width"), _size(im, "height")
         if not w or not h:
             if not (size := image_size(found, issues)):
                 continue
             w, h = size
         xyxy = to_xyxy(np.array(boxes, np.float64).reshape(-1, 4), "xywh")
-        samples.append(
-            Sample(imageio.FileImage(found.resolve()), w, h, xyxy, labels, iscrowd=crowd)
-        )
+        image = imageio.FileImage(os.path.abspath(found))
+        samples.append(Sample(image, w, h, xyxy, labels, iscrowd=crowd))
     ds = Dataset(classes, samples, jpath.parent, issues=issues, format=NAME)
     return ds.with_classes(names) if names else ds
+
+
+def _size(im: dict, key: str) -> int | None:
+    """An image's width or height from the JSON, None when absent or not a positive number
+    (then the image header is read)."""
+    try:
+        v = float(im.get(key))
+    except (TypeError, ValueError):
+        return None
+    return int(v) if np.isfinite(v) and v > 0 else None
 
 
 def to_dict(ds: Dataset, names: list[str]) -> dict:

@@ -15,7 +15,13 @@ import numpy as np
 
 from detforge.data import image as imageio
 from detforge.data.dataset import ClassIndex, Dataset, Issue, Sample, read_classes_file
-from detforge.data.formats._common import start_write, unlabeled_negatives, write_classes
+from detforge.data.formats._common import (
+    OUTSIDE,
+    Within,
+    start_write,
+    unlabeled_negatives,
+    write_classes,
+)
 from detforge.errors import FormatError, ImageError
 from detforge.fileio import atomic_write_json
 
@@ -25,14 +31,28 @@ LABELME_VERSION = "5.5.0"
 
 
 def is_labelme(obj) -> bool:
-    return isinstance(obj, dict) and "shapes" in obj and ("imagePath" in obj or "imageData" in obj)
+    """labelme's keys: ``imagePath`` or ``imageData``, with ``shapes`` (or, in a file saved
+    without any, ``version``/``flags``); never COCO's ``images``."""
+    return (
+        isinstance(obj, dict)
+        and ("imagePath" in obj or "imageData" in obj)
+        and ("shapes" in obj or "version" in obj or "flags" in obj)
+        and "images" not in obj
+    )
 
 
-def _shape_box(shape: dict) -> tuple[np.ndarray, str]:
-    pts = np.asarray(shape.get("points") or [], dtype=np.float64).reshape(-1, 2)
+def _shape_box(shape) -> tuple[np.ndarray, str]:
+    if not isinstance(shape, dict):
+        raise ValueError(f"a shape must be an object, got {type(shape).__name__}")
+    try:
+        pts = np.asarray(shape.get("points") or [], dtype=np.float64).reshape(-1, 2)
+    except (ValueError, TypeError):
+        raise ValueError(f"points must be [[x, y], ...], got {shape.get('points')!r:.60}") from None
     kind = shape.get("shape_type") or "polygon"
     if len(pts) == 0:
         raise ValueError("shape has no points")
+    if not np.isfinite(pts).all():
+        raise ValueError("points hold NaN or infinity")
     if kind == "circle":
         if len(pts) < 2:
             raise ValueError("circle needs a center and a rim point")
@@ -43,31 +63,66 @@ def _shape_box(shape: dict) -> tuple[np.ndarray, str]:
     return np.array([lo[0], lo[1], hi[0], hi[1]]), kind
 
 
-def _find_image(jpath: Path, obj: dict) -> imageio.ImageRef | None:
-    rel = (obj.get("imagePath") or "").replace("\\", "/")
+def _find_image(jpath: Path, obj: dict, within: Within, issues: list):
+    """The image a labelme JSON names (an image file, inside the dataset), else its embedded
+    ``imageData``; None when there is neither, OUTSIDE when refused."""
+    rel = str(obj.get("imagePath") or "").replace("\\", "/")
     candidates = []
     if rel:
         candidates += [jpath.parent / rel, jpath.parent / Path(rel).name]
     candidates += [jpath.with_suffix(e) for e in imageio.IMAGE_EXTS]
-    for c in candidates:
-        if c.is_file():
-            return imageio.FileImage(c.resolve())
-    if obj.get("imageData"):
-        name = Path(rel).name if rel else jpath.stem + ".jpg"
-        return imageio.EmbeddedImage(jpath.resolve(), name)
-    return None
+    images = [c for c in candidates if c.suffix.lower() in imageio.IMAGE_EXTS]  # never the JSON
+    embedded = obj.get("imageData")
+    found = within.pick(images, jpath, rel, [] if embedded else issues)
+    if found is not None and found != OUTSIDE:
+        return imageio.FileImage(os.path.abspath(found))
+    if embedded:
+        name = Path(rel).name if Path(rel).suffix.lower() in imageio.IMAGE_EXTS else ""
+        return imageio.EmbeddedImage(jpath.resolve(), name or jpath.stem + ".jpg")
+    return found
 
 
-def read_file(jpath: Path, index: ClassIndex, shapes: str = "box") -> tuple[Sample | None, list]:
+def _size_field(obj: dict, key: str, jpath: Path) -> int | None:
+    v = obj.get(key)
+    if v is None or v == "":
+        return None
+    try:
+        n = float(v)
+    except (TypeError, ValueError):
+        raise FormatError(jpath, f"{key} is not a number: {v!r:.40}", "fix it in labelme") from None
+    if not np.isfinite(n) or n < 0:
+        raise FormatError(jpath, f"{key} is {v!r}", "fix it in labelme")
+    return int(n)
+
+
+def _load(jpath: Path):
+    try:
+        return json.loads(jpath.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise FormatError(
+            jpath, f"not valid JSON: {e}", "open it in labelme and save again"
+        ) from None
+
+
+def read_file(
+    jpath: Path, index: ClassIndex, shapes: str = "box", within: Within | None = None, obj=None
+) -> tuple[Sample | None, list]:
     """Read one labelme JSON; returns the sample (None if its image is missing) and issues."""
     issues: list[Issue] = []
-    try:
-        obj = json.loads(jpath.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(jpath, f"not valid JSON: {e}", "open it in labelme and save again") from e
+    obj = _load(jpath) if obj is None else obj
     if not is_labelme(obj):
         raise FormatError(jpath, "not a labelme file (no 'shapes'/'imagePath')")
-    ref = _find_image(jpath, obj)
+    raw_shapes = obj.get("shapes")
+    if raw_shapes is None:
+        issues.append(Issue(str(jpath), "no_shapes", "no 'shapes': read as a negative", "info"))
+    elif not isinstance(raw_shapes, list):
+        raise FormatError(
+            jpath, f"'shapes' must be a list, got {type(raw_shapes).__name__}", "save it in labelme"
+        )
+    jw, jh = _size_field(obj, "imageWidth", jpath), _size_field(obj, "imageHeight", jpath)
+    ref = _find_image(jpath, obj, within or Within(jpath.parent), issues)
+    if ref == OUTSIDE:
+        return None, issues
     if ref is None:
         issues.append(
             Issue(
@@ -86,9 +141,8 @@ def read_file(jpath: Path, index: ClassIndex, shapes: str = "box") -> tuple[Samp
         )
     except ImageError as e:
         issues.append(Issue(str(ref.path), "unreadable_image", e.message, "error"))
-        w, h = obj.get("imageWidth") or 0, obj.get("imageHeight") or 0
-    jw, jh = obj.get("imageWidth"), obj.get("imageHeight")
-    if jw and jh and (int(jw), int(jh)) != (w, h) and w and h:
+        w, h = jw or 0, jh or 0
+    if jw and jh and (jw, jh) != (w, h) and w and h:
         issues.append(
             Issue(
                 str(jpath),
@@ -98,8 +152,8 @@ def read_file(jpath: Path, index: ClassIndex, shapes: str = "box") -> tuple[Samp
         )
     groups: dict[tuple, list] = {}
     order: list[tuple] = []
-    for k, shape in enumerate(obj.get("shapes") or []):
-        label = str(shape.get("label", "")).strip()
+    for k, shape in enumerate(raw_shapes or []):
+        label = str(shape.get("label", "")).strip() if isinstance(shape, dict) else "?"
         if label == "__ignore__" or not label:
             continue
         try:
@@ -111,11 +165,12 @@ def read_file(jpath: Path, index: ClassIndex, shapes: str = "box") -> tuple[Samp
         if kind not in RECT_SHAPES and shapes == "skip":
             continue
         gid = shape.get("group_id")
-        key = (label, gid) if gid is not None else (label, None, k)
+        key = (label, gid) if isinstance(gid, (int, str)) else (label, None, k)
         if key not in groups:
             groups[key] = []
             order.append(key)
-        groups[key].append((box, bool((shape.get("flags") or {}).get("difficult"))))
+        flags = shape.get("flags")
+        groups[key].append((box, isinstance(flags, dict) and bool(flags.get("difficult"))))
     boxes, labels, difficult = [], [], []
     for key in order:
         b = np.array([g[0] for g in groups[key]])
@@ -126,11 +181,19 @@ def read_file(jpath: Path, index: ClassIndex, shapes: str = "box") -> tuple[Samp
     return Sample(ref, w, h, boxes, labels, difficult=difficult), issues
 
 
-def read(path, *, shapes: str = "box", negatives: bool = False, names=None, **_) -> Dataset:
+def read(
+    path,
+    *,
+    shapes: str = "box",
+    negatives: bool = False,
+    names=None,
+    outside_paths: str = "error",
+    **_,
+) -> Dataset:
     """Read a folder of labelme JSON files (recursively) or one JSON file.
 
     ``shapes='skip'`` drops non-rectangular shapes instead of boxing them; ``negatives=True``
-    adds images that have no JSON as negatives.
+    adds images that have no JSON as negatives; ``outside_paths`` see :class:`Within`.
     """
     path = Path(path)
     files = (
@@ -140,17 +203,19 @@ def read(path, *, shapes: str = "box", negatives: bool = False, names=None, **_)
     )
     root = path.parent if path.is_file() else path
     index = ClassIndex(names or read_classes_file(root))
+    within = Within(path, outside_paths)
     samples, issues = [], []
     for jp in files:
+        head = None
         if path.is_dir():
             try:
-                head = json.loads(jp.read_text(encoding="utf-8-sig"))
-            except (OSError, ValueError):
-                issues.append(Issue(str(jp), "bad_json", "not valid JSON; skipped", "error"))
+                head = _load(jp)
+            except FormatError as e:
+                issues.append(Issue(str(jp), "bad_json", e.message + "; skipped", "error"))
                 continue
             if not is_labelme(head):
                 continue
-        s, found = read_file(jp, index, shapes)
+        s, found = read_file(jp, index, shapes, within, head)
         issues += found
         if s is not None:
             samples.append(s)

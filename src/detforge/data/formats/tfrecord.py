@@ -100,9 +100,18 @@ def write(
     overwrite: bool = False,
     shard_size=DEFAULT_SHARD_SIZE,
     workers: int | None = None,
+    strict: bool = False,
 ) -> Path:
     """Write sharded records, ``label_map.pbtxt`` and ``index.json`` (see :func:`pack`)."""
     if images == "none":
         raise DetforgeError("TFRecords embed the images; --no-images does not apply")
-    pack(ds, dst, shard_size=shard_size, workers=workers, overwrite=overwrite, progress=False)
+    pack(
+        ds,
+        dst,
+        shard_size=shard_size,
+        workers=workers,
+        overwrite=overwrite,
+        progress=False,
+        strict=strict,
+    )
     return Path(dst)

@@ -7,6 +7,7 @@ Both yield ``(image, target)``: ``image`` a uint8 tensor (3, H, W) RGB, ``target
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from detforge.data import image as imageio
 from detforge.data.dataset import Dataset
 from detforge.data.records import read_label_map
 from detforge.data.shards import iter_parsed, shard_files
-from detforge.errors import FormatError
+from detforge.errors import FormatError, ImageError
 
 
 def _item(pixels: np.ndarray, boxes, labels, iscrowd, image_id: int, category=None):
@@ -46,9 +47,23 @@ class SampleDataset(TorchDataset):
         return len(self.ds)
 
     def __getitem__(self, i: int):
-        s = self.ds.samples[i]
-        item = _item(s.load(), s.boxes, s.labels, s.iscrowd, i, s.category)
-        return self.transform(*item) if self.transform else item
+        n = len(self.ds)
+        for k in range(min(n, 16)):  # an image that stopped decoding: the next one stands in
+            j = (i + k) % n
+            s = self.ds.samples[j]
+            try:
+                pixels = s.load()
+            except ImageError as e:
+                _skip_warning(e)
+                continue
+            item = _item(pixels, s.boxes, s.labels, s.iscrowd, j, s.category)
+            return self.transform(*item) if self.transform else item
+        raise ImageError(self.ds.samples[i].path, "this and the next images do not decode")
+
+
+def _skip_warning(e: ImageError) -> None:
+    """An image that decoded in the up-front check but not now (changed during the run)."""
+    warnings.warn(f"skipping an image that no longer decodes: {e.message}", stacklevel=3)
 
 
 def _rank_world() -> tuple[int, int]:
@@ -150,11 +165,18 @@ class ShardDataset(IterableDataset):
                 "pass the label_map.pbtxt the records were written with",
                 record=i,
             )
-        pixels = imageio.decode(p.image, f"{f} (record {i})")
+        try:
+            pixels = imageio.decode(p.image, f"{f} (record {i})")
+        except ImageError as e:
+            _skip_warning(e)
+            return None
         item = _item(pixels, p.boxes, labels, p.iscrowd, i, category)
         return self.transform(*item) if self.transform else item
 
     def __iter__(self):
+        return (item for item in self._items() if item is not None)
+
+    def _items(self):
         records = self._records()
         if not self.shuffle_buffer:
             for rec in records:

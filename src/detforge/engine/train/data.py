@@ -13,7 +13,15 @@ from detforge.engine.train.config import ConfigError, TrainConfig
 
 def load_data(cfg: TrainConfig, say) -> tuple:
     """(train Dataset, val Dataset): a data YAML's train and val splits, or a seeded split
-    of the data (or of a YAML's train split when it names no val), announced."""
+    of the data (or of a YAML's train split when it names no val), announced. Images that do
+    not decode are left out up front, each named once (cached: a second run decodes nothing)."""
+    from detforge.data.verify import usable
+
+    train, val = _splits(cfg, say)
+    return usable(train)[0], usable(val)[0]
+
+
+def _splits(cfg: TrainConfig, say) -> tuple:
     from detforge.data import read
     from detforge.data.reading import is_data_yaml, read_splits
     from detforge.data.split import split
