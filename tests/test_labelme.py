@@ -138,8 +138,12 @@ def test_negatives_and_empty_shapes(tmp_path):
 
 def test_missing_image_reported_not_fatal(tmp_path):
     labelme_json(tmp_path / "gone.json", [shape("x", [[1, 1], [5, 5]])], "gone.jpg")
+    with pytest.raises(FormatError, match=r"no usable images.*gone\.json.*'gone\.jpg' not found"):
+        read(tmp_path, "labelme")  # a dataset of only missing images is an error
+    save_image(tmp_path / "a.jpg", fmt="JPEG")
+    labelme_json(tmp_path / "a.json", [shape("x", [[1, 1], [5, 5]])], "a.jpg")
     ds = read(tmp_path, "labelme")
-    assert len(ds) == 0 and ds.issues[0].kind == "missing_image"
+    assert len(ds) == 1 and ds.issues[0].kind == "missing_image"
     assert "gone.json" in ds.issues[0].path
 
 

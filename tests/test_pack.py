@@ -148,7 +148,7 @@ def test_corrupt_shard_is_reported_with_record(synth_ds, tmp_path):
 def test_exif_orientation_scan_agrees_with_pillow(fmt):
     import io
 
-    from detforge.data.shards import _exif_orientation, sniff
+    from detforge.data.tfexample import _exif_orientation, sniff
 
     for value in range(0, 10):
         exif = Image.Exif()

@@ -56,9 +56,8 @@ def test_raccoon_layout_stale_path_floats_and_empty_tags(tmp_path):
 def test_user_images_dir_and_missing_extension(tmp_path):
     save_image(tmp_path / "pics" / "p.png", fmt="PNG")
     voc_xml(tmp_path / "xml" / "p.xml", "p", [("cat", [1, 1, 9, 9], 0, 0)])
-    ds = read(tmp_path / "xml")
-    assert len(ds) == 0 and ds.issues[0].kind == "missing_image"
-    assert "--images" in ds.issues[0].message
+    with pytest.raises(FormatError, match=r"no usable images.*missing_image.*--images"):
+        read(tmp_path / "xml")
     ds = read(tmp_path / "xml", images=tmp_path / "pics")
     assert ds[0].path.name == "p.png"
 

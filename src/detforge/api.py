@@ -22,7 +22,9 @@ def as_dataset(src, format: str = "auto", **opts) -> Dataset:
 def check(
     src, *, format: str = "auto", names=None, decode: bool = True, progress: bool = True, **opts
 ) -> _check.Report:
-    """Validate a dataset; see :func:`detforge.data.check.check`."""
+    """Validate a dataset; see :func:`detforge.data.check.check`. Images an annotation points
+    at outside the dataset are reported (``outside_path``) unless ``outside_paths='allow'``."""
+    opts.setdefault("outside_paths", "report")
     return _check.check(
         as_dataset(src, format, **opts), names=names, decode=decode, progress=progress
     )

@@ -148,7 +148,10 @@ class RecordImage:
         from detforge.data.records import read_example_at
 
         ex = read_example_at(self.path, self.offset)
-        return ex["image/encoded"][0]
+        data = ex.get("image/encoded")
+        if not isinstance(data, list) or not data or not data[0]:
+            raise ImageError(self.path, f"record at byte {self.offset} holds no image/encoded")
+        return data[0]
 
     def size_hint(self) -> int:
         return self.length

@@ -40,7 +40,23 @@ def read(src, format: str = "auto", **opts) -> Dataset:
     name = formats.detect(src) if format == "auto" else format
     ds = formats.get(name).read(src, **opts)
     ds.format = name
+    if not len(ds) and opts.get("outside_paths") != "report":
+        raise_empty(src, ds)
     return ds
+
+
+def raise_empty(src, ds: Dataset) -> None:
+    """A dataset without a single image is an error, saying why when the reader knows."""
+    errors = [i for i in ds.issues if i.severity == "error"]
+    if errors:
+        kinds = sorted({i.kind for i in errors})
+        raise FormatError(
+            src,
+            f"no usable images: {len(errors)} problems ({', '.join(kinds)}), first: "
+            f"{errors[0].path}: {errors[0].message}",
+            "pass --images DIR if the images live elsewhere; `detforge data check` lists all",
+        )
+    raise FormatError(src, f"no images found (read as {ds.format})", "check the path")
 
 
 def _yaml(path: Path) -> dict:
@@ -75,7 +91,8 @@ def read_splits(path, **opts) -> dict[str, Dataset]:
                 kw["images"] = base / kw["images"]
             entry = entry.get("path")
         if isinstance(entry, list) or str(entry).endswith(".txt"):  # YOLO image lists
-            ds = yolo.read(path, split=k, names=names)
+            outside = {a: opts[a] for a in ("outside_paths",) if a in opts}
+            ds = yolo.read(path, split=k, names=names, **outside)
         else:
             ds = read(yolo.resolve_entry(base, entry), fmt, names=names, **kw)
         out[k] = ds

@@ -58,8 +58,11 @@ def detect(path) -> str:
                 return kind
         elif suffix == ".xml":
             return "voc"
-        elif suffix == ".csv" and csv.csv_kind(p):
-            return "csv"
+        elif suffix == ".csv":
+            if csv.csv_kind(p):
+                return "csv"
+            message, hint = csv.explain_header(p)
+            raise UnknownFormatError(f"{p}: {message}", hint)
         elif suffix in (".yaml", ".yml"):
             return "yolo"
         elif suffix in (".record", ".tfrecord", ".pbtxt") or "-of-" in p.name or not p.exists():
@@ -115,6 +118,10 @@ def _detect_dir(p: Path) -> str:
     subdirs = folders.class_dirs(p)
     if subdirs and not any(f.suffix.lower() in IMAGE_EXTS for f in files if f.is_file()):
         return "folders"
+    stray_csv = next(iter(sorted(p.glob("*.csv"))), None)
+    if stray_csv is not None:
+        message, hint = csv.explain_header(stray_csv)
+        raise UnknownFormatError(f"{stray_csv}: {message}", hint)
     raise UnknownFormatError(
         f"cannot tell the annotation format of {p}",
         "pass --format (one of " + ", ".join(FORMATS) + ")",

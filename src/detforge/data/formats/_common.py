@@ -107,18 +107,19 @@ class Within:
     symlinks the user made. ``mode``: ``error`` raises, ``report`` records an ``outside_path``
     issue and skips the image, ``allow`` (``--allow-outside-paths``) follows any path."""
 
-    def __init__(self, named, mode: str = "error"):
+    def __init__(self, named, mode: str = "error", images=None):
         if mode not in OUTSIDE_MODES:
             raise ValueError(f"outside_paths must be one of {OUTSIDE_MODES}, got {mode!r}")
         named = Path(named)
         self.root = os.path.abspath(named if named.is_dir() or not named.suffix else named.parent)
+        self.trusted = [self.root] + ([os.path.abspath(images)] if images else [])  # --images
         self.mode = mode
 
     def allows(self, image) -> bool:
         if self.mode == "allow":
             return True
         p = os.path.normpath(os.path.abspath(image))
-        if p == self.root or p.startswith(self.root.rstrip(os.sep) + os.sep):
+        if any(p == r or p.startswith(r.rstrip(os.sep) + os.sep) for r in self.trusted):
             return True
         rel = os.path.relpath(p, os.path.dirname(self.root))
         return not rel.startswith("..") and os.sep in rel  # in a sibling folder

@@ -138,7 +138,7 @@ def read(path, *, images=None, names=None, outside_paths: str = "error", **_) ->
     issues: list[Issue] = []
     per_image = _annotations(obj, image_items, jpath, issues)
     dirs = _image_dirs(jpath, Path(images) if images else None)
-    within = Within(path, outside_paths)
+    within = Within(path, outside_paths, images)
     samples = []
     for im_id, im in image_items.items():
         fname = str(im.get("file_name", "")).replace("\\", "/")

@@ -7,6 +7,7 @@ sibling ``images/`` or ``JPEGImages/`` folder, or in the ``images`` folder the u
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -16,7 +17,14 @@ from defusedxml import DefusedXmlException
 
 from detforge.data import image as imageio
 from detforge.data.dataset import ClassIndex, Dataset, Issue, Sample, read_classes_file
-from detforge.data.formats._common import fmt_num, start_write, unlabeled_negatives, write_classes
+from detforge.data.formats._common import (
+    OUTSIDE,
+    Within,
+    fmt_num,
+    start_write,
+    unlabeled_negatives,
+    write_classes,
+)
 from detforge.errors import FormatError, ImageError
 from detforge.fileio import atomic_write_text
 
@@ -48,14 +56,14 @@ def _flag(node, tag: str) -> bool:
         return txt.lower() in ("true", "yes")
 
 
-def _find_image(xml: Path, path_txt: str, filename: str, images: Path | None) -> Path | None:
-    cands: list[Path] = []
-    if path_txt:
-        p = Path(path_txt.replace("\\", "/"))
-        cands.append(p if p.is_absolute() else xml.parent / p)
+def _find_image(xml: Path, path_txt: str, filename: str, images: Path | None, within, issues):
+    """The image an XML names: ``<filename>`` (or ``<path>``'s name) beside it, in a sibling
+    ``images/`` or ``JPEGImages/``, or in ``images``; ``<path>`` as written last (LabelImg
+    stores the labeler's absolute path, valid only on that machine)."""
+    path_txt = path_txt.replace("\\", "/")
     names = [filename] if filename else []
     if path_txt:
-        names.append(path_txt.replace("\\", "/").rsplit("/", 1)[-1])
+        names.append(path_txt.rsplit("/", 1)[-1])
     if not names or not Path(names[0]).suffix:  # VOC files sometimes omit the extension
         stem = names[0] if names else xml.stem
         names += [stem + e for e in (".jpg", ".jpeg", ".png", ".JPG", ".PNG")]
@@ -67,14 +75,15 @@ def _find_image(xml: Path, path_txt: str, filename: str, images: Path | None) ->
         xml.parent / "images",
         xml.parent / "JPEGImages",
     ]
-    cands += [f / n for f in folders for n in names]
-    for c in cands:
-        if c.is_file():
-            return c.resolve()
-    return None
+    cands = [f / n for f in folders for n in names if n and "/" not in n and n not in (".", "..")]
+    if path_txt:
+        p = Path(path_txt)
+        cands.append(p if p.is_absolute() else xml.parent / p)
+    found = within.pick(cands, xml, path_txt or filename, issues)
+    return found if found in (None, OUTSIDE) else Path(os.path.abspath(found))
 
 
-def read_file(xml: Path, index: ClassIndex, images: Path | None = None):
+def read_file(xml: Path, index: ClassIndex, images: Path | None = None, within=None):
     """Read one VOC XML -> (Sample or None when its image is missing, issues)."""
     try:
         root = SafeET.parse(xml).getroot()
@@ -83,7 +92,10 @@ def read_file(xml: Path, index: ClassIndex, images: Path | None = None):
     if root.tag != "annotation":
         raise FormatError(xml, f"root tag is <{root.tag}>, expected <annotation>")
     issues: list[Issue] = []
-    img = _find_image(xml, _text(root, "path"), _text(root, "filename"), images)
+    within = within or Within(xml.parent)
+    img = _find_image(xml, _text(root, "path"), _text(root, "filename"), images, within, issues)
+    if img == OUTSIDE:
+        return None, issues
     if img is None:
         issues.append(
             Issue(
@@ -131,11 +143,24 @@ def _split_ids(root: Path, split: str | None) -> list[str] | None:
     f = root / "ImageSets" / "Main" / f"{split}.txt"
     if not f.is_file():
         raise FormatError(f, "split list not found", "name an existing ImageSets/Main/<split>.txt")
-    return [line.split()[0] for line in f.read_text().splitlines() if line.strip()]
+    ids = [line.split()[0] for line in f.read_text().splitlines() if line.strip()]
+    for ln, i in enumerate(ids, 1):
+        if "/" in i or "\\" in i or i in (".", ".."):
+            raise FormatError(
+                f, f"id {i!r} is a path", "ids are file names without folders", line=ln
+            )
+    return ids
 
 
 def read(
-    path, *, images=None, split: str | None = None, negatives: bool = False, names=None, **_
+    path,
+    *,
+    images=None,
+    split: str | None = None,
+    negatives: bool = False,
+    names=None,
+    outside_paths: str = "error",
+    **_,
 ) -> Dataset:
     """Read VOC XML: one file, a folder of XMLs (recursive) or a VOCdevkit folder
     (``split`` picks ``ImageSets/Main/<split>.txt``). ``negatives=True`` adds images in the
@@ -153,12 +178,13 @@ def read(
     else:
         root, files = path, sorted(p for p in path.rglob("*.xml") if not p.name.startswith("."))
     index = ClassIndex(names or read_classes_file(root))
+    within = Within(path, outside_paths, images)
     samples, issues = [], []
     for xml in files:
         if not xml.is_file():
             issues.append(Issue(str(xml), "missing_annotation", "listed but not found", "error"))
             continue
-        s, found = read_file(xml, index, images)
+        s, found = read_file(xml, index, images, within)
         issues += found
         if s is not None:
             samples.append(s)

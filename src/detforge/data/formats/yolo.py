@@ -16,7 +16,7 @@ import yaml
 from detforge.boxes import from_xyxy, to_xyxy
 from detforge.data import image as imageio
 from detforge.data.dataset import Dataset, Issue, Sample, read_classes_file
-from detforge.data.formats._common import image_size, start_write
+from detforge.data.formats._common import Within, image_size, start_write
 from detforge.errors import DetforgeError, FormatError
 from detforge.fileio import atomic_write_text
 
@@ -59,7 +59,7 @@ def _read_labels(txt: Path, w: int, h: int, nc: int | None):
             continue
         try:
             cls, vals = int(float(parts[0])), [float(v) for v in parts[1:]]
-        except ValueError as e:
+        except (ValueError, OverflowError) as e:
             raise FormatError(
                 txt, f"not numbers: {line!r}", "each line is: class cx cy w h", line=ln
             ) from e
@@ -82,10 +82,18 @@ def _read_labels(txt: Path, w: int, h: int, nc: int | None):
     return boxes, labels
 
 
-def _image_list(entry: Path) -> list[str]:
+def _image_list(entry: Path, outside_paths: str = "error") -> list[str]:
     if entry.is_file() and entry.suffix == ".txt":  # a list of image paths
-        lines = entry.read_text().splitlines()
-        return [os.path.abspath(entry.parent / line.strip()) for line in lines if line.strip()]
+        within = Within(entry.parent, outside_paths)
+        out = []
+        for ln, line in enumerate(entry.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                p = os.path.abspath(entry.parent / line.strip())
+                if within.allows(p):
+                    out.append(p)
+                else:
+                    within.refuse(f"{entry}:{ln}", line.strip(), p, [])
+        return out
     if (entry / "images").is_dir():
         entry = entry / "images"
     return imageio.find_images(entry)
@@ -127,7 +135,9 @@ def find_yaml(folder: Path) -> Path | None:
     return None
 
 
-def read(path, *, split: str | None = None, names=None, **_) -> Dataset:
+def read(
+    path, *, split: str | None = None, names=None, outside_paths: str = "error", **_
+) -> Dataset:
     """Read a YOLO folder (with ``images/``), an images folder, or a ``data.yaml``
     (all its splits, or only ``split``)."""
     path = Path(path)
@@ -147,13 +157,13 @@ def read(path, *, split: str | None = None, names=None, **_) -> Dataset:
             for e in entries if isinstance(entries, list) else [entries]:
                 if e and os.path.abspath(resolve_entry(base, e)) not in listed:
                     listed.add(os.path.abspath(resolve_entry(base, e)))
-                    images += _image_list(resolve_entry(base, e))
+                    images += _image_list(resolve_entry(base, e), outside_paths)
         if len(listed) > 1:
             images = list(dict.fromkeys(images))
         return read_images(images, classes, yml.parent)
     parent = path.parent if path.name == "images" else path
     classes = names or read_classes_file(parent) or read_classes_file(path)
-    return read_images(_image_list(path), classes, parent)
+    return read_images(_image_list(path, outside_paths), classes, parent)
 
 
 def write(ds: Dataset, dst, *, images: str = "copy", overwrite: bool = False) -> Path:
