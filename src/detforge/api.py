@@ -41,12 +41,15 @@ def fix(
     overwrite: bool = False,
     **opts,
 ) -> tuple[Path, _check.Report]:
-    """Write a fixed copy of ``src`` to ``out`` (the source is never edited) and check it."""
+    """Write a fixed copy of ``src`` to ``out`` (the source is never edited) and check it; the
+    report's ``changes`` lists each image and box the fix dropped or clipped."""
     ds = as_dataset(src, format, **opts)
     report = _check.check(ds, progress=False)
-    fixed = _check.fix(ds, report, policy)
+    fixed, changes = _check.fix(ds, report, policy)
     dst = write(fixed, out, to or ds.format, images=images, overwrite=overwrite)
-    return dst, _check.check(read(dst, to or ds.format), progress=False)
+    after = _check.check(read(dst, to or ds.format), progress=False)
+    after.changes = changes
+    return dst, after
 
 
 def split(
@@ -134,9 +137,13 @@ def pack(
     overwrite: bool = False,
     progress: bool = True,
     format: str = "auto",
+    strict: bool = False,
     **opts,
 ) -> dict:
-    """Pack a dataset into sharded TFRecords + index.json; resumes after a kill."""
+    """Pack a dataset into sharded TFRecords + index.json; resumes after a kill. Images that
+    do not decode are left out and counted (``strict``: refused)."""
+    if not isinstance(src, Dataset):
+        refuse_overlap(out, [src])
     ds = as_dataset(src, format, **opts)
     return _pack(
         ds,
@@ -146,6 +153,7 @@ def pack(
         name=name,
         overwrite=overwrite,
         progress=progress,
+        strict=strict,
     )
 
 

@@ -112,6 +112,9 @@ def eval_cmd(
     project: Path = typer.Option(Path("runs"), help="Where run folders go."),
     name: str = typer.Option("exp", help="Run name under runs/eval/."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
+    allow_outside: bool = typer.Option(
+        False, "--allow-outside-paths", help="Follow image paths that leave the dataset folder."
+    ),
 ):
     """Detectors: COCO mAP, per-class AP, precision/recall at --conf, PR curve, confusion
     matrix, and the scored detections as COCO files. Classifiers: top-1/top-5, per class."""
@@ -126,6 +129,7 @@ def eval_cmd(
         project=project,
         name=name,
         progress=not as_json,
+        allow_outside_paths=allow_outside,
     )
     if as_json:
         print(json.dumps({k: v for k, v in m.items() if k != "confusion"}))

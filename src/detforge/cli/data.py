@@ -21,10 +21,19 @@ LabelMapOpt = typer.Option(None, "--label-map", help="label_map.pbtxt for TFReco
 NegOpt = typer.Option(
     False, "--negatives", help="Add images without annotation as negatives (labelme, VOC)."
 )
+OutsideOpt = typer.Option(
+    False,
+    "--allow-outside-paths",
+    help="Follow annotation image paths that lead outside the dataset folder (refused by "
+    "default: annotations from strangers could point anywhere).",
+)
+StrictOpt = typer.Option(
+    False, "--strict", help="Refuse images that do not decode (default: skip them, named)."
+)
 
 
-def _src_opts(images, label_map, negatives) -> dict:
-    opts = {}
+def _src_opts(images, label_map, negatives, allow_outside=False) -> dict:
+    opts = {"outside_paths": "allow"} if allow_outside else {}
     if images:
         opts["images"] = images
     if label_map:
@@ -45,6 +54,7 @@ def data_check(
     images: Path = ImagesOpt,
     label_map: Path = LabelMapOpt,
     negatives: bool = NegOpt,
+    allow_outside: bool = OutsideOpt,
     names: str = typer.Option(None, help="Expected class names, comma-separated."),
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
     fast: bool = typer.Option(False, help="Read image headers only (misses truncated files)."),
@@ -55,7 +65,7 @@ def data_check(
 ):
     """Report missing/unreadable images, size mismatches, bad boxes, unknown classes, duplicates.
     Exits 1 when errors remain."""
-    opts = _src_opts(images, label_map, negatives)
+    opts = _src_opts(images, label_map, negatives, allow_outside)
     names_list = [n.strip() for n in names.split(",")] if names else None
     report = detforge.check(
         src, format=format, names=names_list, decode=not fast, progress=not as_json, **opts
@@ -68,7 +78,11 @@ def data_check(
         )
         if not as_json:
             _print_report(report)
-            out.print(f"fixed copy written to [bold]{dst}[/]")
+            for line in after.changes[:50]:
+                out.print(f"  {line}", highlight=False)
+            if len(after.changes) > 50:
+                out.print(f"  ... and {len(after.changes) - 50} more (--json lists all)")
+            out.print(f"fixed copy written to [bold]{dst}[/] ({len(after.changes)} changes)")
         report = after
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -106,6 +120,8 @@ def data_split(
     images: Path = ImagesOpt,
     label_map: Path = LabelMapOpt,
     negatives: bool = NegOpt,
+    allow_outside: bool = OutsideOpt,
+    strict: bool = StrictOpt,
     link: bool = typer.Option(False, help="Hard-link images instead of copying them."),
     no_images: bool = typer.Option(False, "--no-images", help="Write annotations only."),
     overwrite: bool = typer.Option(False, help="Allow writing into a non-empty --out."),
@@ -121,7 +137,8 @@ def data_split(
         format=format,
         images=_image_mode(link, no_images),
         overwrite=overwrite,
-        **_src_opts(images, label_map, negatives),
+        strict=strict,
+        **_src_opts(images, label_map, negatives, allow_outside),
     )
     for name, ds in parts.items():
         if ds.task == "classify":
@@ -145,6 +162,8 @@ def data_convert(
     images: Path = ImagesOpt,
     label_map: Path = LabelMapOpt,
     negatives: bool = NegOpt,
+    allow_outside: bool = OutsideOpt,
+    strict: bool = StrictOpt,
     link: bool = typer.Option(False, help="Hard-link images instead of copying them."),
     no_images: bool = typer.Option(False, "--no-images", help="Write annotations only."),
     overwrite: bool = typer.Option(False, help="Allow writing into a non-empty DST."),
@@ -157,7 +176,8 @@ def data_convert(
         format=format,
         images=_image_mode(link, no_images),
         overwrite=overwrite,
-        **_src_opts(images, label_map, negatives),
+        strict=strict,
+        **_src_opts(images, label_map, negatives, allow_outside),
     )
     out.print(f"written {to} to [bold]{path}[/]")
 
@@ -169,10 +189,11 @@ def data_stats(
     images: Path = ImagesOpt,
     label_map: Path = LabelMapOpt,
     negatives: bool = NegOpt,
+    allow_outside: bool = OutsideOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Images, negatives, boxes per class, box sizes, image sizes."""
-    s = detforge.stats(src, format=format, **_src_opts(images, label_map, negatives))
+    s = detforge.stats(src, format=format, **_src_opts(images, label_map, negatives, allow_outside))
     if as_json:
         print(json.dumps(s, indent=2))
         return
@@ -223,10 +244,11 @@ def data_show(
     format: str = FormatOpt,
     images: Path = ImagesOpt,
     label_map: Path = LabelMapOpt,
+    allow_outside: bool = OutsideOpt,
 ):
     """Save a grid of samples with their labeled boxes (--augment: as training sees them)."""
     aug = {"mosaic": mosaic} if augment else None
-    opts = _src_opts(images, label_map, False)
+    opts = _src_opts(images, label_map, False, allow_outside)
     path = detforge.show(
         src, out_png, n=n, seed=seed, augment=aug, imgsz=imgsz, format=format, **opts
     )
@@ -246,6 +268,8 @@ def data_pack(
     images: Path = ImagesOpt,
     label_map: Path = LabelMapOpt,
     negatives: bool = NegOpt,
+    allow_outside: bool = OutsideOpt,
+    strict: bool = StrictOpt,
     overwrite: bool = typer.Option(False, help="Allow writing into a non-empty DST."),
 ):
     """Sharded TFRecords (TF OD API keys) + index.json; re-run after a kill to resume."""
@@ -257,11 +281,13 @@ def data_pack(
         name=name,
         overwrite=overwrite,
         format=format,
-        **_src_opts(images, label_map, negatives),
+        strict=strict,
+        **_src_opts(images, label_map, negatives, allow_outside),
     )
+    skipped = f", {index['skipped']} images that do not decode left out" * bool(index["skipped"])
     out.print(
         f"{index['records']} records, {index['boxes']} boxes in {len(index['shards'])} "
-        f"shards -> [bold]{dst}[/] (index.json, label_map.pbtxt)"
+        f"shards -> [bold]{dst}[/] (index.json, label_map.pbtxt){skipped}"
     )
 
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from detforge.boxes import clip, iou, problems
+from detforge.boxes import clip, problems
 from detforge.data import image as imageio
 from detforge.data.dataset import Dataset, Sample
 from detforge.errors import DetforgeError, ImageError
@@ -53,6 +53,7 @@ class Report:
     images: int
     boxes: int
     findings: list[Finding] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)  # what a fix dropped or clipped
 
     def count(self, severity: str) -> int:
         return sum(f.severity == severity for f in self.findings)
@@ -76,6 +77,7 @@ class Report:
             "warnings": self.count("warning"),
             "counts": dict(self.by_kind()),
             "findings": [asdict(f) for f in self.findings],
+            "changes": self.changes,
         }
 
 
@@ -171,12 +173,48 @@ def _duplicate(s: Sample, first: str, category, classes) -> Finding:
     return _finding("duplicate_image", s.path, f"same bytes as {first}")
 
 
-def _duplicate_boxes(s: Sample, thr: float = 0.95) -> list[int]:
-    if len(s.boxes) < 2:
+def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of each box in ``a`` with the box at the same row of ``b``."""
+    lt, rb = np.maximum(a[:, :2], b[:, :2]), np.minimum(a[:, 2:], b[:, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(1)
+    area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(1)  # noqa: E731
+    union = area(a) + area(b) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+def duplicate_boxes(boxes, labels, thr: float = 0.95, window: int = 64) -> list[int]:
+    """Indices of boxes that repeat an earlier box of the same class (IoU >= ``thr``).
+
+    Sorted by class and left edge: IoU >= t needs the left edges within (1 - t) of the first
+    box's width, so each box is compared only with the next few in that order (at most
+    ``window``), O(N log N) time and O(N) memory for any N; exact repeats are always found."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    n = len(b)
+    if n < 2:
         return []
-    m = iou(s.boxes, s.boxes) * (s.labels[:, None] == s.labels[None, :])
-    m = np.triu(m, 1)
-    return [int(k) for k in np.flatnonzero((m >= thr).any(0))]
+    labels = np.asarray(labels).reshape(-1)
+    dup = np.zeros(n, bool)
+    _, first = np.unique(np.column_stack([labels, b]), axis=0, return_index=True)
+    dup[np.setdiff1d(np.arange(n), first)] = True  # exact repeats
+    order = np.lexsort((b[:, 0], labels))
+    sb, sl = b[order], labels[order]
+    reach = sb[:, 0] + (1 - thr) * np.clip(sb[:, 2] - sb[:, 0], 0, None) + 1e-6
+    active = np.arange(n)  # boxes whose window may still hold a candidate
+    for k in range(1, min(n, window + 1)):
+        active = active[active + k < n]
+        # a box's candidates come first in the sorted order: once one is out of reach, so
+        # are all after it, and the box leaves the active set
+        active = active[(sl[active] == sl[active + k]) & (sb[active + k, 0] <= reach[active])]
+        if not len(active):
+            break
+        hit = active[_pair_iou(sb[active], sb[active + k]) >= thr]
+        dup[np.maximum(order[hit], order[hit + k])] = True
+    return [int(k) for k in np.flatnonzero(dup)]
+
+
+def _duplicate_boxes(s: Sample, thr: float = 0.95) -> list[int]:
+    return duplicate_boxes(s.boxes, s.labels, thr)
 
 
 def check(
@@ -232,30 +270,41 @@ def check(
     return report
 
 
-def fix(ds: Dataset, report: Report, policy: str = "clip") -> Dataset:
-    """A fixed copy: images that are missing or unreadable are dropped, boxes are clipped
-    (``clip``) or dropped (``drop``) when out of bounds; NaN, inverted, zero-area, unknown-class
-    and duplicate boxes are dropped either way. The source is never touched."""
+def fix(ds: Dataset, report: Report, policy: str = "clip") -> tuple[Dataset, list[str]]:
+    """A fixed copy and a line per change: images that are missing or unreadable are dropped,
+    boxes are clipped (``clip``) or dropped (``drop``) when out of bounds; NaN, inverted,
+    zero-area, unknown-class and duplicate boxes are dropped either way. The source is never
+    touched."""
     if policy not in ("clip", "drop"):
         raise DetforgeError(f"unknown fix policy {policy!r}", "use clip or drop")
     bad_images = {
-        f.path for f in report.findings if f.kind in ("missing_image", "unreadable_image")
+        f.path: f.kind for f in report.findings if f.kind in ("missing_image", "unreadable_image")
     }
-    samples = []
+    samples, changes = [], []
     for s in ds.samples:
         if str(s.path) in bad_images:
+            changes.append(f"dropped image {s.path} ({bad_images[str(s.path)]})")
             continue
         masks = problems(s.boxes, s.width, s.height)
-        drop = masks["nan"] | masks["inverted"] | (s.labels < 0) | (s.labels >= len(ds.classes))
+        unknown = (s.labels < 0) | (s.labels >= len(ds.classes))
+        reasons = {"nan": masks["nan"], "inverted": masks["inverted"], "unknown class": unknown}
         if policy == "drop":
-            drop |= masks["out_of_bounds"] | masks["zero_area"]
+            reasons.update(out_of_bounds=masks["out_of_bounds"], zero_area=masks["zero_area"])
+        drop = np.logical_or.reduce(list(reasons.values()))
+        for k in np.flatnonzero(drop):
+            why = next(r for r, m in reasons.items() if m[k])
+            changes.append(f"dropped box {k} {s.boxes[k].round(2).tolist()} of {s.path} ({why})")
         s = s.select(~drop)
         if policy == "clip":
+            before = s.boxes.copy()
             s = s.replace(boxes=clip(s.boxes, s.width, s.height))
+            moved = np.flatnonzero((before != s.boxes).any(1))
+            changes += [f"clipped a box of {s.path} to the image" for _ in moved]
             wh = s.boxes[:, 2:] - s.boxes[:, :2]
             s = s.select((wh > 0).all(1))
         dups = _duplicate_boxes(s)
         if dups:
+            changes += [f"dropped a duplicate box of {s.path}" for _ in dups]
             s = s.select(np.setdiff1d(np.arange(len(s.boxes)), dups))
         samples.append(s)
-    return replace(ds, samples=samples, issues=[])
+    return replace(ds, samples=samples, issues=[]), changes

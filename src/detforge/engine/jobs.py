@@ -33,21 +33,21 @@ def load(path, device: str = "cpu") -> Predictor:
     return predictor(TorchBackend.from_checkpoint(path, device))
 
 
-def eval_split(data, split: str | None) -> tuple[Dataset, str]:
+def eval_split(data, split: str | None, **opts) -> tuple[Dataset, str]:
     """The dataset to evaluate on: a data YAML's ``split`` (val by default), else all of
     ``data``."""
     from detforge.data import read
     from detforge.data.reading import is_data_yaml, read_splits
 
     if is_data_yaml(Path(data)):
-        parts = read_splits(data)
+        parts = read_splits(data, **opts)
         split = split or ("val" if "val" in parts else "test" if "test" in parts else "train")
         if split not in parts:
             raise DetforgeError(
                 f"{data}: has no {split!r} split", f"use --split {' or '.join(parts)}"
             )
         return parts[split], split
-    return read(data), split or "all"
+    return read(data, **opts), split or "all"
 
 
 def evaluate(
@@ -63,6 +63,7 @@ def evaluate(
     project="runs",
     name: str = "exp",
     progress: bool = False,
+    allow_outside_paths: bool = False,
 ) -> dict:
     """Evaluate a ``.pt`` or ``.onnx`` model on ``data`` (a data YAML's ``split``, else the
     whole dataset). Detectors: COCO mAP (negatives count), per-class AP, precision, recall
@@ -73,7 +74,8 @@ def evaluate(
     from detforge.data.verify import usable
 
     det = load(weights, device=device)
-    ds, split = eval_split(data, split)
+    opts = {"outside_paths": "allow"} if allow_outside_paths else {}
+    ds, split = eval_split(data, split, **opts)
     if ds.task != det.task:
         what = {"detect": "boxes", "classify": "a class per image (class folders)"}
         raise DetforgeError(

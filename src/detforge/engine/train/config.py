@@ -47,6 +47,7 @@ class TrainConfig:
     patience: int = 0  # stop after this many epochs without mAP gain (0 = off)
     time: float = 0.0  # time budget in minutes (0 = off)
     val_split: float = 0.2  # fraction held out when the data has no val split
+    allow_outside_paths: bool = False  # follow annotation image paths that leave the dataset
     balanced: bool = False  # sample rare classes as often as common ones (with replacement)
     model_options: dict = field(default_factory=dict)  # e.g. {backbone: vgg16, rois: 128}
     # classifiers: label_smoothing, mixup, cutmix, class_weights (a list, or balanced)

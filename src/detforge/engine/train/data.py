@@ -27,8 +27,9 @@ def _splits(cfg: TrainConfig, say) -> tuple:
     from detforge.data.split import split
 
     src = Path(cfg.data)
+    opts = {"outside_paths": "allow"} if cfg.allow_outside_paths else {}
     if is_data_yaml(src):
-        parts = read_splits(src)
+        parts = read_splits(src, **opts)
         if "train" not in parts:
             raise ConfigError(
                 f"{src}: names no train split (it has {', '.join(parts)})",
@@ -40,7 +41,7 @@ def _splits(cfg: TrainConfig, say) -> tuple:
         if "val" in parts and len(parts["val"]):
             return ds, parts["val"]
     else:
-        ds = read(src)
+        ds = read(src, **opts)
     if not len(ds):
         raise ConfigError(f"{src}: holds no images", "check the path (`detforge data stats`)")
     parts = split(ds, (1 - cfg.val_split, cfg.val_split), seed=cfg.seed)
