@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from detforge.data import formats
+from detforge.data.check import without_invalid_boxes
 from detforge.data.dataset import Dataset, Issue, Sample, concat
 from detforge.data.reading import read, read_splits
 from detforge.data.verify import usable
@@ -44,6 +45,7 @@ def write(
             "label per image and would be written as images without any label",
             "write it as " + ", ".join(CLASSIFY_FORMATS),
         )
+    ds = without_invalid_boxes(ds, "written")
     with destination(dst, overwrite, sources(ds)):
         if format == "tfrecord":  # pack checks its images itself and counts them in its index
             opts["strict"] = strict

@@ -308,3 +308,29 @@ def fix(ds: Dataset, report: Report, policy: str = "clip") -> tuple[Dataset, lis
             s = s.select(np.setdiff1d(np.arange(len(s.boxes)), dups))
         samples.append(s)
     return replace(ds, samples=samples, issues=[]), changes
+
+
+def without_invalid_boxes(ds: Dataset, doing: str = "used") -> Dataset:
+    """``ds`` without boxes no model or format can take (NaN, infinite, inverted, or a class
+    index outside the classes), with one warning naming the first and the count."""
+    import warnings
+
+    samples, dropped, first = [], 0, None
+    nc = len(ds.classes)
+    for s in ds.samples:
+        b = s.boxes
+        bad = ~np.isfinite(b).all(1) | (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])
+        bad |= (s.labels < 0) | (s.labels >= nc)
+        if bad.any():
+            dropped += int(bad.sum())
+            first = first or f"{s.path} box {int(np.flatnonzero(bad)[0])}"
+            s = s.select(~bad)
+        samples.append(s)
+    if not dropped:
+        return ds
+    warnings.warn(
+        f"{dropped} boxes that are NaN, infinite, inverted or of an unknown class are not "
+        f"{doing} (first: {first}); `detforge data check` lists them",
+        stacklevel=3,
+    )
+    return replace(ds, samples=samples)

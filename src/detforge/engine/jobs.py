@@ -71,6 +71,7 @@ def evaluate(
     P/R/F1. Writes ``results.json`` and the task's plots (detectors also ``predictions.json``
     and ``gt.json`` in COCO format) into ``runs/eval/NAME``; returns the metrics with
     ``task``, ``split`` and ``run_dir``."""
+    from detforge.data.check import without_invalid_boxes
     from detforge.data.verify import usable
 
     det = load(weights, device=device)
@@ -82,7 +83,7 @@ def evaluate(
             f"{weights} is a {det.task} model but {data} holds {what[ds.task]}",
             f"evaluate it on {what[det.task]}",
         )
-    ds, _ = usable(ds)
+    ds = without_invalid_boxes(usable(ds)[0], "scored")
     if list(ds.classes) != list(det.names):
         raise DetforgeError(
             f"{weights}: the model's classes {det.names} differ from the dataset's {ds.classes}",

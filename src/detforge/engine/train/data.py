@@ -15,10 +15,12 @@ def load_data(cfg: TrainConfig, say) -> tuple:
     """(train Dataset, val Dataset): a data YAML's train and val splits, or a seeded split
     of the data (or of a YAML's train split when it names no val), announced. Images that do
     not decode are left out up front, each named once (cached: a second run decodes nothing)."""
+    from detforge.data.check import without_invalid_boxes
     from detforge.data.verify import usable
 
     train, val = _splits(cfg, say)
-    return usable(train)[0], usable(val)[0]
+    train = without_invalid_boxes(usable(train)[0], "trained on")
+    return train, without_invalid_boxes(usable(val)[0], "scored")
 
 
 def _splits(cfg: TrainConfig, say) -> tuple:
