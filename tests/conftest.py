@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,9 @@ from PIL import Image
 
 from detforge.data.dataset import Dataset
 from detforge.data.synth import generate
+
+# The image-check cache of every test (and of the CLI runs tests start) stays out of ~/.cache.
+os.environ.setdefault("DETFORGE_CACHE", tempfile.mkdtemp(prefix="detforge-test-cache-"))
 
 
 @pytest.fixture

@@ -20,14 +20,18 @@ def _broken(synth_ds, tmp_path):
     s = ds[pos[0]]
     s.boxes[0] = [-10, 5, s.width + 20, 30]  # out of bounds
     s = ds[pos[1]]
-    s.boxes[0] = [50, 50, 20, 60]  # inverted
+    s.boxes[0] = [20, 50, 50, 60]  # inverted below, in the XML (writers refuse to write it)
     s.boxes[1] = [10, 10, 10, 30]  # zero area
+    inverted = s.path.stem
     s = ds[pos[2]]
     ds.samples[pos[2]] = s.replace(
         boxes=np.concatenate([s.boxes, s.boxes[:1]]),  # duplicate box
         labels=np.concatenate([s.labels, s.labels[:1]]),
     )
     dst = write(ds, tmp_path / "voc", "voc")
+    xml = dst / "Annotations" / f"{inverted}.xml"
+    text = xml.read_text().replace("<xmin>20</xmin>", "<xmin>50</xmin>", 1)
+    xml.write_text(text.replace("<xmax>50</xmax>", "<xmax>20</xmax>", 1))
     imgs = sorted((dst / "JPEGImages").iterdir())
     shutil.copyfile(imgs[0], imgs[1])  # duplicate image (of another size than its XML says)
     imgs[2].write_bytes(imgs[2].read_bytes()[:300])  # truncated image

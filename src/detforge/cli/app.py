@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -259,9 +261,15 @@ def _warning_line(message, category, filename, lineno, file=None, line=None):
     err.print(f"[yellow]warning:[/] {message}", highlight=False)
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM ends a command as Ctrl-C does: cleanly, resumable
+
+
 def main() -> None:
     if not _state["verbose"] and "-v" not in sys.argv and "--verbose" not in sys.argv:
         warnings.showwarning = _warning_line  # one line per warning, no source location
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except DetforgeError as e:

@@ -40,9 +40,28 @@ def read(src, format: str = "auto", **opts) -> Dataset:
     name = formats.detect(src) if format == "auto" else format
     ds = formats.get(name).read(src, **opts)
     ds.format = name
-    if not len(ds) and opts.get("outside_paths") != "report":
-        raise_empty(src, ds)
+    if opts.get("outside_paths") != "report":  # `data check` reports them itself
+        if not len(ds):
+            raise_empty(src, ds)
+        warn_issues(ds)
     return ds
+
+
+def warn_issues(ds: Dataset) -> None:
+    """What the reader worked around (missing images, orphan annotations, ...): one warning
+    per kind with its count and first example, so nothing is dropped without a word."""
+    import warnings
+
+    by_kind: dict[str, list] = {}
+    for i in ds.issues:
+        # images that do not decode are named where pixels are used (verify.usable)
+        if i.severity in ("error", "warning") and i.kind != "unreadable_image":
+            by_kind.setdefault(i.kind, []).append(i)
+    for kind, items in by_kind.items():
+        first = items[0]
+        where = "" if first.message.startswith(first.path) else f"{first.path}: "
+        more = f" (and {len(items) - 1} more; `detforge data check` lists all)" * (len(items) > 1)
+        warnings.warn(f"{kind}: {where}{first.message}{more}", stacklevel=3)
 
 
 def raise_empty(src, ds: Dataset) -> None:

@@ -84,10 +84,16 @@ _SAMPLES: list[Sample] = []
 _CLASSES: list[str] = []
 
 
-def _init_worker(counter, samples, classes):
-    """Pool initializer: with fork the samples are inherited, never pickled per task."""
+def _init_worker(counter, samples, classes, ignore_signals: bool = False):
+    """Pool initializer: with fork the samples are inherited, never pickled per task. Pool
+    workers ignore Ctrl-C and SIGTERM (sent to the whole group): the main process stops them."""
     global _COUNTER, _SAMPLES, _CLASSES
     _COUNTER, _SAMPLES, _CLASSES = counter, samples, classes
+    if ignore_signals:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _prefetch(fn, items, depth: int = 8, threads: int = 4):
@@ -290,7 +296,8 @@ def _run_tasks(tasks, data, workers, done, out, fp, total, start, show) -> None:
             return
         ctx = mp.get_context("spawn" if os.name == "nt" else "fork")
         counter = ctx.Value("q", 0, lock=True)
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(counter, *data)) as pool:
+        init = (counter, *data, True)
+        with ctx.Pool(workers, initializer=_init_worker, initargs=init) as pool:
             pending = pool.imap_unordered(_write_shard, tasks)
             remaining = len(tasks)
             while remaining:

@@ -119,5 +119,11 @@ def predict(
     from detforge.engine.infer.outputs import predict_files
 
     det = load(weights, device=device)
+    made = save_dir is None or not Path(save_dir).exists()
     save_dir = Path(save_dir) if save_dir is not None else new_run_dir("predict", name, project)
-    return predict_files(det, source, save_dir, **options)
+    try:
+        return predict_files(det, source, save_dir, **options)
+    except BaseException:
+        if made and save_dir.is_dir() and not any(save_dir.iterdir()):
+            save_dir.rmdir()  # nothing was predicted: no empty folder left behind
+        raise

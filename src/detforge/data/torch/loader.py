@@ -66,6 +66,15 @@ def _skip_warning(e: ImageError) -> None:
     warnings.warn(f"skipping an image that no longer decodes: {e.message}", stacklevel=3)
 
 
+def ignore_signals(_worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: Ctrl-C and SIGTERM reach the whole process group; workers
+    ignore them so the main process can save last.pt and shut them down itself."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -252,8 +261,11 @@ def make_loader(
             collate_fn=collate,
             generator=gen,
             persistent_workers=False,
+            worker_init_fn=ignore_signals,
         )
     ds = ShardDataset(
         source, shuffle_buffer=shuffle_buffer if shuffle else 0, seed=seed, transform=transform
     )
-    return DataLoader(ds, batch_size, num_workers=workers, collate_fn=collate)
+    return DataLoader(
+        ds, batch_size, num_workers=workers, collate_fn=collate, worker_init_fn=ignore_signals
+    )

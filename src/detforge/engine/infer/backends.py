@@ -105,8 +105,9 @@ def ort_session(path, device: str = "cpu"):
     try:
         return ort.InferenceSession(str(path), opts, providers=providers)
     except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise DetforgeError(
-            f"{path}: onnxruntime cannot load it ({e})", "re-export with detforge export"
+            f"{path}: onnxruntime cannot load it ({first})", "re-export with detforge export"
         ) from e
 
 
@@ -124,11 +125,28 @@ class OnnxBackend:
                 "export it with `detforge export WEIGHTS --format onnx`",
             )
         self.metadata = dict(meta)
-        self.classes = json.loads(meta["classes"])
-        self.imgsz = int(meta["imgsz"])
-        self.resize = meta["resize"]
-        self.task = meta["task"]
-        self.batch = None if meta["batch"] == "dynamic" else int(meta["batch"])
+        try:
+            self.classes = json.loads(meta["classes"])
+            self.imgsz = int(meta["imgsz"])
+            self.resize = meta["resize"]
+            self.task = meta["task"]
+            self.batch = None if meta["batch"] == "dynamic" else int(meta["batch"])
+            if not isinstance(self.classes, list) or not all(
+                isinstance(c, str) for c in self.classes
+            ):
+                raise ValueError("classes is not a list of names")
+            if self.imgsz <= 0 or (self.batch is not None and self.batch <= 0):
+                raise ValueError("imgsz and batch must be positive")
+        except KeyError as e:
+            raise DetforgeError(
+                f"{path}: detforge metadata lacks {e.args[0]!r}",
+                "re-export it with `detforge export WEIGHTS --format onnx`",
+            ) from None
+        except (ValueError, TypeError) as e:
+            raise DetforgeError(
+                f"{path}: detforge metadata is damaged ({e})",
+                "re-export it with `detforge export WEIGHTS --format onnx`",
+            ) from None
         self.output_names = tuple(o.name for o in self.session.get_outputs())
 
     def run(self, batch: np.ndarray) -> list:

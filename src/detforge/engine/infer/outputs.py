@@ -248,6 +248,8 @@ def predict_files(
         ok = True
     finally:
         table = out.close(keep_video=ok or n > 0)
+        if not ok and n == 0:  # failed before the first frame: no empty tables left behind
+            table.unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
     summary = {
         "source": str(source),

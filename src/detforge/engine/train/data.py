@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader
 
-from detforge.data.torch.loader import collate
+from detforge.data.torch.loader import collate, ignore_signals
 from detforge.engine.train.config import ConfigError, TrainConfig
 
 
@@ -95,6 +95,7 @@ def train_loader(train_ds, cfg: TrainConfig, gen, rank: int, world: int):
         generator=gen,
         drop_last=len(train_ds) > cfg.batch * world,
         persistent_workers=False,
+        worker_init_fn=ignore_signals,
     )
     return loader, sampler
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -205,6 +206,36 @@ def train(
     exactly where it stopped; of ``overrides`` it then honours only ``RESUMABLE``. Under
     torchrun it trains with DistributedDataParallel; only rank 0 writes."""
     s = _setup(cfg, resume, console, overrides)
+    try:
+        stopped = _loop(s, console)
+    except BaseException:
+        s.writer.close()
+        _drop_if_empty(s, resumed=resume is not None)
+        raise
+    s.writer.close()
+    if stopped:
+        s.say(stopped + f"; resume with: detforge train --resume {s.run}")
+    t = task(s.optim.model.task)
+    return {
+        "run_dir": str(s.run),
+        "task": t.name,
+        "epochs": s.state.epoch,
+        "metric": t.fitness,  # the metric that picked best.pt
+        "best": s.state.best,
+        "best_epoch": s.state.best_epoch,
+        "stopped": stopped,
+    }
+
+
+def _drop_if_empty(s: Session, resumed: bool) -> None:
+    """A new run that failed before its first checkpoint leaves no folder behind."""
+    weights = s.run / "weights"
+    if s.place.rank == 0 and not resumed and not any(weights.glob("*.pt")):
+        shutil.rmtree(s.run, ignore_errors=True)
+
+
+def _loop(s: Session, console) -> str | None:
+    """The epochs; returns why training stopped early (None when it ran them all)."""
     state, stopped, world = s.state, None, s.place.world
     with Stop() as stop, progress(console if s.place.rank == 0 else None, s.place.rank != 0) as bar:
         stopping = lambda: agree(stop.signal is not None, world)  # noqa: E731
@@ -226,19 +257,7 @@ def train(
             if agree(stopped is not None, world):
                 stopped = stopped or "stopped by rank 0"
                 break
-    s.writer.close()
-    if stopped:
-        s.say(stopped + f"; resume with: detforge train --resume {s.run}")
-    t = task(s.optim.model.task)
-    return {
-        "run_dir": str(s.run),
-        "task": t.name,
-        "epochs": state.epoch,
-        "metric": t.fitness,  # the metric that picked best.pt
-        "best": state.best,
-        "best_epoch": state.best_epoch,
-        "stopped": stopped,
-    }
+    return stopped
 
 
 def validate(model, ds, device) -> dict:
