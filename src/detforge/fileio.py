@@ -118,6 +118,9 @@ class Destination:
                 "choose an empty folder, or pass --overwrite to replace what detforge wrote there",
             )
         self.owned = self._manifest()
+        self.dirs_before = (
+            set() if self.created else {d for d, _, _ in os.walk(self.path)}
+        )  # folders this run makes are removed again on an error
         self.written: set[str] = set()
         self.new: set[str] = set()
 
@@ -165,6 +168,10 @@ class Destination:
             return
         for r in self.new:  # what this run added; replaced files are already gone
             (self.path / r).unlink(missing_ok=True)
+        made = {d for d, _, _ in os.walk(self.path)} - self.dirs_before
+        for d in sorted(made, key=len, reverse=True):  # deepest first; only if emptied
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
         if self.created:
             shutil.rmtree(self.path, ignore_errors=True)
 

@@ -53,9 +53,13 @@ def warn_issues(ds: Dataset) -> None:
     import warnings
 
     by_kind: dict[str, list] = {}
+    kept = {str(s.path) for s in ds.samples}
     for i in ds.issues:
-        # images that do not decode are named where pixels are used (verify.usable)
-        if i.severity in ("error", "warning") and i.kind != "unreadable_image":
+        if i.kind == "unreadable_image":
+            if i.path not in kept:  # the reader left it out (else verify.usable names it)
+                why = i.message.removeprefix(f"{i.path}: ")
+                warnings.warn(f"skipping {i.path}: {why}", stacklevel=3)
+        elif i.severity in ("error", "warning"):
             by_kind.setdefault(i.kind, []).append(i)
     for kind, items in by_kind.items():
         first = items[0]

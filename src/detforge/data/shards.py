@@ -219,6 +219,8 @@ def pack(
 
     out = Path(out)
     refuse_overlap(out, sources(ds))
+    if not len(ds):
+        raise DetforgeError(f"nothing to pack into {out}: the dataset holds no images")
     ds, bad = usable(ds, strict=strict)
     shards = plan(ds, shard_size)
     fp = fingerprint(ds, shards, name)

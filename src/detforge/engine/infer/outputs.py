@@ -18,7 +18,7 @@ import numpy as np
 
 from detforge.engine.infer.inputs import Source
 from detforge.errors import DetforgeError
-from detforge.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from detforge.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, disk_errors
 
 
 class VideoSink:
@@ -97,7 +97,8 @@ class TableSink:
 
     def add(self, r) -> None:
         if self.jsonl:
-            self.jsonl.write(r.to_json() + "\n")
+            with disk_errors(self.dir / "predictions.jsonl"):
+                self.jsonl.write(r.to_json() + "\n")
             return
         for k, (b, s, lab) in enumerate(zip(r.boxes, r.scores, r.labels)):
             self.rows.append((r.source, r.index, k, *(float(v) for v in b), float(s), int(lab)))

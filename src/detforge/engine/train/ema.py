@@ -44,7 +44,7 @@ def precise_bn(model, ds, device, max_images: int, batch: int) -> None:
     fast-changing weights (short or from-scratch runs), which wrecks eval-mode outputs; only
     the running buffers change, never what training computes."""
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms or max_images <= 0:
+    if not norms or max_images <= 0 or len(ds) < 2:  # BatchNorm needs two values per channel
         return
     momenta = [m.momentum for m in norms]
     for m in norms:
@@ -53,7 +53,9 @@ def precise_bn(model, ds, device, max_images: int, batch: int) -> None:
     was_training = model.training
     model.train()
     data = SampleDataset(ds.subset(range(min(max_images, len(ds)))))
-    for images, targets in DataLoader(data, batch, collate_fn=collate):
+    # no last batch of one image: BatchNorm cannot train on it (a 1x1 map has one value)
+    loader = DataLoader(data, max(2, batch), collate_fn=collate, drop_last=len(data) > batch)
+    for images, targets in loader:
         model(
             [im.to(device) for im in images],
             [
