@@ -174,3 +174,33 @@ def test_train_on_a_full_disk_keeps_the_earlier_last_pt(tmp_path):
     assert "file-size limit reached while writing" in r.stderr and "last.pt" in r.stderr
     assert hashlib.sha1(last.read_bytes()).hexdigest() == before  # the earlier one, intact
     assert not list(last.parent.glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_export_and_predict_on_a_full_disk_are_one_line(tmp_path):
+    from conftest import jittered_checkpoint, save_image
+
+    weights = jittered_checkpoint(tmp_path / "m.pt", imgsz=96)
+    for i in range(3):
+        save_image(tmp_path / "imgs" / f"{i}.jpg", 96, 80, fmt="JPEG", seed=i)
+    limit = _fsize_limit(20_000)  # smaller than the ONNX graph and than an annotated image
+    cmd = [sys.executable, "-m", "detforge", "export", str(weights)]
+    r = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=limit)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "m.onnx: file-size limit reached while writing" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs", "m.pt"]  # no partial file
+    cmd = [
+        sys.executable,
+        "-m",
+        "detforge",
+        "predict",
+        str(weights),
+        "--source",
+        str(tmp_path / "imgs"),
+        "--project",
+        str(tmp_path / "runs"),
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_fsize_limit(200))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "file-size limit reached while writing" in r.stderr
+    assert not list((tmp_path / "runs").rglob("*.tmp"))

@@ -117,9 +117,13 @@ def export_onnx(
             out, _with_metadata(_trace(model, batch, dynamic_batch, opset), model, shape, nms)
         )
         report = {"path": str(out), "imgsz": model.imgsz, "batch": shape, "nms": nms}
-        if check:
-            n = 4 if dynamic_batch else batch
-            report["parity"] = parity.check(
-                TorchBackend(model), OnnxBackend(out), out, n, model.imgsz
-            )
+        try:
+            if check:
+                n = 4 if dynamic_batch else batch
+                report["parity"] = parity.check(
+                    TorchBackend(model), OnnxBackend(out), out, n, model.imgsz
+                )
+        except BaseException:
+            out.unlink(missing_ok=True)  # an export that failed its check is not left behind
+            raise
     return report
