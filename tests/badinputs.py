@@ -673,6 +673,15 @@ CASES: list[Case] = [
         "error with line",
     ),
     Case(
+        "yolo-not-utf8",
+        "a YOLO label file that is not UTF-8 (found by the fuzzer)",
+        lambda d: _yolo("")(d) or put(d / "src" / "labels" / "a.txt", b"1 0.54\xe0\xcf 0.5\n"),
+        ["data", "stats", "src/data.yaml"],
+        EXIT_ERROR,
+        r"a\.txt: not UTF-8 text \(byte 6\)",
+        "error naming the file",
+    ),
+    Case(
         "nan-box-to-coco",
         "a VOC box of NaN converted to COCO",
         lambda d: (

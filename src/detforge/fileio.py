@@ -251,3 +251,16 @@ def cache_dir(*parts: str) -> Path:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         base = os.path.join(xdg, "detforge")
     return Path(base, *parts)
+
+
+def read_text(path) -> str:
+    """A text file a user gave us (UTF-8, a BOM allowed); not UTF-8 or unreadable is a
+    :class:`FormatError` naming it."""
+    from detforge.errors import FormatError
+
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise FormatError(path, f"not UTF-8 text (byte {e.start})", "save it as UTF-8") from None
+    except OSError as e:
+        raise FormatError(path, f"cannot read: {e.strerror}") from None

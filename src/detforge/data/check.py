@@ -35,6 +35,9 @@ SEVERITY = {
     "exif_unrotated": "warning",
     "exif_orientation": "info",
     "no_names": "info",
+    "no_images": "error",
+    "outside_path": "error",
+    "orphan_annotation": "error",
 }
 FIXABLE = {"nan", "inverted", "zero_area", "unknown_class", "out_of_bounds", "duplicate_box"}
 
@@ -234,6 +237,8 @@ def check(
     report.findings += [
         Finding(i.kind, i.path, i.message, SEVERITY.get(i.kind, i.severity)) for i in ds.issues
     ]
+    if not len(ds):
+        report.findings.append(_finding("no_images", ds.root, "the dataset holds no usable image"))
     if names is not None:
         for c in ds.classes:
             if c not in names:

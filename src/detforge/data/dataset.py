@@ -11,6 +11,7 @@ import numpy as np
 from detforge.boxes import as_boxes
 from detforge.data import image as imageio
 from detforge.data.image import ImageRef
+from detforge.fileio import read_text
 
 _FALSE: dict[int, np.ndarray] = {}  # shared read-only all-False flag arrays, by length
 # (the empty arrays below are shared too: with no elements, writes to them change nothing)
@@ -274,7 +275,7 @@ def read_classes_file(folder: Path) -> list[str] | None:
     p = folder / "classes.txt"
     if not p.is_file():
         return None
-    names = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
+    names = [line.strip() for line in read_text(p).splitlines()]
     return [n for n in names if n]
 
 

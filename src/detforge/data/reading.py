@@ -18,6 +18,7 @@ import yaml
 from detforge.data import formats
 from detforge.data.dataset import Dataset, concat
 from detforge.errors import FormatError
+from detforge.fileio import read_text
 
 SPLITS = ("train", "val", "test")
 
@@ -84,7 +85,7 @@ def raise_empty(src, ds: Dataset) -> None:
 
 def _yaml(path: Path) -> dict:
     try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        cfg = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as e:
         raise FormatError(path, f"not valid YAML: {e}") from e
     if not isinstance(cfg, dict):
@@ -99,6 +100,8 @@ def read_splits(path, **opts) -> dict[str, Dataset]:
     path = Path(path)
     cfg = _yaml(path)
     names = yolo.parse_names(cfg["names"], path) if cfg.get("names") else opts.pop("names", None)
+    if cfg.get("path") is not None and not isinstance(cfg["path"], str):
+        raise FormatError(path, f"path must be a folder name, got {cfg['path']!r}")
     base = (path.parent / cfg["path"]) if cfg.get("path") else path.parent
     present = [k for k in SPLITS if cfg.get(k)]
     if not present:
@@ -107,6 +110,8 @@ def read_splits(path, **opts) -> dict[str, Dataset]:
     for k in present:
         entry = cfg[k]
         fmt, kw = "auto", dict(opts)
+        if not isinstance(entry, (str, list, dict)):
+            raise FormatError(path, f"{k}: must be a path, a list or a mapping, got {entry!r}")
         if isinstance(entry, dict):
             fmt = entry.get("format", "auto")
             kw.update({a: entry[a] for a in ("images", "split", "label_map") if a in entry})

@@ -26,7 +26,7 @@ from detforge.data.formats._common import (
     write_classes,
 )
 from detforge.errors import FormatError, ImageError
-from detforge.fileio import atomic_write_text
+from detforge.fileio import atomic_write_text, read_text
 
 NAME = "voc"
 
@@ -143,7 +143,7 @@ def _split_ids(root: Path, split: str | None) -> list[str] | None:
     f = root / "ImageSets" / "Main" / f"{split}.txt"
     if not f.is_file():
         raise FormatError(f, "split list not found", "name an existing ImageSets/Main/<split>.txt")
-    ids = [line.split()[0] for line in f.read_text().splitlines() if line.strip()]
+    ids = [line.split()[0] for line in read_text(f).splitlines() if line.strip()]
     for ln, i in enumerate(ids, 1):
         if "/" in i or "\\" in i or i in (".", ".."):
             raise FormatError(

@@ -18,7 +18,7 @@ from detforge.data import image as imageio
 from detforge.data.dataset import Dataset, Issue, Sample, read_classes_file
 from detforge.data.formats._common import Within, image_size, start_write
 from detforge.errors import DetforgeError, FormatError
-from detforge.fileio import atomic_write_text
+from detforge.fileio import atomic_write_text, read_text
 
 NAME = "yolo"
 
@@ -53,7 +53,7 @@ def _read_labels(txt: Path, w: int, h: int, nc: int | None):
     boxes, labels = [], []
     if not txt.is_file():
         return boxes, labels
-    for ln, line in enumerate(txt.read_text(encoding="utf-8").splitlines(), start=1):
+    for ln, line in enumerate(read_text(txt).splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
@@ -86,7 +86,7 @@ def _image_list(entry: Path, outside_paths: str = "error") -> list[str]:
     if entry.is_file() and entry.suffix == ".txt":  # a list of image paths
         within = Within(entry.parent, outside_paths)
         out = []
-        for ln, line in enumerate(entry.read_text(encoding="utf-8").splitlines(), 1):
+        for ln, line in enumerate(read_text(entry).splitlines(), 1):
             if line.strip():
                 p = os.path.abspath(entry.parent / line.strip())
                 if within.allows(p):
@@ -144,9 +144,13 @@ def read(
     yml = path if path.suffix in (".yaml", ".yml") else (find_yaml(path) if path.is_dir() else None)
     if yml is not None:
         try:
-            cfg = yaml.safe_load(yml.read_text(encoding="utf-8")) or {}
+            cfg = yaml.safe_load(read_text(yml)) or {}
         except yaml.YAMLError as e:
             raise FormatError(yml, f"not valid YAML: {e}") from e
+        if not isinstance(cfg, dict):
+            raise FormatError(yml, "expected a mapping with path, train, val and names")
+        if cfg.get("path") is not None and not isinstance(cfg["path"], str):
+            raise FormatError(yml, f"path must be a folder name, got {cfg['path']!r}")
         classes = names or (parse_names(cfg["names"], yml) if "names" in cfg else None)
         base = yml.parent / cfg["path"] if cfg.get("path") else yml.parent
         keys = [split] if split else [k for k in ("train", "val", "test") if cfg.get(k)]

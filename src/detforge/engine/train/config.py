@@ -6,12 +6,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
 import yaml
 
 from detforge.data.augmentation import AugmentConfig
 from detforge.errors import DetforgeError
+from detforge.fileio import read_text
 
 
 class ConfigError(DetforgeError):
@@ -133,7 +133,7 @@ def load_config(path=None, **overrides) -> TrainConfig:
     values: dict = {}
     if path:
         try:
-            values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            values = yaml.safe_load(read_text(path)) or {}
         except (OSError, yaml.YAMLError) as e:
             raise ConfigError(f"{path}: cannot read the config: {e}") from e
         if not isinstance(values, dict):
