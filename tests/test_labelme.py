@@ -83,9 +83,12 @@ def test_shapes_groups_ignore_and_skip(tmp_path):
         shape("person", [[60, 60], [70, 70]], group_id=2),
         shape("__ignore__", [[0, 0], [99, 99]]),
         shape("line", [[1, 1], [9, 3]], "linestrip"),
+        shape("eye", [[40, 41]], "point"),  # no area: skipped with a note
+        shape("edge", [[5, 7], [30, 7]], "line"),  # flat: the same
     ]
     labelme_json(tmp_path / "a.json", shapes, "a.jpg", 100, 100)
-    ds = read(tmp_path)
+    with pytest.warns(UserWarning, match=r"2 shapes that enclose no area skipped \(point 'eye'"):
+        ds = read(tmp_path)
     got = sorted((ds.classes[lab], b) for lab, b in zip(ds[0].labels, ds[0].boxes.tolist()))
     assert got == [
         ("ball", [40, 40, 60, 60]),

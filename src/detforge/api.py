@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from detforge.data import Dataset, convert, read, sources, write
@@ -9,9 +10,10 @@ from detforge.data import check as _check
 from detforge.data import split as _split
 from detforge.data import stats as _stats
 from detforge.data.image import set_max_pixels
-from detforge.data.reading import SPLITS
+from detforge.data.reading import SPLITS, is_data_yaml, read_splits
 from detforge.data.shards import DEFAULT_SHARD_SIZE
 from detforge.data.shards import pack as _pack
+from detforge.errors import DetforgeError
 from detforge.fileio import atomic_write_text, destination, refuse_overlap
 
 
@@ -72,6 +74,19 @@ def split(
         refuse_overlap(out, [src])
     ds = as_dataset(src, format, **opts)
     parts = _split.split(ds, ratios, seed)
+    empty = [k for k, part in parts.items() if not len(part)]
+    if "train" in empty:
+        raise DetforgeError(
+            f"{len(ds)} images give an empty train split at ratios {ratios}",
+            "add images, or give train a larger share",
+        )
+    if empty:
+        warnings.warn(
+            f"the {' and '.join(empty)} split of {len(ds)} images is empty at ratios {ratios}: "
+            "not written, and not named in data.yaml",
+            stacklevel=2,
+        )
+        parts = {k: v for k, v in parts.items() if len(v)}
     if out is not None:
         fmt = to or ds.format
         if fmt in (None, "synth"):
@@ -141,20 +156,34 @@ def pack(
     **opts,
 ) -> dict:
     """Pack a dataset into sharded TFRecords + index.json; resumes after a kill. Images that
-    do not decode are left out and counted (``strict``: refused)."""
+    do not decode are left out and counted (``strict``: refused). A data YAML packs each split
+    into ``out/<split>`` and writes ``out/data.yaml`` naming them (it trains as is); the
+    returned index then sums the splits and holds each under ``splits``."""
+    kw = dict(shard_size=shard_size, workers=workers, name=name, overwrite=overwrite)
+    kw.update(progress=progress, strict=strict)
     if not isinstance(src, Dataset):
         refuse_overlap(out, [src])
-    ds = as_dataset(src, format, **opts)
-    return _pack(
-        ds,
-        out,
-        shard_size=shard_size,
-        workers=workers,
-        name=name,
-        overwrite=overwrite,
-        progress=progress,
-        strict=strict,
-    )
+        if format == "auto" and is_data_yaml(Path(src)):
+            return _pack_splits(read_splits(src, **opts), Path(out), **kw)
+    return _pack(as_dataset(src, format, **opts), out, **kw)
+
+
+def _pack_splits(parts: dict, out: Path, **kw) -> dict:
+    import yaml
+
+    mine = (*parts, "data.yaml")
+    stray = [p.name for p in out.iterdir() if p.name not in mine] if out.is_dir() else []
+    if stray and not kw["overwrite"]:
+        raise DetforgeError(
+            f"{out} is not empty ({stray[0]}, ...)", "choose an empty folder, or pass --overwrite"
+        )
+    splits = {k: _pack(ds, out / k, **kw) for k, ds in parts.items()}
+    classes = next(iter(parts.values())).classes
+    cfg = {"path": ".", **{k: k for k in splits}, "names": list(classes)}
+    atomic_write_text(out / "data.yaml", yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+    total = {k: sum(i[k] for i in splits.values()) for k in ("records", "boxes", "skipped")}
+    shards = [dict(sh, file=f"{k}/{sh['file']}") for k, i in splits.items() for sh in i["shards"]]
+    return {**total, "shards": shards, "splits": splits, "data_yaml": str(out / "data.yaml")}
 
 
 def synth(
@@ -217,7 +246,7 @@ def evaluate(weights, data, **options) -> dict:
     return _evaluate(weights, data, **options)
 
 
-def load(path, device: str = "cpu"):
+def load(path, device: str = "auto"):
     """Load a ``.pt`` or ``.onnx`` model once; returns a Predictor."""
     from detforge.engine.jobs import load as _load
 

@@ -65,11 +65,13 @@ def split(d: Demo) -> None:
 
 
 def pack(d: Demo) -> None:
+    index = api.pack(
+        d.run / "splits" / "data.yaml", d.run / "shards", shard_size="2MB", progress=False
+    )  # each split into its own folder, plus a data.yaml
     packed = {}
-    for name, part in d.parts.items():
-        index = api.pack(part, d.run / "shards" / name, shard_size="2MB", progress=False)
-        packed[name] = {"records": index["records"], "shards": len(index["shards"])}
-        d.say(f"    {name}: {index['records']} records in {len(index['shards'])} shards")
+    for name, part in index["splits"].items():
+        packed[name] = {"records": part["records"], "shards": len(part["shards"])}
+        d.say(f"    {name}: {part['records']} records in {len(part['shards'])} shards")
     d.summary["shards"] = packed
 
 

@@ -53,6 +53,7 @@ class ImageError(DetforgeError):
 
     def __init__(self, path, message, hint=None):
         self.path = path
+        self.reason = message  # without the path: for reports that name the file already
         super().__init__(_where(path) + message, hint)
 
 

@@ -88,10 +88,12 @@ def train(
     else:
         result = detforge.train(config, console=out, **overrides)
     label = detforge.api.task_info(result["task"]).fitness_label
-    out.print(
-        f"best {label} {result['best']:.4f} (epoch {result['best_epoch']}); "
-        f"weights in [bold]{result['run_dir']}/weights[/]"
+    best = (
+        f"best {label} {result['best']:.4f} (epoch {result['best_epoch']})"
+        if result["best_epoch"] >= 1
+        else "no epoch finished yet"
     )
+    out.print(f"{best}; weights in [bold]{result['run_dir']}/weights[/]")
 
 
 def _register_train() -> None:
@@ -106,11 +108,15 @@ _register_train()
 def eval_cmd(
     weights: Path = typer.Argument(..., help="best.pt / last.pt or an exported .onnx."),
     data: str = typer.Option(..., help="Dataset or data.yaml."),
-    split: str = typer.Option(None, help="Split of a data.yaml (default val)."),
+    split: str = typer.Option(
+        None,
+        help="Split of a data.yaml (default val); for data without splits, train or val as "
+        "the run that wrote the .pt held them out (default: all of it).",
+    ),
     conf: float = typer.Option(0.25, help="Confidence for precision, recall, confusion."),
     iou: float = typer.Option(0.5, help="IoU for a match at that confidence."),
     batch: int = typer.Option(8, help="Images per forward pass."),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, mps."),
+    device: str = typer.Option("auto", help="auto (a GPU when there is one), cpu, cuda, mps."),
     project: Path = typer.Option(Path("runs"), help="Where run folders go."),
     name: str = typer.Option("exp", help="Run name under runs/eval/."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
@@ -169,7 +175,7 @@ def predict(
     conf: float = typer.Option(0.25, help="Minimum score."),
     iou: float = typer.Option(0.5, help="NMS IoU threshold."),
     batch: int = typer.Option(4, help="Images per forward pass."),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, mps."),
+    device: str = typer.Option("auto", help="auto (a GPU when there is one), cpu, cuda, mps."),
     fmt: str = typer.Option("jsonl", "--format", help="Predictions file: jsonl, csv or coco."),
     no_save: bool = typer.Option(False, "--no-save", help="Do not write annotated images/video."),
     save_labelme: bool = typer.Option(
@@ -202,7 +208,9 @@ def predict(
     per = ", ".join(f"{c} {k}" for c, k in s["counts"].items()) or "none"
     out.print(f"{s['frames']} images/frames, {counted}: {per}, {s['fps']} frames/s")
     if s["labelme_written"] or save_labelme:
-        out.print(f"labelme files written beside the images: {s['labelme_written']}")
+        kept = s.get("labelme_kept", 0)
+        keep = f", {kept} existing kept (--overwrite-labelme replaces them)" * bool(kept)
+        out.print(f"labelme files written beside the images: {s['labelme_written']}{keep}")
     out.print(f"results in [bold]{s['save_dir']}[/]")
 
 
@@ -238,9 +246,10 @@ def export(
         if "detections" in p
         else f"{p['images']} images, max probability diff {p['max_prob_diff']}, same top-1"
     )
+    post = f", NMS {'inside' if r['nms'] else 'left out'}" if "detections" in p else ""
     out.print(
-        f"wrote [bold]{r['path']}[/] (input uint8 {r['batch']}x3x{r['imgsz']}x{r['imgsz']}, "
-        f"NMS {'inside' if r['nms'] else 'left out'})\nparity with PyTorch: {check}"
+        f"wrote [bold]{r['path']}[/] (input uint8 {r['batch']}x3x{r['imgsz']}x{r['imgsz']}"
+        f"{post})\nparity with PyTorch: {check}"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -91,17 +92,24 @@ def data_check(
     raise typer.Exit(0 if report.ok else 1)
 
 
+def _short(path: str) -> str:
+    """A path relative to the working folder when it lies below it."""
+    rel = os.path.relpath(path) if path and os.path.isabs(path) else path
+    return rel if rel and not rel.startswith("..") else path
+
+
 def _print_report(report) -> None:
     t = Table(title=f"{report.images} images, {report.boxes} boxes")
-    for col in ("severity", "kind", "count", "first example"):
-        t.add_column(col)
+    for col in ("severity", "kind", "count"):
+        t.add_column(col, no_wrap=True)
+    t.add_column("first example", overflow="fold")  # paths are shown whole, wrapped
     first: dict[str, str] = {}
     for f in report.findings:
-        first.setdefault(f.kind, f"{f.path}: {f.message}")
+        first.setdefault(f.kind, f"{_short(f.path)}: {f.message}")
     sev = {f.kind: f.severity for f in report.findings}
     for kind, n in sorted(report.by_kind().items(), key=lambda kv: (sev[kv[0]] != "error", kv[0])):
         style = {"error": "red", "warning": "yellow"}.get(sev[kind], "dim")
-        t.add_row(f"[{style}]{sev[kind]}[/]", kind, str(n), first[kind][:160])
+        t.add_row(f"[{style}]{sev[kind]}[/]", kind, str(n), first[kind])
     out.print(t)
     verdict = "[green]no errors[/]" if report.ok else f"[red]{report.errors} errors[/]"
     out.print(f"{verdict}, {report.count('warning')} warnings")
@@ -289,6 +297,9 @@ def data_pack(
         f"{index['records']} records, {index['boxes']} boxes in {len(index['shards'])} "
         f"shards -> [bold]{dst}[/] (index.json, label_map.pbtxt){skipped}"
     )
+    if "splits" in index:
+        each = ", ".join(f"{k} {v['records']}" for k, v in index["splits"].items())
+        out.print(f"one folder per split ({each}); [bold]{index['data_yaml']}[/] trains as is")
 
 
 @app.command("synth")

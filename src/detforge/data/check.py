@@ -98,7 +98,7 @@ def _check_image(s: Sample, decode: bool):
             imageio.decode(data, s.path)
     except ImageError as e:
         return [
-            _finding("unreadable_image" if s.image.exists() else "missing_image", s.path, e.message)
+            _finding("unreadable_image" if s.image.exists() else "missing_image", s.path, e.reason)
         ], None
     if (w, h) != (s.width, s.height):
         if orient in (5, 6, 7, 8) and (h, w) == (s.width, s.height):

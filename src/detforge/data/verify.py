@@ -61,7 +61,7 @@ def check_image(ref) -> str | None:
         if not _complete(data):
             imageio.decode(data, ref.path)
     except ImageError as e:
-        return e.message.removeprefix(f"{ref.path}: ")
+        return e.reason
     except DetforgeError as e:  # a record that changed under us, an unreadable JSON
         return e.message
     return None

@@ -59,16 +59,28 @@ def fit(image: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(ImageOps.contain(Image.fromarray(image), (side, side)))
 
 
-def grid(images: list[np.ndarray], cols: int = 4, cell: int = 256) -> np.ndarray:
-    """Tile images (each scaled to fit ``cell`` x ``cell``, aspect kept) into one RGB array."""
+def grid(images: list[np.ndarray], cols: int = 4, cell: int = 256, captions=None) -> np.ndarray:
+    """Tile images (each scaled to fit ``cell`` x ``cell``, aspect kept) into one RGB array;
+    ``captions`` (one per image, e.g. file names) go on a strip under each tile."""
     rows = max(1, (len(images) + cols - 1) // cols)
-    canvas = Image.new("RGB", (cols * cell, rows * cell), (32, 32, 32))
+    strip = 16 if captions else 0
+    canvas = Image.new("RGB", (cols * cell, rows * (cell + strip)), (32, 32, 32))
+    draw, font = ImageDraw.Draw(canvas), _font(11)
     for i, im in enumerate(images):
         pil = Image.fromarray(fit(im, cell - 4))
-        x = (i % cols) * cell + (cell - pil.width) // 2
-        y = (i // cols) * cell + (cell - pil.height) // 2
-        canvas.paste(pil, (x, y))
+        x0, y0 = (i % cols) * cell, (i // cols) * (cell + strip)
+        canvas.paste(pil, (x0 + (cell - pil.width) // 2, y0 + (cell - pil.height) // 2))
+        if captions:
+            text = _clip_text(draw, str(captions[i]), font, cell - 6)
+            draw.text((x0 + 3, y0 + cell + 1), text, fill=(230, 230, 230), font=font)
     return np.asarray(canvas)
+
+
+def _clip_text(draw, text: str, font, width: int) -> str:
+    """``text`` cut at the front (file names differ at the end) to fit ``width`` pixels."""
+    while len(text) > 4 and draw.textlength(text, font=font) > width:
+        text = "..." + text[4:]
+    return text
 
 
 def save_png(array: np.ndarray, path) -> Path:
@@ -93,11 +105,11 @@ def show_dataset(ds, out, n: int = 16, seed: int = 0, cols: int = 4, view=None) 
             image, t = view[i]
             hwc = image.permute(1, 2, 0).numpy()
             tiles.append(draw_boxes(hwc, t["boxes"].numpy(), t["labels"].numpy(), ds.classes))
-            continue
+            continue  # an augmented view may mix images (mosaic): its caption is the first
         img = draw_boxes(s.load(), s.boxes, s.labels, ds.classes)
         if s.category is not None:  # the class as a frame, drawn at the size it is shown
             img = fit(img, 252)
             full = [[0, 0, img.shape[1] - 1, img.shape[0] - 1]]
             img = draw_boxes(img, full, [s.category], ds.classes)
         tiles.append(img)
-    return save_png(grid(tiles, cols), out)
+    return save_png(grid(tiles, cols, captions=[ds[i].name for i in idx]), out)

@@ -23,7 +23,7 @@ def predictor(backend) -> Predictor:
     return Predictor(backend, task(backend.task).result)
 
 
-def load(path, device: str = "cpu") -> Predictor:
+def load(path, device: str = "auto") -> Predictor:
     """Load a ``.pt`` checkpoint or an ``.onnx`` export once; returns a :class:`Predictor`."""
     path = Path(path)
     if not path.exists():
@@ -33,9 +33,10 @@ def load(path, device: str = "cpu") -> Predictor:
     return predictor(TorchBackend.from_checkpoint(path, device))
 
 
-def eval_split(data, split: str | None, **opts) -> tuple[Dataset, str]:
-    """The dataset to evaluate on: a data YAML's ``split`` (val by default), else all of
-    ``data``."""
+def eval_split(data, split: str | None, weights=None, **opts) -> tuple[Dataset, str]:
+    """The dataset to evaluate on: a data YAML's ``split`` (val by default); for a source
+    without splits all of it, or with ``split`` train/val the part the run that wrote
+    ``weights`` (a .pt) trained or validated on (its seed and ratio are in the checkpoint)."""
     from detforge.data import read
     from detforge.data.reading import is_data_yaml, read_splits
 
@@ -47,7 +48,36 @@ def eval_split(data, split: str | None, **opts) -> tuple[Dataset, str]:
                 f"{data}: has no {split!r} split", f"use --split {' or '.join(parts)}"
             )
         return parts[split], split
-    return read(data, **opts), split or "all"
+    ds = read(data, **opts)
+    if split in (None, "all"):
+        return ds, "all"
+    return _held_out_part(ds, data, split, weights), split
+
+
+def _held_out_part(ds: Dataset, data, split: str, weights) -> Dataset:
+    """The train or val part of ``ds`` as the run of ``weights`` cut it; refused when that
+    is not known (never the whole set reported as one split)."""
+    from detforge.data.split import split as cut
+    from detforge.models.checkpoint import read_checkpoint
+
+    fp = {}
+    if weights is not None and Path(weights).suffix.lower() == ".pt":
+        fp = read_checkpoint(weights).get("data") or {}
+    held = fp.get("held_out")
+    same = held and Path(fp.get("source", "")).resolve() == Path(data).resolve()
+    if split not in ("train", "val") or not same:
+        why = (
+            f"{weights} was trained on {fp['source']}"
+            if held and not same
+            else f"{weights} does not say how its run split {data}"
+        )
+        raise DetforgeError(
+            f"{data} has no splits, so --split {split} is not defined ({why})",
+            "evaluate all of it (drop --split), pass the run's best.pt or last.pt with the "
+            "data it trained on (--split val then means its held-out images), or a data.yaml",
+        )
+    parts = cut(ds, (1 - held["val_split"], held["val_split"]), seed=held["seed"])
+    return parts[split]
 
 
 def evaluate(
@@ -58,7 +88,7 @@ def evaluate(
     conf: float = 0.25,
     iou: float = 0.5,
     batch: int = EVAL_BATCH,
-    device: str = "cpu",
+    device: str = "auto",
     engine: str = "faster",
     project="runs",
     name: str = "exp",
@@ -76,7 +106,7 @@ def evaluate(
 
     det = load(weights, device=device)
     opts = {"outside_paths": "allow"} if allow_outside_paths else {}
-    ds, split = eval_split(data, split, **opts)
+    ds, split = eval_split(data, split, weights, **opts)
     if ds.task != det.task:
         what = {"detect": "boxes", "classify": "a class per image (class folders)"}
         raise DetforgeError(
@@ -110,7 +140,7 @@ def predict(
     save_dir=None,
     project="runs",
     name: str = "exp",
-    device: str = "cpu",
+    device: str = "auto",
     **options,
 ) -> dict:
     """Run a model over ``source`` (images, folder, glob, video, camera) and write the

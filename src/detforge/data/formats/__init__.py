@@ -13,6 +13,10 @@ from detforge.data.image import IMAGE_EXTS
 from detforge.errors import UnknownFormatError
 
 FORMATS = {m.NAME: m for m in (labelme, voc, coco, yolo, csv, tfrecord, folders)}
+FORMAT_HINT = (
+    "data commands take --format NAME; in a data YAML write the split as "
+    "{path: ..., format: NAME} (NAME: " + ", ".join(FORMATS) + ")"
+)
 
 
 def get(name: str):
@@ -67,7 +71,7 @@ def detect(path) -> str:
             return "yolo"
         elif suffix in (".record", ".tfrecord", ".pbtxt") or "-of-" in p.name or not p.exists():
             return "tfrecord"
-        raise UnknownFormatError(f"cannot tell the annotation format of {p}", "pass --format")
+        raise UnknownFormatError(f"cannot tell the annotation format of {p}", FORMAT_HINT)
     return _detect_dir(p)
 
 
@@ -122,7 +126,4 @@ def _detect_dir(p: Path) -> str:
     if stray_csv is not None:
         message, hint = csv.explain_header(stray_csv)
         raise UnknownFormatError(f"{stray_csv}: {message}", hint)
-    raise UnknownFormatError(
-        f"cannot tell the annotation format of {p}",
-        "pass --format (one of " + ", ".join(FORMATS) + ")",
-    )
+    raise UnknownFormatError(f"cannot tell the annotation format of {p}", FORMAT_HINT)

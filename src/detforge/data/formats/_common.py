@@ -91,7 +91,7 @@ def image_size(img, issues: list[Issue]) -> tuple[int, int] | None:
     try:
         w, h, _ = imageio.file_info(img)
     except ImageError as e:
-        issues.append(Issue(str(img), "unreadable_image", e.message, "error"))
+        issues.append(Issue(str(img), "unreadable_image", e.reason, "error"))
         return None
     return w, h
 

@@ -27,6 +27,8 @@ from detforge.fileio import atomic_write_json
 
 NAME = "labelme"
 RECT_SHAPES = ("rectangle", "circle")
+NO_AREA = ("point", "points")  # skipped with a note: no box to learn (as are flat lines)
+LINES = ("line", "linestrip")
 LABELME_VERSION = "5.5.0"
 
 
@@ -140,7 +142,7 @@ def read_file(
             else imageio.info(ref.read(), jpath)
         )
     except ImageError as e:
-        issues.append(Issue(str(ref.path), "unreadable_image", e.message, "error"))
+        issues.append(Issue(str(ref.path), "unreadable_image", e.reason, "error"))
         w, h = jw or 0, jh or 0
     if jw and jh and (jw, jh) != (w, h) and w and h:
         issues.append(
@@ -152,9 +154,14 @@ def read_file(
         )
     groups: dict[tuple, list] = {}
     order: list[tuple] = []
+    skipped: list[str] = []
     for k, shape in enumerate(raw_shapes or []):
         label = str(shape.get("label", "")).strip() if isinstance(shape, dict) else "?"
         if label == "__ignore__" or not label:
+            continue
+        kind = shape.get("shape_type") if isinstance(shape, dict) else None
+        if kind in NO_AREA:
+            skipped.append(f"{kind} {label!r}")
             continue
         try:
             box, kind = _shape_box(shape)
@@ -162,6 +169,9 @@ def read_file(
             raise FormatError(
                 jpath, f"shape {k} ({label!r}): {e}", "fix or delete it in labelme"
             ) from e
+        if kind in LINES and (box[2] <= box[0] or box[3] <= box[1]):
+            skipped.append(f"flat {kind} {label!r}")
+            continue
         if kind not in RECT_SHAPES and shapes == "skip":
             continue
         gid = shape.get("group_id")
@@ -171,6 +181,14 @@ def read_file(
             order.append(key)
         flags = shape.get("flags")
         groups[key].append((box, isinstance(flags, dict) and bool(flags.get("difficult"))))
+    if skipped:
+        issues.append(
+            Issue(
+                str(jpath),
+                "skipped_shape",
+                f"{len(skipped)} shapes that enclose no area skipped ({', '.join(skipped[:3])})",
+            )
+        )
     boxes, labels, difficult = [], [], []
     for key in order:
         b = np.array([g[0] for g in groups[key]])
@@ -204,25 +222,55 @@ def read(
     root = path.parent if path.is_file() else path
     index = ClassIndex(names or read_classes_file(root))
     within = Within(path, outside_paths)
-    samples, issues = [], []
+    samples, issues, flags = [], [], []
     for jp in files:
-        head = None
-        if path.is_dir():
-            try:
-                head = _load(jp)
-            except FormatError as e:
-                issues.append(Issue(str(jp), "bad_json", e.message + "; skipped", "error"))
-                continue
-            if not is_labelme(head):
-                continue
+        try:
+            head = _load(jp)
+        except FormatError as e:
+            if path.is_file():
+                raise
+            issues.append(Issue(str(jp), "bad_json", e.message + "; skipped", "error"))
+            continue
+        if path.is_dir() and not is_labelme(head):
+            continue
         s, found = read_file(jp, index, shapes, within, head)
         issues += found
         if s is not None:
             samples.append(s)
+            flags.append((jp, head.get("flags")))
+    if samples and _flags_only(samples, flags):
+        return _classification(samples, flags, names, root, issues)
     if negatives and path.is_dir():
         samples += unlabeled_negatives(path, samples, issues)
     classes, samples = index.finish(samples)
     return Dataset(classes, samples, root, issues=issues, format=NAME)
+
+
+def _set_flags(flags) -> list[str]:
+    return [str(k) for k, v in flags.items() if v is True] if isinstance(flags, dict) else []
+
+
+def _flags_only(samples: list[Sample], flags: list) -> bool:
+    """labelme's image classification: no shapes anywhere, image-level flags set."""
+    return all(not len(s.boxes) for s in samples) and any(_set_flags(f) for _, f in flags)
+
+
+def _classification(samples, flags, names, root, issues) -> Dataset:
+    """Each image's one set flag is its class (labelme's ``--flags`` classification)."""
+    index = ClassIndex(names)
+    out = []
+    for s, (jp, f) in zip(samples, flags):
+        on = _set_flags(f)
+        if len(on) != 1:
+            raise FormatError(
+                jp,
+                f"image-level flags set: {on or 'none'}; a classifier takes exactly one class "
+                "per image",
+                "set one flag per image in labelme (or draw boxes for detection)",
+            )
+        out.append(s.replace(category=index(on[0])))
+    classes, out = index.finish(out)
+    return Dataset(classes, out, root, task="classify", issues=issues, format=NAME)
 
 
 def to_json(s: Sample, classes: list[str], image_path: str) -> dict:

@@ -122,7 +122,7 @@ def read_file(xml: Path, index: ClassIndex, images: Path | None = None, within=N
             )
         w, h = rw, rh
     except ImageError as e:
-        issues.append(Issue(str(img), "unreadable_image", e.message, "error"))
+        issues.append(Issue(str(img), "unreadable_image", e.reason, "error"))
     boxes, labels, diff, trunc = [], [], [], []
     for k, obj in enumerate(root.iter("object")):
         name = _text(obj, "name")

@@ -98,7 +98,8 @@ def ort_session(path, device: str = "cpu"):
     import onnxruntime as ort
 
     providers = ["CPUExecutionProvider"]
-    if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+    gpu = str(device).startswith("cuda") or str(device) == "auto"
+    if gpu and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # data-dependent output shapes warn on every run

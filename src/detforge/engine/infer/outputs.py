@@ -171,6 +171,7 @@ class PredictionWriter:
         self.window = _window("detforge") if show else None
         self.used: set[str] = set()
         self.labelme_written = 0
+        self.labelme_kept = 0  # existing files left as they were (they may hold corrections)
 
     def add(self, r, overwrite_labelme: bool = False) -> bool:
         """Write ``r`` everywhere asked; False when the user closed the window (q / Esc)."""
@@ -185,7 +186,9 @@ class PredictionWriter:
             _, jpg = cv2.imencode(".jpg", r.draw()[..., ::-1])
             atomic_write_bytes(self.dir / name, jpg.tobytes())
         if self.labelme:
-            self.labelme_written += _labelme_beside(r, self.det.names, overwrite_labelme)
+            wrote = _labelme_beside(r, self.det.names, overwrite_labelme)
+            self.labelme_written += wrote
+            self.labelme_kept += not wrote
         if self.window:
             cv2.imshow(self.window, r.draw()[..., ::-1])
             return cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
@@ -262,6 +265,7 @@ def predict_files(
         "predictions": str(table),
         "video": str(out.sink.path) if out.sink else None,
         "labelme_written": out.labelme_written,
+        "labelme_kept": out.labelme_kept,
         "skipped": [{"source": f.source, "error": f.error} for f in skipped],
         "save_dir": str(save_dir),
     }

@@ -45,7 +45,8 @@ class TrainConfig:
     seed: int = 0  # seeds Python, NumPy and torch
     deterministic: bool = False  # deterministic algorithms (slower)
     patience: int = 0  # stop after this many epochs without mAP gain (0 = off)
-    time: float = 0.0  # time budget in minutes (0 = off)
+    time: float = 0.0  # wall-clock budget in minutes, validation included (0 = off); ends mid-epoch
+
     val_split: float = 0.2  # fraction held out when the data has no val split
     allow_outside_paths: bool = False  # follow annotation image paths that leave the dataset
     balanced: bool = False  # sample rare classes as often as common ones (with replacement)

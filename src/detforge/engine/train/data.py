@@ -59,14 +59,20 @@ def fingerprint(cfg: TrainConfig, train_ds, val_ds) -> dict:
     hash of the image names and box counts (changes when the data does)."""
     import hashlib
 
+    from detforge.data.reading import is_data_yaml
+
     h = hashlib.sha1()
     for s in (*train_ds.samples, *val_ds.samples):
         h.update(f"{s.name}\t{len(s.boxes)}\t{s.category}\n".encode())
+    held_out = None  # how val was cut from a source without splits: eval --split redoes it
+    if not is_data_yaml(Path(cfg.data)):
+        held_out = {"seed": cfg.seed, "val_split": cfg.val_split}
     return {
         "source": str(cfg.data),
         "train_images": len(train_ds),
         "val_images": len(val_ds),
         "sha1": h.hexdigest(),
+        "held_out": held_out,
     }
 
 

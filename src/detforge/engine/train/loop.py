@@ -237,23 +237,34 @@ def _drop_if_empty(s: Session, resumed: bool) -> None:
 def _loop(s: Session, console) -> str | None:
     """The epochs; returns why training stopped early (None when it ran them all)."""
     state, stopped, world = s.state, None, s.place.world
-    with Stop() as stop, progress(console if s.place.rank == 0 else None, s.place.rank != 0) as bar:
+    start = time.time() - state.elapsed  # wall clock of the run, earlier sessions included
+    budget = s.cfg.time * 60
+
+    def clock() -> float:
+        state.elapsed = time.time() - start
+        return state.elapsed
+
+    shown = console if s.place.rank == 0 else None
+    with Stop() as stop, progress(shown, s.place.rank != 0, s.cfg.batch) as bar:
         stopping = lambda: agree(stop.signal is not None, world)  # noqa: E731
+        spent = lambda: bool(budget) and agree(clock() >= budget, world)  # noqa: E731
         while state.epoch < s.cfg.epochs:
             if stopping():  # arrived between epochs: last.pt is current
                 stopped = f"interrupted after epoch {state.epoch}"
                 break
+            if spent():
+                stopped = f"time budget of {s.cfg.time} min reached"
+                break
             if s.data.sampler is not None:
                 s.data.sampler.set_epoch(state.epoch)
-            t0 = time.time()
-            losses = _train_epoch(s, stopping, bar)
-            state.elapsed += time.time() - t0
+            losses = _train_epoch(s, stopping, bar, spent)
+            clock()
             if losses is None:
                 s.checkpoint("last.pt", complete=False)
                 stopped = f"interrupted in epoch {state.epoch + 1} after {state.batch} batches"
                 break
             state.epoch += 1
-            stopped = _end_epoch(s, losses) if s.place.rank == 0 else None
+            stopped = _end_epoch(s, losses, clock) if s.place.rank == 0 else None
             if agree(stopped is not None, world):
                 stopped = stopped or "stopped by rank 0"
                 break
@@ -266,8 +277,9 @@ def validate(model, ds, device) -> dict:
     return task(model.task).score(det, ds, batch=EVAL_BATCH).metrics
 
 
-def _end_epoch(s: Session, losses: dict) -> str | None:
-    """Validate, save last.pt (and best.pt), log (rank 0); returns why to stop, if it should."""
+def _end_epoch(s: Session, losses: dict, clock=time.time) -> str | None:
+    """Validate, save last.pt (and best.pt), log (rank 0); returns why to stop, if it should.
+    ``clock()`` updates the run's elapsed wall time (validation counts toward ``--time``)."""
     cfg, state, o = s.cfg, s.state, s.optim
     val_model = o.ema.module if o.ema else o.model
     precise_bn(val_model, s.data.train_ds, s.place.device, cfg.precise_bn, cfg.batch)
@@ -279,6 +291,7 @@ def _end_epoch(s: Session, losses: dict) -> str | None:
         state.best, state.best_epoch, state.stale = fitness, state.epoch, 0
     else:
         state.stale += 1
+    clock()
     s.checkpoint("last.pt", complete=True)
     if improved:
         _save_best(s)
@@ -291,7 +304,7 @@ def _end_epoch(s: Session, losses: dict) -> str | None:
     )
     if cfg.patience and state.stale >= cfg.patience:
         return f"early stop: no gain for {cfg.patience} epochs"
-    if cfg.time and state.elapsed >= cfg.time * 60:
+    if cfg.time and clock() >= cfg.time * 60:
         return f"time budget of {cfg.time} min reached"
     return None
 
@@ -330,9 +343,10 @@ def _batches(loader, gen, state: State):
     return batches
 
 
-def _train_epoch(s: Session, stopping, bar) -> dict | None:
+def _train_epoch(s: Session, stopping, bar, spent=lambda: False) -> dict | None:
     """Train until the epoch ends (returns mean losses) or a signal stops it at an optimizer
-    step boundary (returns None; ``state.batch`` says where)."""
+    step boundary (returns None; ``state.batch`` says where). When ``spent()`` (the time
+    budget) the epoch ends early, at a step boundary, and is validated as a whole one."""
     cfg, state, o = s.cfg, s.state, s.optim
     n = len(s.data.loader)
     o.model.train()
@@ -361,9 +375,12 @@ def _train_epoch(s: Session, stopping, bar) -> dict | None:
         s.writer.add_scalar("train/lr", o.opt.param_groups[0]["lr"], state.step)
         bar.update(progress_task, advance=1, description=f"{label} loss {float(loss.detach()):.3f}")
         # every rank reaches this point at the same batches, so the vote below cannot hang
-        if state.batch % cfg.accumulate == 0 and state.batch < n and stopping():
-            bar.remove_task(progress_task)
-            return None
+        if state.batch % cfg.accumulate == 0 and state.batch < n:
+            if stopping():
+                bar.remove_task(progress_task)
+                return None
+            if spent():
+                break
     bar.remove_task(progress_task)
     means = {k: v / max(state.batch, 1) for k, v in totals.items()}
     state.batch, state.totals, state.epoch_rng = 0, {}, None

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -131,7 +132,69 @@ def save_environment(run: Path, cfg) -> None:
     atomic_write_bytes(run / "environment.json", json.dumps(env, indent=2).encode())
 
 
-def progress(console, disable: bool = False):
+class PlainProgress:
+    """Progress as plain lines, for output that is not a terminal (a pipe, a log file, a
+    notebook, CI): one line every ``interval`` seconds and at every tenth of a task, with
+    images/s and the time left. Same calls as rich's Progress, as the loop uses them."""
+
+    def __init__(self, say, batch: int = 1, interval: float = 30.0):
+        self.say, self.batch, self.interval = say, batch, interval
+        self.tasks: dict[int, dict] = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def add_task(self, description: str, total: int, completed: int = 0) -> int:
+        k = len(self.tasks)
+        now = time.monotonic()
+        self.tasks[k] = dict(
+            desc=description,
+            total=total,
+            done=completed,
+            start=now,
+            first=completed,
+            last=now,
+            tenth=completed * 10 // max(total, 1),
+        )
+        return k
+
+    def update(self, k: int, advance: int = 1, description: str | None = None) -> None:
+        t = self.tasks[k]
+        t["done"] += advance
+        t["desc"] = description or t["desc"]
+        now, tenth = time.monotonic(), t["done"] * 10 // max(t["total"], 1)
+        if now - t["last"] >= self.interval or (tenth > t["tenth"] and t["done"] < t["total"]):
+            t["last"], t["tenth"] = now, tenth
+            rate = (t["done"] - t["first"]) / max(now - t["start"], 1e-9)
+            left = (t["total"] - t["done"]) / rate if rate > 0 else float("nan")
+            self.say(
+                f"{t['desc']}: {t['done']}/{t['total']} batches "
+                f"({100 * t['done'] / max(t['total'], 1):.0f}%), {rate * self.batch:.1f} "
+                f"images/s, {_duration(left)} left in this epoch"
+            )
+
+    def remove_task(self, k: int) -> None:
+        self.tasks.pop(k, None)
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds:  # NaN
+        return "?"
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def progress(console, disable: bool = False, batch: int = 1):
+    """A rich progress bar in a terminal; plain periodic lines otherwise (see PlainProgress)."""
+    if not disable:
+        from rich.console import Console
+
+        console = console or Console()
+        if not console.is_terminal:
+            return PlainProgress(lambda line: console.print(line, highlight=False), batch)
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
