@@ -660,7 +660,7 @@ CASES: list[Case] = [
         _yolo("3 0.5 0.5 0.2 0.2\n"),
         ["data", "stats", "src/data.yaml"],
         EXIT_ERROR,
-        r"a\.txt:1: class id 3 outside names",
+        r"a\.txt:1: class id 3 is not a whole number in names \(0\.\.0\)",
         "error with line",
     ),
     Case(
@@ -680,6 +680,18 @@ CASES: list[Case] = [
         EXIT_ERROR,
         r"a\.txt: not UTF-8 text \(byte 6\)",
         "error naming the file",
+    ),
+    Case(
+        "yolo-huge-class-id",
+        "a YOLO class id of 1e30 and no names (found by the fuzzer)",
+        lambda d: (
+            put(d / "src" / "images" / "a.jpg", jpeg()),
+            put(d / "src" / "labels" / "a.txt", "1e30 0.5 0.5 0.2 0.2\n"),
+        ),
+        ["data", "stats", "src"],
+        EXIT_ERROR,
+        r"a\.txt:1: class id 1e30 is not a whole number in 0\.\.99999",
+        "error with line",
     ),
     Case(
         "nan-box-to-coco",

@@ -43,11 +43,12 @@ def test_data_commands_end_to_end(tmp_path):
     r = cli("data", "split", tmp_path / "c", "--out", tmp_path / "sp", "--ratios", "0.8,0.2")
     assert r.exit_code == 0 and (tmp_path / "sp" / "data.yaml").is_file()
     r = cli("data", "pack", tmp_path / "sp" / "data.yaml", tmp_path / "p", "--shard-size", 10)
-    assert (
-        r.exit_code == 0
-        and json.loads((tmp_path / "p" / "index.json").read_text())["records"] == 30
-    )
-    r = cli("data", "show", tmp_path / "p", "--out", tmp_path / "g.png", "--n", 4)
+    records = [
+        json.loads((tmp_path / "p" / k / "index.json").read_text())["records"]
+        for k in ("train", "val")
+    ]
+    assert r.exit_code == 0 and sum(records) == 30  # one shard set per split
+    r = cli("data", "show", tmp_path / "p" / "data.yaml", "--out", tmp_path / "g.png", "--n", 4)
     assert r.exit_code == 0 and cv2.imread(str(tmp_path / "g.png")) is not None
 
 

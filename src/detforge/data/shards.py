@@ -84,16 +84,16 @@ _SAMPLES: list[Sample] = []
 _CLASSES: list[str] = []
 
 
-def _init_worker(counter, samples, classes, ignore_signals: bool = False):
+def _init_worker(counter, samples, classes, ignore_sigint: bool = False):
     """Pool initializer: with fork the samples are inherited, never pickled per task. Pool
-    workers ignore Ctrl-C and SIGTERM (sent to the whole group): the main process stops them."""
+    workers ignore Ctrl-C (sent to the whole group; the main process stops them). They keep
+    SIGTERM's default: that is how the pool itself ends them."""
     global _COUNTER, _SAMPLES, _CLASSES
     _COUNTER, _SAMPLES, _CLASSES = counter, samples, classes
-    if ignore_signals:
+    if ignore_sigint:
         import signal
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _prefetch(fn, items, depth: int = 8, threads: int = 4):

@@ -21,6 +21,7 @@ from detforge.errors import DetforgeError, FormatError
 from detforge.fileio import atomic_write_text, read_text
 
 NAME = "yolo"
+MAX_CLASSES = 100_000  # a class id beyond this is a corrupt line, not a class
 
 
 def parse_names(names, where) -> list[str]:
@@ -70,10 +71,11 @@ def _read_labels(txt: Path, w: int, h: int, nc: int | None):
             box = [*pts.min(0), *pts.max(0)]
         else:
             raise FormatError(txt, f"expected 'class cx cy w h', got {len(parts)} values", line=ln)
-        if cls < 0 or (nc is not None and cls >= nc):
+        if cls < 0 or cls >= (nc if nc is not None else MAX_CLASSES) or cls != float(parts[0]):
+            where = f"names (0..{nc - 1})" if nc is not None else f"0..{MAX_CLASSES - 1}"
             raise FormatError(
                 txt,
-                f"class id {cls} outside names (0..{(nc or 1) - 1})",
+                f"class id {parts[0]} is not a whole number in {where}",
                 "fix the label or the names in data.yaml",
                 line=ln,
             )

@@ -27,6 +27,17 @@ def distributed(cfg) -> tuple[int, int, torch.device]:
     return dist.get_rank(), world, device
 
 
+def largest(value: float, world: int) -> float:
+    """The largest of every rank's ``value`` (the same number on all of them)."""
+    if world <= 1:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([float(value)], dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def agree(flag: bool, world: int) -> bool:
     """True on every rank when any rank says so (a signal, or rank 0's decision to stop)."""
     if world <= 1:

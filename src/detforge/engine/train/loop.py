@@ -23,7 +23,7 @@ from detforge.engine.jobs import predictor
 from detforge.engine.tasks import task
 from detforge.engine.train import data as trainset
 from detforge.engine.train.config import ConfigError, TrainConfig, load_config, save_config
-from detforge.engine.train.distributed import agree, distributed
+from detforge.engine.train.distributed import agree, distributed, largest
 from detforge.engine.train.ema import precise_bn
 from detforge.engine.train.runlog import (
     NullWriter,
@@ -247,7 +247,15 @@ def _loop(s: Session, console) -> str | None:
     shown = console if s.place.rank == 0 else None
     with Stop() as stop, progress(shown, s.place.rank != 0, s.cfg.batch) as bar:
         stopping = lambda: agree(stop.signal is not None, world)  # noqa: E731
-        spent = lambda: bool(budget) and agree(clock() >= budget, world)  # noqa: E731
+
+        def spent() -> bool:
+            """Whether the budget is spent; also moves the LR schedule along with it (the
+            same share on every rank)."""
+            if not budget:
+                return False
+            s.optim.budget_spent[0] = min(1.0, largest(clock() / budget, world))
+            return s.optim.budget_spent[0] >= 1.0
+
         while state.epoch < s.cfg.epochs:
             if stopping():  # arrived between epochs: last.pt is current
                 stopped = f"interrupted after epoch {state.epoch}"

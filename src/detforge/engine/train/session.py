@@ -5,7 +5,7 @@ optimizer, schedule, scaler, EMA)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -44,6 +44,9 @@ class Optimization:
     sched: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     ema: EMA | None
+    # with --time: the share of the budget spent, which the schedule follows when it runs
+    # ahead of the step count (so the cosine ends with the budget, not at an epoch never reached)
+    budget_spent: list = field(default_factory=lambda: [0.0])
 
 
 @dataclass(kw_only=True)
@@ -89,11 +92,12 @@ def build_data(cfg: TrainConfig, place: Placement, train_ds, val_ds) -> TrainDat
     return TrainData(train_ds=train_ds, val_ds=val_ds, loader=loader, sampler=sampler, gen=gen)
 
 
-def lr_factor(step: int, warmup: int, total: int, final: float) -> float:
-    """Linear warmup to 1, then cosine down to ``final``."""
+def lr_factor(step: int, warmup: int, total: int, final: float, spent: float = 0.0) -> float:
+    """Linear warmup to 1, then cosine down to ``final`` by step ``total`` or by the end of
+    the time budget (``spent`` of it used), whichever comes first."""
     if step < warmup:
         return (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
+    t = max((step - warmup) / max(1, total - warmup), spent)
     return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
@@ -119,8 +123,9 @@ def build_optimization(
     per_epoch = max(1, batches_per_epoch // cfg.accumulate)
     warmup = int(cfg.warmup_epochs * per_epoch)
     opt = make_optimizer(model, cfg)
+    spent = [0.0]
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda k: lr_factor(k, warmup, per_epoch * cfg.epochs, cfg.final_lr)
+        opt, lambda k: lr_factor(k, warmup, per_epoch * cfg.epochs, cfg.final_lr, spent[0])
     )
     device = place.device
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
@@ -130,5 +135,11 @@ def build_optimization(
 
         net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     return Optimization(
-        model=model, net=net, opt=opt, sched=sched, scaler=scaler, ema=make_ema(model, cfg.ema)
+        model=model,
+        net=net,
+        opt=opt,
+        sched=sched,
+        scaler=scaler,
+        ema=make_ema(model, cfg.ema),
+        budget_spent=spent,
     )
