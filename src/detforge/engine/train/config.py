@@ -13,6 +13,9 @@ from detforge.data.augmentation import AugmentConfig
 from detforge.errors import DetforgeError
 from detforge.fileio import read_text
 
+DEFAULT_EPOCHS = 30
+UNLIMITED = 10**9  # epochs when only a time budget ends the run
+
 
 class ConfigError(DetforgeError):
     """A configuration value is missing, unknown or out of range."""
@@ -23,7 +26,7 @@ class TrainConfig:
     data: str = ""  # dataset: folder, annotation file, data.yaml, shards
     model: str = "ssdlite"  # model name (see `detforge models`)
     task: str = "auto"  # detect, classify, or auto (from the data)
-    epochs: int = 30  # passes over the training set
+    epochs: int = 0  # passes over the training set; 0 = 30, or as many as --time allows
     imgsz: int = 320  # input size the model resizes to (longest side)
     batch: int = 8  # images per step; -1 (CLI: --batch auto) = largest that fits on the GPU
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
@@ -56,7 +59,7 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         checks = [
-            ("epochs", self.epochs >= 1, "at least 1"),
+            ("epochs", self.epochs >= 0, "at least 1, or 0 for the default"),
             ("imgsz", 32 <= self.imgsz <= 4096, "between 32 and 4096"),
             ("batch", self.batch >= 1 or self.batch == -1, "at least 1, or auto"),
             ("workers", self.workers >= 0, "0 or more"),
@@ -77,6 +80,13 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(f"config field {name!r} = {getattr(self, name)!r} must be {want}")
         return self
+
+    @property
+    def planned_epochs(self) -> int:
+        """``epochs``, or when 0: 30, or with a time budget as many as it allows."""
+        if self.epochs:
+            return self.epochs
+        return UNLIMITED if self.time else DEFAULT_EPOCHS
 
     def to_dict(self) -> dict:
         """Plain values only (tuples as lists), as saved in the run's config.yaml."""

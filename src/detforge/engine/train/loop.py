@@ -22,7 +22,13 @@ from detforge.engine.infer.backends import TorchBackend
 from detforge.engine.jobs import predictor
 from detforge.engine.tasks import task
 from detforge.engine.train import data as trainset
-from detforge.engine.train.config import ConfigError, TrainConfig, load_config, save_config
+from detforge.engine.train.config import (
+    UNLIMITED,
+    ConfigError,
+    TrainConfig,
+    load_config,
+    save_config,
+)
 from detforge.engine.train.distributed import agree, distributed, largest
 from detforge.engine.train.ema import precise_bn
 from detforge.engine.train.runlog import (
@@ -256,7 +262,7 @@ def _loop(s: Session, console) -> str | None:
             s.optim.budget_spent[0] = min(1.0, largest(clock() / budget, world))
             return s.optim.budget_spent[0] >= 1.0
 
-        while state.epoch < s.cfg.epochs:
+        while state.epoch < s.cfg.planned_epochs:
             if stopping():  # arrived between epochs: last.pt is current
                 stopped = f"interrupted after epoch {state.epoch}"
                 break
@@ -285,6 +291,11 @@ def validate(model, ds, device) -> dict:
     return task(model.task).score(det, ds, batch=EVAL_BATCH).metrics
 
 
+def _of(epoch: int, cfg: TrainConfig) -> str:
+    """``3/30``, or ``3`` when only the time budget ends the run."""
+    return f"{epoch}/{cfg.planned_epochs}" if cfg.planned_epochs < UNLIMITED else str(epoch)
+
+
 def _end_epoch(s: Session, losses: dict, clock=time.time) -> str | None:
     """Validate, save last.pt (and best.pt), log (rank 0); returns why to stop, if it should.
     ``clock()`` updates the run's elapsed wall time (validation counts toward ``--time``)."""
@@ -305,7 +316,7 @@ def _end_epoch(s: Session, losses: dict, clock=time.time) -> str | None:
         _save_best(s)
     log_epoch(s.run, s.writer, state, losses, {k: metrics[k] for k in t.logged}, o.opt)
     s.say(
-        f"epoch {state.epoch}/{cfg.epochs} "
+        f"epoch {_of(state.epoch, cfg)} "
         + " ".join(f"{k} {v:.4f}" for k, v in losses.items())
         + " | "
         + t.headline(metrics)
@@ -359,7 +370,7 @@ def _train_epoch(s: Session, stopping, bar, spent=lambda: False) -> dict | None:
     n = len(s.data.loader)
     o.model.train()
     totals: dict[str, float] = state.totals
-    label = f"epoch {state.epoch + 1}/{cfg.epochs}"
+    label = f"epoch {_of(state.epoch + 1, cfg)}"
     progress_task = bar.add_task(label, total=n, completed=state.batch)
     o.opt.zero_grad(set_to_none=True)
     for i, (images, targets) in enumerate(

@@ -125,7 +125,8 @@ def build_optimization(
     opt = make_optimizer(model, cfg)
     spent = [0.0]
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda k: lr_factor(k, warmup, per_epoch * cfg.epochs, cfg.final_lr, spent[0])
+        opt,
+        lambda k: lr_factor(k, warmup, per_epoch * cfg.planned_epochs, cfg.final_lr, spent[0]),
     )
     device = place.device
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
