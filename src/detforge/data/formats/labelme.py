@@ -106,6 +106,56 @@ def _load(jpath: Path):
         ) from None
 
 
+def _objects(raw_shapes: list, jpath: Path, shapes: str, index: ClassIndex, issues: list):
+    """``(boxes, labels, difficult)`` of a file's shapes: shapes sharing a label and a
+    ``group_id`` become one box; shapes that enclose no area are skipped with a note."""
+    groups: dict[tuple, list] = {}
+    order: list[tuple] = []
+    skipped: list[str] = []
+    for k, shape in enumerate(raw_shapes):
+        label = str(shape.get("label", "")).strip() if isinstance(shape, dict) else "?"
+        if label == "__ignore__" or not label:
+            continue
+        kind = shape.get("shape_type") if isinstance(shape, dict) else None
+        if kind in NO_AREA:
+            skipped.append(f"{kind} {label!r}")
+            continue
+        try:
+            box, kind = _shape_box(shape)
+        except (ValueError, TypeError) as e:
+            raise FormatError(
+                jpath, f"shape {k} ({label!r}): {e}", "fix or delete it in labelme"
+            ) from e
+        if kind in LINES and (box[2] <= box[0] or box[3] <= box[1]):
+            skipped.append(f"flat {kind} {label!r}")
+            continue
+        if kind not in RECT_SHAPES and shapes == "skip":
+            continue
+        gid = shape.get("group_id")
+        key = (label, gid) if isinstance(gid, (int, str)) else (label, None, k)
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        flags = shape.get("flags")
+        groups[key].append((box, isinstance(flags, dict) and bool(flags.get("difficult"))))
+    if skipped:
+        issues.append(
+            Issue(
+                str(jpath),
+                "skipped_shape",
+                f"{len(skipped)} shapes that enclose no area skipped ({', '.join(skipped[:3])})",
+            )
+        )
+    boxes, labels, difficult = [], [], []
+    for key in order:
+        b = np.array([g[0] for g in groups[key]])
+        boxes.append([b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()])
+        labels.append(index(key[0]))
+        difficult.append(any(g[1] for g in groups[key]))
+    boxes = np.array(boxes, np.float32).reshape(-1, 4)
+    return boxes, labels, difficult
+
+
 def read_file(
     jpath: Path, index: ClassIndex, shapes: str = "box", within: Within | None = None, obj=None
 ) -> tuple[Sample | None, list]:
@@ -152,50 +202,7 @@ def read_file(
                 f"JSON says {jw}x{jh}, image is {w}x{h} (EXIF orientation?)",
             )
         )
-    groups: dict[tuple, list] = {}
-    order: list[tuple] = []
-    skipped: list[str] = []
-    for k, shape in enumerate(raw_shapes or []):
-        label = str(shape.get("label", "")).strip() if isinstance(shape, dict) else "?"
-        if label == "__ignore__" or not label:
-            continue
-        kind = shape.get("shape_type") if isinstance(shape, dict) else None
-        if kind in NO_AREA:
-            skipped.append(f"{kind} {label!r}")
-            continue
-        try:
-            box, kind = _shape_box(shape)
-        except (ValueError, TypeError) as e:
-            raise FormatError(
-                jpath, f"shape {k} ({label!r}): {e}", "fix or delete it in labelme"
-            ) from e
-        if kind in LINES and (box[2] <= box[0] or box[3] <= box[1]):
-            skipped.append(f"flat {kind} {label!r}")
-            continue
-        if kind not in RECT_SHAPES and shapes == "skip":
-            continue
-        gid = shape.get("group_id")
-        key = (label, gid) if isinstance(gid, (int, str)) else (label, None, k)
-        if key not in groups:
-            groups[key] = []
-            order.append(key)
-        flags = shape.get("flags")
-        groups[key].append((box, isinstance(flags, dict) and bool(flags.get("difficult"))))
-    if skipped:
-        issues.append(
-            Issue(
-                str(jpath),
-                "skipped_shape",
-                f"{len(skipped)} shapes that enclose no area skipped ({', '.join(skipped[:3])})",
-            )
-        )
-    boxes, labels, difficult = [], [], []
-    for key in order:
-        b = np.array([g[0] for g in groups[key]])
-        boxes.append([b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()])
-        labels.append(index(key[0]))
-        difficult.append(any(g[1] for g in groups[key]))
-    boxes = np.array(boxes, np.float32).reshape(-1, 4)
+    boxes, labels, difficult = _objects(raw_shapes or [], jpath, shapes, index, issues)
     return Sample(ref, w, h, boxes, labels, difficult=difficult), issues
 
 
