@@ -59,7 +59,7 @@ def test_pack_killed_at_random_points_resumes_byte_identical(tmp_path):
     ref = tmp_path / "ref"
     pack(read(src), ref, shard_size=3, workers=1, progress=False)
     rng = random.Random(0)
-    for trial in range(6):
+    for trial in range(12):
         out = tmp_path / f"out{trial}"
         workers = str(1 + trial % 2)
         proc = subprocess.Popen([sys.executable, "-c", SLOW_PACK, str(src), str(out), workers])
@@ -204,3 +204,30 @@ def test_export_and_predict_on_a_full_disk_are_one_line(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "file-size limit reached while writing" in r.stderr
     assert not list((tmp_path / "runs").rglob("*.tmp"))
+
+
+POOL_UNDER_CLI_HANDLER = """
+import signal, sys
+def interrupt(*a):
+    raise KeyboardInterrupt
+signal.signal(signal.SIGTERM, interrupt)  # what the CLI installs before any command
+from detforge.data import read
+from detforge.data.shards import pack
+for i in range(12):
+    pack(read(sys.argv[1]), sys.argv[2] + str(i), shard_size=3, workers=2, progress=False)
+"""
+
+
+def test_pack_pools_end_under_the_clis_sigterm_handler(tmp_path):
+    """Workers inherit the CLI's SIGTERM handler through fork; the pool ends them with
+    SIGTERM. They must die at once (a worker that raised while holding the task queue's lock
+    hung the pool)."""
+    src = write(generate(tmp_path / "img", 12, seed=2, size=(64, 48)), tmp_path / "src", "yolo")
+    r = subprocess.run(
+        [sys.executable, "-c", POOL_UNDER_CLI_HANDLER, str(src), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert len(list(tmp_path.glob("out*/index.json"))) == 12

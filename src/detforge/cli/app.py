@@ -275,10 +275,12 @@ def _terminate(signum, frame):
 
 
 def main() -> None:
+    shown = warnings.showwarning
     if not _state["verbose"] and "-v" not in sys.argv and "--verbose" not in sys.argv:
         warnings.showwarning = _warning_line  # one line per warning, no source location
+    old = None
     with contextlib.suppress(ValueError):  # not the main thread
-        signal.signal(signal.SIGTERM, _terminate)
+        old = signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except DetforgeError as e:
@@ -295,6 +297,10 @@ def main() -> None:
         if _state["verbose"]:
             raise
         _unexpected(e)
+    finally:  # main() called from Python (tests, notebooks) leaves the process as it was
+        warnings.showwarning = shown
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
 
 
 def _unexpected(e: BaseException) -> None:

@@ -94,6 +94,9 @@ def _init_worker(counter, samples, classes, ignore_sigint: bool = False):
         import signal
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # not the CLI's handler (inherited through fork): a worker must die at once when the
+        # pool terminates it, or one killed while holding the task queue's lock hangs the rest
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _prefetch(fn, items, depth: int = 8, threads: int = 4):
@@ -185,6 +188,9 @@ def _ours(out: Path, name: str) -> set[str]:
             continue
         found |= {meta, "label_map.pbtxt"} if meta == INDEX else {meta}
         found |= set(state.get("done") or {}) | {s.get("file") for s in state.get("shards") or []}
+        if meta == STATE:  # a kill between a shard's rename and the state's update: still ours
+            mine = re.compile(rf"^{re.escape(name)}-\d{{5}}-of-\d{{5}}\.tfrecord$")
+            found |= {p.name for p in out.iterdir() if mine.match(p.name)}
     return {f for f in found if isinstance(f, str) and (out / f).is_file()}
 
 
