@@ -136,12 +136,12 @@ def test_show_draws_the_class_of_each_image(tmp_path):
     classify_folders(data, 6, size=(48, 32))
     png = detforge.show(data, tmp_path / "grid.png", n=6, cols=3)
     grid = np.asarray(Image.open(png))
-    assert grid.shape == (2 * 256, 3 * 256, 3)
+    assert grid.shape == (2 * (256 + 16), 3 * 256, 3)  # each tile with a file-name strip
     # small images are scaled up to fill their cell: little background is left
     background = (np.abs(grid.astype(int) - 32).sum(-1) == 0).mean()
     assert background < 0.5
     png = detforge.show(data, tmp_path / "aug.png", n=4, augment=True, imgsz=64)
-    assert Image.open(png).size == (4 * 256, 256)
+    assert Image.open(png).size == (4 * 256, 256 + 16)
 
 
 def test_foreign_classification_records(tmp_path):

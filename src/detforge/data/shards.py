@@ -25,7 +25,13 @@ from detforge.data.dataset import Dataset, Sample
 from detforge.data.records import decode_example, frame_chunks, iter_records, label_map_text
 from detforge.data.tfexample import parse_example, record_image, to_example
 from detforge.errors import DestinationError, DetforgeError, FormatError, ImageError
-from detforge.fileio import atomic_write_json, atomic_write_text, disk_errors, refuse_overlap
+from detforge.fileio import (
+    atomic_write_json,
+    atomic_write_text,
+    disk_errors,
+    read_text,
+    refuse_overlap,
+)
 
 INDEX = "index.json"
 STATE = ".pack-state.json"
@@ -358,10 +364,17 @@ def shard_files(path) -> tuple[list[Path], dict | None]:
         path = path / INDEX
     if path.name == INDEX:
         try:
-            index = json.loads(path.read_text())
-        except ValueError as e:
-            raise FormatError(path, f"not valid JSON: {e}") from e
-        files = [path.parent / s["file"] for s in index["shards"]]
+            index = json.loads(read_text(path))
+        except (ValueError, RecursionError) as e:
+            raise FormatError(path, f"not valid JSON: {e}") from None
+        try:
+            files = [path.parent / Path(s["file"]).name for s in index["shards"]]
+            classes = [str(c) for c in index["classes"]]
+        except (TypeError, KeyError):
+            raise FormatError(
+                path, "not a detforge shard index (needs shards and classes)", "re-run pack"
+            ) from None
+        index = {**index, "classes": classes}
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             raise FormatError(path, f"shards listed but missing: {missing[:3]}", "re-run pack")

@@ -34,7 +34,7 @@ def get(name: str):
 def _json_kind(p: Path) -> str | None:
     try:
         obj = json.loads(p.read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if labelme.is_labelme(obj):
         return "labelme"

@@ -39,7 +39,7 @@ def _header(path: Path) -> set[str]:
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             return {h.strip().lower() for h in next(_csv.reader(f), [])}
-    except (OSError, UnicodeDecodeError):
+    except (OSError, UnicodeDecodeError, _csv.Error):
         return set()
 
 
