@@ -63,7 +63,7 @@ def main() -> None:
         )
         print("\n".join(lines), flush=True)
     print(
-        f"\n{args.minutes} min of training per model (validation time not counted), "
+        f"\n{args.minutes} min per model (wall clock, validation included), "
         f"imgsz {args.imgsz}, batch 8, AdamW lr 1e-3, from scratch"
     )
 

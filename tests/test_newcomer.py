@@ -226,3 +226,15 @@ def importlib_app():
     import importlib
 
     return importlib.import_module("detforge.cli.app")
+
+
+def test_cli_says_no_epoch_finished_and_how_many_labelme_files_were_kept(tmp_path, monkeypatch):
+    stopped = {"task": "detect", "best": -1.0, "best_epoch": -1, "run_dir": str(tmp_path)}
+    monkeypatch.setattr(detforge, "train", lambda *a, **k: {**stopped, "stopped": "interrupted"})
+    r = cli("train", "--data", tmp_path)
+    assert "no epoch finished yet" in r.output and "-1.0000" not in r.output
+    summary = {"skipped": [], "task": "detect", "counts": {}, "frames": 3, "fps": 1.0}
+    summary.update(labelme_written=0, labelme_kept=3, save_dir=str(tmp_path))
+    monkeypatch.setattr(detforge, "predict", lambda *a, **k: summary)
+    r = cli("predict", tmp_path / "m.pt", "--source", tmp_path, "--save-labelme")
+    assert "written beside the images: 0, 3 existing kept (--overwrite-labelme" in r.output
