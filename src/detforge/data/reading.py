@@ -13,12 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from detforge.data import formats
 from detforge.data.dataset import Dataset, concat
 from detforge.errors import FormatError
-from detforge.fileio import read_text
 
 SPLITS = ("train", "val", "test")
 
@@ -83,26 +80,13 @@ def raise_empty(src, ds: Dataset) -> None:
     raise FormatError(src, f"no images found (read as {ds.format})", "check the path")
 
 
-def _yaml(path: Path) -> dict:
-    try:
-        cfg = yaml.safe_load(read_text(path)) or {}
-    except yaml.YAMLError as e:
-        raise FormatError(path, f"not valid YAML: {e}") from e
-    if not isinstance(cfg, dict):
-        raise FormatError(path, "expected a mapping with train/val/test keys")
-    return cfg
-
-
 def read_splits(path, **opts) -> dict[str, Dataset]:
     """``{split: Dataset}`` for a data YAML; all splits share one class list."""
     from detforge.data.formats import yolo
 
     path = Path(path)
-    cfg = _yaml(path)
+    cfg, base = yolo.load_data_yaml(path)
     names = yolo.parse_names(cfg["names"], path) if cfg.get("names") else opts.pop("names", None)
-    if cfg.get("path") is not None and not isinstance(cfg["path"], str):
-        raise FormatError(path, f"path must be a folder name, got {cfg['path']!r}")
-    base = (path.parent / cfg["path"]) if cfg.get("path") else path.parent
     present = [k for k in SPLITS if cfg.get(k)]
     if not present:
         raise FormatError(path, "names no split", "add train: (and val:, test:) entries")

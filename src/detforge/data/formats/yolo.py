@@ -130,6 +130,20 @@ def resolve_entry(base: Path, entry) -> Path:
     return p
 
 
+def load_data_yaml(yml: Path) -> tuple[dict, Path]:
+    """``(config, base folder)`` of a data YAML (detforge's or Ultralytics'): a mapping whose
+    optional ``path`` is the folder its split entries are relative to."""
+    try:
+        cfg = yaml.safe_load(read_text(yml)) or {}
+    except yaml.YAMLError as e:
+        raise FormatError(yml, f"not valid YAML: {e}") from e
+    if not isinstance(cfg, dict):
+        raise FormatError(yml, "expected a mapping with path, train, val, test and names")
+    if cfg.get("path") is not None and not isinstance(cfg["path"], str):
+        raise FormatError(yml, f"path must be a folder name, got {cfg['path']!r}")
+    return cfg, (yml.parent / cfg["path"] if cfg.get("path") else yml.parent)
+
+
 def find_yaml(folder: Path) -> Path | None:
     for n in ("data.yaml", "data.yml", "dataset.yaml"):
         if (folder / n).is_file():
@@ -145,16 +159,8 @@ def read(
     path = Path(path)
     yml = path if path.suffix in (".yaml", ".yml") else (find_yaml(path) if path.is_dir() else None)
     if yml is not None:
-        try:
-            cfg = yaml.safe_load(read_text(yml)) or {}
-        except yaml.YAMLError as e:
-            raise FormatError(yml, f"not valid YAML: {e}") from e
-        if not isinstance(cfg, dict):
-            raise FormatError(yml, "expected a mapping with path, train, val and names")
-        if cfg.get("path") is not None and not isinstance(cfg["path"], str):
-            raise FormatError(yml, f"path must be a folder name, got {cfg['path']!r}")
+        cfg, base = load_data_yaml(yml)
         classes = names or (parse_names(cfg["names"], yml) if "names" in cfg else None)
-        base = yml.parent / cfg["path"] if cfg.get("path") else yml.parent
         keys = [split] if split else [k for k in ("train", "val", "test") if cfg.get(k)]
         images: list[str] = []
         listed = set()  # a split may repeat another (val: images)
