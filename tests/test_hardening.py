@@ -332,3 +332,18 @@ def test_max_pixels_refuses_and_raises(tmp_path, monkeypatch):
         imageio.file_info(tmp_path / "big.png")
     monkeypatch.setenv(imageio.PIXELS_ENV, "60000")
     assert imageio.file_info(tmp_path / "big.png")[:2] == (300, 200)
+
+
+def test_image_check_cache_keeps_both_parts_of_one_root(tmp_path, monkeypatch):
+    """Training checks its train and val parts in turn; neither may evict the other's entries."""
+    from detforge.data import read, verify
+
+    monkeypatch.setenv("DETFORGE_CACHE", str(tmp_path / "cache"))
+    ds = read(_labelme_set(tmp_path / "src"))
+    train, val = ds.subset(range(3)), ds.subset(range(3, 6))
+    verify.verify_images(train), verify.verify_images(val)
+    calls = []
+    real = verify.check_image
+    monkeypatch.setattr(verify, "check_image", lambda ref: calls.append(ref) or real(ref))
+    verify.verify_images(train), verify.verify_images(val)
+    assert calls == []

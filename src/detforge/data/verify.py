@@ -108,7 +108,9 @@ def verify_images(
     if cache and todo:
         # a read-only home: the check still ran, it just is not remembered
         with contextlib.suppress(OSError, DetforgeError):
-            atomic_write_json(path, {"version": CACHE_VERSION, "images": fresh}, indent=None)
+            # kept beside what is there: a run checks its train and val parts (one root) in turn
+            merged = {**known, **fresh}
+            atomic_write_json(path, {"version": CACHE_VERSION, "images": merged}, indent=None)
     return (replace(ds, samples=keep) if bad else ds), bad
 
 
