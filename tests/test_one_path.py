@@ -14,7 +14,7 @@ from detforge.data import write
 from detforge.data.synth import classify_folders, generate
 from detforge.engine.train.loop import train
 
-NO_AUG = {"hflip": 0.0, "scale_jitter": [1.0, 1.0], "color": 0.0, "hue": 0.0}
+NO_AUG = {"hflip": 0.0, "scale_jitter": [1.0, 1.0], "color": 0.0, "hue": 0.0, "iou_crop": 0.0}
 
 
 def best_row(result) -> dict:

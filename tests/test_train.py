@@ -18,7 +18,7 @@ from detforge.models import load_checkpoint
 
 from conftest import assert_same_weights, cut_and_resume
 
-NO_AUG = {"hflip": 0.0, "scale_jitter": [1.0, 1.0], "color": 0.0, "hue": 0.0}
+NO_AUG = {"hflip": 0.0, "scale_jitter": [1.0, 1.0], "color": 0.0, "hue": 0.0, "iou_crop": 0.0}
 
 
 def tiny(tmp_path, n=16, size=128, single=False, seed=0):

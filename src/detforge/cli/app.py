@@ -51,19 +51,31 @@ def version():
 
 @app.command()
 def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """List the models `detforge train --model` builds, with their options (type = default);
-    set them with --set model_options.NAME=VALUE."""
+    """List the models `detforge train --model` builds, with their options (type = default;
+    set them with --set model_options.NAME=VALUE) and the training fields their recipe sets
+    when you do not."""
     table = detforge.list_models()
     if as_json:
         print(json.dumps(table, indent=2, default=str))
         return
     t = Table()
-    for col in ("model", "task", "what it is", "options (type = default)"):
+    for col in ("model", "task", "what it is", "options (type = default)", "training recipe"):
         t.add_column(col)
     for name, m in table.items():
         opts = ", ".join(f"{o['name']}: {o['type']} = {o['default']!r}" for o in m["options"])
-        t.add_row(name, m["task"], m["summary"], opts)
+        t.add_row(name, m["task"], m["summary"], opts, _recipe_text(m["recipe"]))
     out.print(t)
+
+
+def _recipe_text(recipe: dict, prefix: str = "") -> str:
+    """``batch=8, augment.mosaic=0.5``: the TrainConfig fields a model's recipe sets."""
+    parts = []
+    for k, v in recipe.items():
+        if isinstance(v, dict):
+            parts.append(_recipe_text(v, f"{prefix}{k}."))
+        else:
+            parts.append(f"{prefix}{k}={v}")
+    return ", ".join(parts)
 
 
 def train(
@@ -225,6 +237,13 @@ def export(
     opset: int = typer.Option(17, help="ONNX opset."),
     nms: bool = typer.Option(True, "--nms/--no-nms", help="NMS inside the graph."),
     overwrite: bool = typer.Option(False, help="Replace an existing file."),
+    int8: bool = typer.Option(
+        False,
+        "--int8",
+        help="Also write NAME-int8.onnx (static INT8, calibrated on training "
+        "images) and print its mAP change and speedup on the val split.",
+    ),
+    data: str = typer.Option(None, help="With --int8: the training data (default: the run's)."),
 ):
     """Export to ONNX (uint8 input, preprocessing inside) and check it against PyTorch."""
     if fmt != "onnx":
@@ -238,6 +257,8 @@ def export(
         opset=opset,
         nms=nms,
         overwrite=overwrite,
+        int8=int8,
+        data=data,
     )
     p = r["parity"]
     check = (
@@ -251,6 +272,14 @@ def export(
         f"wrote [bold]{r['path']}[/] (input uint8 {r['batch']}x3x{r['imgsz']}x{r['imgsz']}"
         f"{post})\nparity with PyTorch: {check}"
     )
+    if "int8" in r:
+        q = r["int8"]
+        out.print(
+            f"wrote [bold]{q['path']}[/] (INT8, calibrated on {q['calibration_images']} "
+            f"training images)\n{q['val_split']} {q['metric']}: fp32 {q['fp32']:.4f}, int8 "
+            f"{q['int8']:.4f} ({q['change']:+.4f}); {q['ms_fp32']:.1f} -> {q['ms_int8']:.1f} "
+            f"ms/image: {q['speedup']:.2f}x"
+        )
 
 
 @app.command()
@@ -259,7 +288,7 @@ def demo(
     n: int = typer.Option(None, help="Synthetic images (default 240; classify: 300)."),
     epochs: int = typer.Option(12, help="Training epochs (0 skips training)."),
     imgsz: int = typer.Option(None, help="Training image size (default 320; classify: 64)."),
-    task: str = typer.Option("detect", help="detect (ssdlite on boxes) or classify (resnet18)."),
+    task: str = typer.Option("detect", help="detect (det-n on boxes) or classify (resnet18)."),
 ):
     """Synthesize, check, split, pack, train, evaluate, export to ONNX, run on a video."""
     summary = detforge.run_demo(project, n=n, epochs=epochs, imgsz=imgsz, console=out, task=task)

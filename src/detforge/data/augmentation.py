@@ -15,3 +15,4 @@ class AugmentConfig:
     color: float = 0.2  # brightness/contrast/saturation jitter strength (0 = off)
     hue: float = 0.02  # hue jitter
     mosaic: float = 0.0  # probability of a 4-image mosaic (needs the whole dataset: Mosaic)
+    close_mosaic: float = 0.15  # share of the run (epochs or --time) at the end without mosaic

@@ -9,7 +9,7 @@ import inspect
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from detforge.errors import DetforgeError
 from detforge.models.base import Model
@@ -30,6 +30,9 @@ class ModelEntry:
     task: str  # detect or classify
     summary: str  # one line for `detforge models`
     builder: Callable[..., Model]
+    # the model's training recipe: TrainConfig fields (``augment`` nested) that replace the
+    # generic defaults when the user does not set them
+    recipe: dict = field(default_factory=dict)
 
     def options(self) -> list[Option]:
         """The builder's keyword options, from its signature (``classes`` excluded)."""
@@ -45,8 +48,9 @@ class ModelEntry:
 REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, task: str, summary: str):
-    """Decorator: register ``fn(classes, *, option=default, ...) -> Model`` as model ``name``."""
+def register_model(name: str, *, task: str, summary: str, recipe: dict | None = None):
+    """Decorator: register ``fn(classes, *, option=default, ...) -> Model`` as model ``name``;
+    ``recipe`` holds the TrainConfig defaults that train this model well."""
 
     def add(fn):
         if name in REGISTRY:
@@ -58,7 +62,7 @@ def register_model(name: str, *, task: str, summary: str):
             or any(p.kind is not inspect.Parameter.KEYWORD_ONLY for p in params[1:])
         ):
             raise TypeError(f"{fn.__name__}: a builder is fn(classes, *, options...)")
-        REGISTRY[name] = ModelEntry(name, task, summary, fn)
+        REGISTRY[name] = ModelEntry(name, task, summary, fn, dict(recipe or {}))
         return fn
 
     return add
@@ -134,13 +138,15 @@ def names(task: str | None = None) -> list[str]:
 
 
 def describe() -> dict[str, dict]:
-    """``{name: {task, summary, options: [{name, type, default}]}}`` from the builders."""
+    """``{name: {task, summary, options: [{name, type, default}], recipe}}`` from the
+    builders and their registrations."""
     by_task = sorted(REGISTRY.values(), key=lambda e: e.task != "detect")  # stable
     return {
         e.name: {
             "task": e.task,
             "summary": e.summary,
             "options": [o.__dict__ for o in e.options()],
+            "recipe": e.recipe,
         }
         for e in by_task
     }

@@ -257,7 +257,13 @@ class TorchvisionDetector(Detector):
 # One builder per family: the options each family really takes, typed, with defaults.
 
 
-@register_model("ssdlite", task="detect", summary="SSDLite + MobileNetV3-Large (torchvision)")
+# the plain torchvision recipe's augmentation: IoU crops teach SSD's fixed anchors scale
+@register_model(
+    "ssdlite",
+    task="detect",
+    summary="SSDLite + MobileNetV3-Large (torchvision)",
+    recipe={"augment": {"iou_crop": 0.5, "color": 0.3, "hue": 0.03}},
+)
 def ssdlite(
     classes, *, imgsz: int = 320, max_det: int = 100, pretrained: str = "none"
 ) -> TorchvisionDetector:

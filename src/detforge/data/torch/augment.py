@@ -104,17 +104,27 @@ class Mosaic(Dataset):
         return canvas, target
 
 
-def training_view(ds, cfg: AugmentConfig | None = None, imgsz: int = 640):
+def training_view(ds, cfg: AugmentConfig | None = None, imgsz: int = 640, cache: bool = False):
     """The torch dataset training sees: samples decoded, mosaicked (by ``cfg.mosaic``) and
-    augmented. ``detforge data show --augment`` draws exactly this."""
+    augmented. ``detforge data show --augment`` draws exactly this. ``cache``: hold the
+    decoded images in memory (shrunk to what ``imgsz`` needs) when they fit the budget of
+    :mod:`detforge.data.torch.cache`."""
+    from detforge.data.torch import cache as decoded
     from detforge.data.torch.loader import SampleDataset
 
     cfg = cfg or AugmentConfig()
+    side = imgsz * 3 // 2 if ds.task == "classify" else imgsz  # crops need the margin
+
+    def source(transform=None):
+        if cache and decoded.fits(ds, side):
+            return decoded.DecodedSamples(ds, side, transform)
+        return SampleDataset(ds, transform)
+
     if ds.task == "classify":
-        return SampleDataset(ds, ClassifyAugment(imgsz, cfg))
+        return source(ClassifyAugment(imgsz, cfg))
     if cfg.mosaic > 0:
-        return Mosaic(SampleDataset(ds), cfg.mosaic, imgsz, Augment(cfg))
-    return SampleDataset(ds, Augment(cfg))
+        return Mosaic(source(), cfg.mosaic, imgsz, Augment(cfg))
+    return source(Augment(cfg))
 
 
 class ClassifyAugment:

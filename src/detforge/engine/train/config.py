@@ -31,6 +31,7 @@ class TrainConfig:
     batch: int = 8  # images per step; -1 (CLI: --batch auto) = largest that fits on the GPU
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     workers: int = 2  # DataLoader worker processes
+    cache: bool = True  # hold decoded training images in memory when they fit in 384 MiB
     pretrained: str = "none"  # none, imagenet or coco
     name: str = "exp"  # run name under project/train/
     project: str = "runs"  # root folder of runs
@@ -44,6 +45,7 @@ class TrainConfig:
     accumulate: int = 1  # steps to accumulate before an optimizer update
     amp: bool = True  # mixed precision on CUDA
     ema: float = 0.999  # EMA decay of weights for validation and best.pt (0 = off)
+    ema_tau: float = 2000.0  # optimizer steps over which the EMA decay ramps up from 0
     precise_bn: int = 256  # training images to re-estimate BatchNorm stats before val (0 = off)
     seed: int = 0  # seeds Python, NumPy and torch
     deterministic: bool = False  # deterministic algorithms (slower)
@@ -73,6 +75,7 @@ class TrainConfig:
             ),
             ("accumulate", self.accumulate >= 1, "at least 1"),
             ("ema", 0 <= self.ema < 1, "in [0, 1)"),
+            ("ema_tau", self.ema_tau > 0, "positive"),
             ("val_split", 0 < self.val_split < 1, "in (0, 1)"),
             ("data", bool(self.data), "a dataset path"),
         ]
@@ -139,8 +142,8 @@ def _build(cls, values: dict, prefix: str = ""):
 
 
 def load_config(path=None, **overrides) -> TrainConfig:
-    """A TrainConfig from a YAML file (optional) with ``overrides`` (e.g. from the CLI) on top;
-    ``None`` overrides are ignored."""
+    """A TrainConfig: the model's recipe (:func:`recipe`), then a YAML file (optional), then
+    ``overrides`` (e.g. from the CLI) on top; ``None`` overrides are ignored."""
     values: dict = {}
     if path:
         try:
@@ -149,8 +152,29 @@ def load_config(path=None, **overrides) -> TrainConfig:
             raise ConfigError(f"{path}: cannot read the config: {e}") from e
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of config fields")
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return _build(TrainConfig, values)
+    values = _merged(values, {k: v for k, v in overrides.items() if v is not None})
+    model = values.get("model", TrainConfig.model)
+    base = recipe(model) if isinstance(model, str) else {}
+    return _build(TrainConfig, _merged(base, values))
+
+
+def recipe(model: str) -> dict:
+    """The model's training recipe: the TrainConfig defaults it trains well with (empty for
+    a name no model has; building it says so)."""
+    from detforge.models import REGISTRY
+
+    e = REGISTRY.get(model)
+    return dict(e.recipe) if e else {}
+
+
+def _merged(base: dict, top: dict) -> dict:
+    """``top`` over ``base``; mappings (augment, model_options) merge key by key."""
+    out = dict(base)
+    for k, v in top.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            v = _merged(out[k], v)
+        out[k] = v
+    return out
 
 
 def save_config(cfg: TrainConfig, path) -> None:

@@ -80,7 +80,7 @@ def train_loader(train_ds, cfg: TrainConfig, gen, rank: int, world: int):
     """The shuffled (or balanced, or DDP-sliced) loader over the augmented training view."""
     from detforge.data.torch.augment import training_view
 
-    data = training_view(train_ds, cfg.augment, cfg.imgsz)
+    data = training_view(train_ds, cfg.augment, cfg.imgsz, cache=cfg.cache)
     sampler = None
     if cfg.balanced:
         from detforge.data.split import strata

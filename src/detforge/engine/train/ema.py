@@ -55,8 +55,9 @@ def precise_bn(model, ds, device, max_images: int, batch: int) -> None:
     data = SampleDataset(ds.subset(range(min(max_images, len(ds)))))
     # no last batch of one image: BatchNorm cannot train on it (a 1x1 map has one value)
     loader = DataLoader(data, max(2, batch), collate_fn=collate, drop_last=len(data) > batch)
+    run = getattr(model, "statistics_pass", model)  # a model may skip its losses here
     for images, targets in loader:
-        model(
+        run(
             [im.to(device) for im in images],
             [
                 {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()}
@@ -68,5 +69,5 @@ def precise_bn(model, ds, device, max_images: int, batch: int) -> None:
     model.train(was_training)
 
 
-def make_ema(model, decay: float):
-    return EMA(model, decay) if decay else None
+def make_ema(model, decay: float, tau: float = 2000.0):
+    return EMA(model, decay, tau) if decay else None

@@ -271,6 +271,7 @@ def _loop(s: Session, console) -> str | None:
                 break
             if s.data.sampler is not None:
                 s.data.sampler.set_epoch(state.epoch)
+            _mosaic_phase(s)
             losses = _train_epoch(s, stopping, bar, spent)
             clock()
             if losses is None:
@@ -283,6 +284,19 @@ def _loop(s: Session, console) -> str | None:
                 stopped = stopped or "stopped by rank 0"
                 break
     return stopped
+
+
+def _mosaic_phase(s: Session) -> None:
+    """Mosaic off for the last ``augment.close_mosaic`` share of the run (of its epochs, or of
+    its time budget), so the model ends on whole images as they come. Set before the epoch's
+    workers start, from the state alone, so a resumed run switches at the same epoch."""
+    view, aug = s.data.loader.dataset, s.cfg.augment
+    if not hasattr(view, "p") or aug.mosaic <= 0:
+        return
+    share = s.optim.budget_spent[0] if s.cfg.time else 0.0
+    if s.cfg.planned_epochs < UNLIMITED:
+        share = max(share, s.state.epoch / s.cfg.planned_epochs)
+    view.p = 0.0 if share >= 1 - aug.close_mosaic else aug.mosaic
 
 
 def validate(model, ds, device) -> dict:

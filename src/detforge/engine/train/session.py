@@ -141,6 +141,6 @@ def build_optimization(
         opt=opt,
         sched=sched,
         scaler=scaler,
-        ema=make_ema(model, cfg.ema),
+        ema=make_ema(model, cfg.ema, cfg.ema_tau),
         budget_spent=spent,
     )
