@@ -88,6 +88,8 @@ def jittered_checkpoint(path: Path, name: str = "ssdlite", imgsz: int = 160, cla
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
+        for c in getattr(getattr(model, "head", None), "cls", []):  # det-n/s/m: scores start
+            c.weight.normal_(std=0.3)  # at the 0.01 prior, tied; spread them
     return save_checkpoint(path, model)
 
 

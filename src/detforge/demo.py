@@ -15,10 +15,10 @@ from detforge.runs import new_run_dir
 
 # what differs between the two demos: data format, model, image sizes, learning rate
 TASKS = {
-    "detect": {"format": "yolo", "model": "ssdlite", "n": 240, "size": 320, "imgsz": 320,
-               "lr": 3e-3, "run": "exp"},
+    "detect": {"format": "yolo", "model": "det-n", "n": 240, "size": 320, "imgsz": 320,
+               "lr": None, "batch": None, "run": "exp"},  # det-n's own recipe
     "classify": {"format": "folders", "model": "resnet18", "n": 300, "size": 64, "imgsz": 64,
-                 "lr": 1e-3, "run": "classify"},
+                 "lr": 1e-3, "batch": 8, "run": "classify"},
 }  # fmt: skip
 
 
@@ -89,7 +89,7 @@ def train(d: Demo) -> None:
     t = d.setting
     d.say(f"    {t['model']}, {d.epochs} epochs at {d.imgsz} px on the CPU")
     r = api.train(data=str(d.run / "splits" / "data.yaml"), model=t["model"], epochs=d.epochs,
-                  imgsz=d.imgsz, batch=8, workers=2, lr=t["lr"], project=str(d.run),
+                  imgsz=d.imgsz, batch=t["batch"], workers=2, lr=t["lr"], project=str(d.run),
                   name="exp", seed=d.seed, console=d.console)  # fmt: skip
     d.summary["train"] = {k: r[k] for k in ("run_dir", "epochs", "metric", "best", "best_epoch")}
     label = api.task_info(r["task"]).fitness_label
@@ -140,7 +140,7 @@ def run_demo(
     """Synthesize ``n`` images, check, split 70/15/15, pack each split, write stats, train
     for ``epochs`` epochs on the CPU (0 stops there), evaluate on the test split, export to
     ONNX and run the ONNX model (on a synthetic video; a classifier on the test images).
-    ``task`` detect trains ssdlite on boxes, classify trains resnet18 on class folders.
+    ``task`` detect trains det-n on boxes, classify trains resnet18 on class folders.
     Returns a summary (also saved as ``summary.json`` in the run folder)."""
     api.task_info(task)  # an unknown task fails here, before any work
     t = TASKS[task]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from detforge.models import classify, tracker, zoo  # noqa: F401 - they register themselves
 from detforge.models.base import Classifier, Detector, Model
 from detforge.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from detforge.models.fastdet import model as _fastdet  # noqa: F401 - det-n/s/m
 from detforge.models.registry import REGISTRY, build, describe, entry, names, register_model
 
 __all__ = [
