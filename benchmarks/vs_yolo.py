@@ -132,10 +132,6 @@ def score(preds: list[dict], val_ds) -> dict:
 
 
 def train_detn(tmp: Path, data: Path, val_ds, minutes: float, seed: int) -> dict:
-    import csv
-
-    import detforge
-    from detforge.engine.evaluate.detection import detections
 
     project = tmp / "runs"
     name = f"detn-{seed}"
@@ -160,17 +156,7 @@ def train_detn(tmp: Path, data: Path, val_ds, minutes: float, seed: int) -> dict
         ],
         stdout=subprocess.DEVNULL,
     )
-    run = project / "train" / name
-    with open(run / "metrics.csv", newline="") as f:
-        epochs = len(list(csv.DictReader(f)))
-    det = detforge.load(run / "weights" / "best.pt", device="cpu")
-    preds = detections(det, val_ds)
-    return {
-        **score(preds, val_ds),
-        "epochs": epochs,
-        "peak_rss_gib": round(rss, 2),
-        "weights": str(run / "weights" / "best.pt"),
-    }
+    return {**reuse_detn(project / "train" / name, val_ds), "peak_rss_gib": round(rss, 2)}
 
 
 def reuse_detn(run: Path, val_ds) -> dict:

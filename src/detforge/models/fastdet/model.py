@@ -86,15 +86,7 @@ class FastDet(Detector):
             self.steps += 1
             return losses(cls, reg, sides, boxes, points, strides, scaled, self.reg_max, static)
         sizes = [im.shape[-2:] for im in images]
-        x = torch.stack(
-            [
-                F.interpolate(im[None], (self.imgsz,) * 2, mode="bilinear", antialias=True)[0]
-                if tuple(im.shape[-2:]) != (self.imgsz,) * 2
-                else im
-                for im in to_float(images)
-            ]
-        )
-        boxes, scores, labels, index = self._detect(self.normalize(x))
+        boxes, scores, labels, index = self._detect(self._resized(images)[0])
         out = []
         for i, (h, w) in enumerate(sizes):
             keep = index == i
