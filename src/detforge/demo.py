@@ -89,7 +89,7 @@ def train(d: Demo) -> None:
     t = d.setting
     d.say(f"    {t['model']}, {d.epochs} epochs at {d.imgsz} px on the CPU")
     r = api.train(data=str(d.run / "splits" / "data.yaml"), model=t["model"], epochs=d.epochs,
-                  imgsz=d.imgsz, batch=t["batch"], workers=2, lr=t["lr"], project=str(d.run),
+                  imgsz=d.imgsz, batch=t["batch"], lr=t["lr"], project=str(d.run),
                   name="exp", seed=d.seed, console=d.console)  # fmt: skip
     d.summary["train"] = {k: r[k] for k in ("run_dir", "epochs", "metric", "best", "best_epoch")}
     label = api.task_info(r["task"]).fitness_label

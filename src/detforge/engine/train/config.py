@@ -30,7 +30,7 @@ class TrainConfig:
     imgsz: int = 320  # input size the model resizes to (longest side)
     batch: int = 8  # images per step; -1 (CLI: --batch auto) = largest that fits on the GPU
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
-    workers: int = 2  # DataLoader worker processes
+    workers: int = -1  # DataLoader worker processes; -1 = auto (0 on a CPU with cached images)
     cache: bool = True  # hold decoded training images in memory when they fit in 384 MiB
     pretrained: str = "none"  # none, imagenet or coco
     name: str = "exp"  # run name under project/train/
@@ -64,7 +64,7 @@ class TrainConfig:
             ("epochs", self.epochs >= 0, "at least 1, or 0 for the default"),
             ("imgsz", 32 <= self.imgsz <= 4096, "between 32 and 4096"),
             ("batch", self.batch >= 1 or self.batch == -1, "at least 1, or auto"),
-            ("workers", self.workers >= 0, "0 or more"),
+            ("workers", self.workers >= -1, "0 or more, or -1 for auto"),
             ("optimizer", self.optimizer in ("adamw", "sgd"), "adamw or sgd"),
             ("task", self.task in ("auto", "detect", "classify"), "auto, detect or classify"),
             ("lr", self.lr > 0, "positive"),

@@ -88,7 +88,9 @@ class Session:
 def build_data(cfg: TrainConfig, place: Placement, train_ds, val_ds) -> TrainData:
     """The training loader over ``train_ds`` and its seeded generator."""
     gen = torch.Generator().manual_seed(cfg.seed)
-    loader, sampler = trainset.train_loader(train_ds, cfg, gen, place.rank, place.world)
+    loader, sampler = trainset.train_loader(
+        train_ds, cfg, gen, place.rank, place.world, place.device.type
+    )
     return TrainData(train_ds=train_ds, val_ds=val_ds, loader=loader, sampler=sampler, gen=gen)
 
 
