@@ -239,6 +239,25 @@ def train(config=None, *, resume=None, console=None, **overrides) -> dict:
     return _train(cfg, console=console)
 
 
+def data_report(src, out=None, *, format: str = "auto", **opts) -> Path:
+    """Write a dataset's HTML page (counts, histograms, check findings, a browsable grid of
+    its images with their boxes) and return its path; see
+    :func:`detforge.data.report.data_report`. Images an annotation points at outside the
+    dataset are findings (``outside_path``) unless ``outside_paths='allow'``."""
+    from detforge.data.report import data_report as _data_report
+
+    opts.setdefault("outside_paths", "report")
+    return _data_report(src, out, format=format, **opts)
+
+
+def report(run, *, device: str = "auto", progress: bool = False) -> Path:
+    """Write (again) a run folder's ``report.html`` and return its path; see
+    :func:`detforge.engine.jobs.report`. ``train`` and ``eval`` write it themselves."""
+    from detforge.engine.jobs import report as _report
+
+    return _report(run, device=device, progress=progress)
+
+
 def evaluate(weights, data, **options) -> dict:
     """Evaluate a ``.pt``/``.onnx`` model; see :func:`detforge.engine.jobs.evaluate`."""
     from detforge.engine.jobs import evaluate as _evaluate

@@ -91,7 +91,8 @@ def train(d: Demo) -> None:
     r = api.train(data=str(d.run / "splits" / "data.yaml"), model=t["model"], epochs=d.epochs,
                   imgsz=d.imgsz, batch=t["batch"], lr=t["lr"], project=str(d.run),
                   name="exp", seed=d.seed, console=d.console)  # fmt: skip
-    d.summary["train"] = {k: r[k] for k in ("run_dir", "epochs", "metric", "best", "best_epoch")}
+    keys = ("run_dir", "epochs", "metric", "best", "best_epoch", "report")
+    d.summary["train"] = {k: r[k] for k in keys}
     label = api.task_info(r["task"]).fitness_label
     d.say(f"    best val {label} {r['best']:.3f} (epoch {r['best_epoch']}); weights, "
           f"metrics.csv and plots in {r['run_dir']}")  # fmt: skip
@@ -101,7 +102,7 @@ def evaluate(d: Demo) -> None:
     m = api.evaluate(d.best, d.run / "splits" / "data.yaml", split="test", project=d.run,
                      name="test")  # fmt: skip
     d.say(f"    test {api.task_info(m['task']).headline(m)}; report in {m['run_dir']}")
-    keys = ("mAP50-95", "mAP50", "precision", "recall", "top1", "top5", "run_dir")
+    keys = ("mAP50-95", "mAP50", "precision", "recall", "top1", "top5", "run_dir", "report")
     d.summary["eval"] = {k: m[k] for k in keys if k in m}
 
 
@@ -157,6 +158,9 @@ def run_demo(
     if "eval" in d.summary:
         head = api.task_info(task).headline(d.summary["eval"])
         d.say(f"[bold]reached[/] test {head}; predictions in {d.summary['predict']['predictions']}")
+    pages = [d.summary.get(k, {}).get("report") for k in ("train", "eval")]
+    if any(pages):
+        d.say("    open in a browser: " + ", ".join(str(p) for p in pages if p))
     return d.summary
 
 

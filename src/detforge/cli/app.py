@@ -157,6 +157,18 @@ def eval_cmd(
     _print_eval(m)
 
 
+@app.command()
+def report(
+    run: Path = typer.Argument(..., help="A run folder: runs/train/NAME or runs/eval/NAME."),
+    device: str = typer.Option("auto", help="auto (a GPU when there is one), cpu, cuda, mps."),
+):
+    """Write (again) the run's report.html: what it was, its curves, the evaluation, and its
+    validation images with ground truth and predictions, worst first. train and eval write
+    it themselves; this one re-scores the run's weights."""
+    page = detforge.report(run, device=device, progress=True)
+    out.print(f"report: [bold]{page}[/] (open it in a browser)")
+
+
 def _print_eval(m: dict) -> None:
     t = detforge.api.task_info(m["task"])
     if t.name == "classify":
@@ -175,6 +187,8 @@ def _print_eval(m: dict) -> None:
         table.add_row(c, *(f"{v[k]:.3f}" for k in keys), *([str(v[count])] if count else []))
     out.print(table)
     out.print(f"{t.headline(m)}; results in [bold]{m['run_dir']}[/]")
+    if m.get("report"):
+        out.print(f"report: [bold]{m['report']}[/]")
 
 
 @app.command()

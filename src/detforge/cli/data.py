@@ -1,4 +1,4 @@
-"""``detforge data ...``: read, check, split, convert, pack, show, synthesize, collect."""
+"""``detforge data ...``: read, check, report, split, convert, pack, show, synthesize, collect."""
 
 from __future__ import annotations
 
@@ -188,6 +188,38 @@ def data_convert(
         **_src_opts(images, label_map, negatives, allow_outside),
     )
     out.print(f"written {to} to [bold]{path}[/]")
+
+
+@app.command("report")
+def data_report(
+    src: Path = typer.Argument(..., help="Dataset, or a data.yaml (every split)."),
+    out_dir: Path = typer.Option(
+        None, "--out", help="Folder for report.html (default: a new runs/report/NAME)."
+    ),
+    project: Path = typer.Option(Path("runs"), help="Where run folders go."),
+    name: str = typer.Option(None, help="Folder name under runs/report/ (default: the data's)."),
+    no_decode: bool = typer.Option(
+        False, "--no-decode", help="Check image headers only (faster; misses truncated files)."
+    ),
+    format: str = FormatOpt,
+    images: Path = ImagesOpt,
+    label_map: Path = LabelMapOpt,
+    negatives: bool = NegOpt,
+    allow_outside: bool = OutsideOpt,
+):
+    """One HTML page about a dataset: counts per split and class, box size and aspect
+    histograms, every check finding with its image, and a paged, filterable grid of every
+    image with its boxes. Opens offline; thumbnails sit beside it in report_files/."""
+    page = detforge.data_report(
+        src,
+        out_dir,
+        format=format,
+        project=project,
+        name=name,
+        decode=not no_decode,
+        **_src_opts(images, label_map, negatives, allow_outside),
+    )
+    out.print(f"report: [bold]{page}[/] (open it in a browser)")
 
 
 @app.command("stats")

@@ -29,7 +29,7 @@ class BadImage:
     reason: str
 
 
-def _key(ref) -> tuple[str, str] | None:
+def image_stamp(ref) -> tuple[str, str] | None:
     """``(key, stamp)``: what identifies the image and what changes when its file does."""
     if isinstance(ref, imageio.RecordImage):
         file, key = ref.path, f"{ref.path}#{ref.offset}"
@@ -88,7 +88,7 @@ def verify_images(
     over unchanged files decodes nothing."""
     path = _cache_file(ds)
     known = _load_cache(path) if cache else {}
-    keys = [_key(s.image) for s in ds.samples]
+    keys = [image_stamp(s.image) for s in ds.samples]
     todo = [i for i, k in enumerate(keys) if k is None or known.get(k[0], [None])[0] != k[1]]
     results: dict[int, str | None] = {}
     if todo:

@@ -5,13 +5,17 @@ scores exactly what training validated and what ``predict`` draws."""
 
 from __future__ import annotations
 
+import datetime
+import json
 import shutil
 from pathlib import Path
 
 from detforge.data.dataset import Dataset
+from detforge.data.reading import is_data_yaml
 from detforge.engine.evaluate.detection import EVAL_BATCH
 from detforge.engine.infer.backends import OnnxBackend, TorchBackend
 from detforge.engine.infer.predictor import Predictor
+from detforge.engine.report import read_metrics, try_report, write_run_report
 from detforge.engine.tasks import task
 from detforge.errors import DetforgeError
 from detforge.fileio import atomic_write_json
@@ -80,6 +84,29 @@ def _held_out_part(ds: Dataset, data, split: str, weights) -> Dataset:
     return parts[split]
 
 
+def scoring_set(det, weights, data, split: str | None, **opts) -> tuple[Dataset, str]:
+    """The images ``det`` (loaded from ``weights``) is scored on: the ``split`` of ``data``
+    (see :func:`eval_split`), its unreadable images and invalid boxes left out, refused
+    when its task or classes differ from the model's."""
+    from detforge.data.check import without_invalid_boxes
+    from detforge.data.verify import usable
+
+    ds, split = eval_split(data, split, weights, **opts)
+    if ds.task != det.task:
+        what = {"detect": "boxes", "classify": "a class per image (class folders)"}
+        raise DetforgeError(
+            f"{weights} is a {det.task} model but {data} holds {what[ds.task]}",
+            f"evaluate it on {what[det.task]}",
+        )
+    ds = without_invalid_boxes(usable(ds)[0], "scored")
+    if list(ds.classes) != list(det.names):
+        raise DetforgeError(
+            f"{weights}: the model's classes {det.names} differ from the dataset's {ds.classes}",
+            "evaluate on the data the model was trained for (same class list and order)",
+        )
+    return ds, split
+
+
 def evaluate(
     weights,
     data,
@@ -101,24 +128,9 @@ def evaluate(
     P/R/F1. Writes ``results.json`` and the task's plots (detectors also ``predictions.json``
     and ``gt.json`` in COCO format) into ``runs/eval/NAME``; returns the metrics with
     ``task``, ``split`` and ``run_dir``."""
-    from detforge.data.check import without_invalid_boxes
-    from detforge.data.verify import usable
-
     det = load(weights, device=device)
     opts = {"outside_paths": "allow"} if allow_outside_paths else {}
-    ds, split = eval_split(data, split, weights, **opts)
-    if ds.task != det.task:
-        what = {"detect": "boxes", "classify": "a class per image (class folders)"}
-        raise DetforgeError(
-            f"{weights} is a {det.task} model but {data} holds {what[ds.task]}",
-            f"evaluate it on {what[det.task]}",
-        )
-    ds = without_invalid_boxes(usable(ds)[0], "scored")
-    if list(ds.classes) != list(det.names):
-        raise DetforgeError(
-            f"{weights}: the model's classes {det.names} differ from the dataset's {ds.classes}",
-            "evaluate on the data the model was trained for (same class list and order)",
-        )
+    ds, split = scoring_set(det, weights, data, split, **opts)
     t = task(det.task)
     scored = t.score(det, ds, batch=batch, conf=conf, iou=iou, engine=engine, progress=progress)
     run = new_run_dir("eval", name, project)
@@ -126,11 +138,113 @@ def evaluate(
         t.write_report(scored, ds, run)
         metrics = dict(scored.metrics)
         metrics.update(task=t.name, split=split, weights=str(weights), run_dir=str(run))
+        if not isinstance(data, Dataset):
+            metrics["data"] = str(data)
         atomic_write_json(run / "results.json", metrics)
     except BaseException:
         shutil.rmtree(run, ignore_errors=True)  # no half-written eval folder
         raise
+    info = _eval_info(metrics)
+    page = try_report(lambda: write_run_report(run, info=info, task=t.name, scored=scored, ds=ds))
+    metrics["report"] = str(page) if page else None
     return metrics
+
+
+def _eval_info(results: dict) -> dict:
+    rows = [
+        ("weights", results["weights"]),
+        ("data", results.get("data", "(a Dataset in memory)")),
+        ("split", results["split"]),
+        ("images", results["images"]),
+    ]
+    return {"kind": "evaluation", "split": results["split"], "rows": rows}
+
+
+def _train_info(run: Path, cfg: dict, weights: Path, split: str, rows: list[dict]) -> dict:
+    t = task(cfg.get("task") if cfg.get("task") in ("detect", "classify") else "detect")
+    fit = [r for r in rows if t.fitness in r] or [r for r in rows if "top1" in r]
+    key = t.fitness if any(t.fitness in r for r in rows) else "top1"
+    best = max(fit, key=lambda r: r[key], default=None)
+    started = (run / "config.yaml").stat().st_mtime
+    ended = max((p.stat().st_mtime for p in (run / "weights").glob("*.pt")), default=started)
+    stamp = datetime.datetime.fromtimestamp
+    info_rows = [
+        ("model", cfg.get("model")),
+        ("data", cfg.get("data")),
+        ("epochs run", len(rows)),
+        (
+            "best epoch",
+            f"{int(best['epoch'])} ({key} {best[key]:.4f})" if best else "no epoch finished",
+        ),
+        ("image size, batch", f"{cfg.get('imgsz')} px, {cfg.get('batch')}"),
+        ("started", stamp(started).isoformat(timespec="seconds")),
+        ("last checkpoint", f"{stamp(ended).isoformat(timespec='seconds')}"
+         f" ({(ended - started) / 60:.1f} min after the start)"),
+        ("scored", f"{weights.name} on the {split} split"),
+    ]  # fmt: skip
+    return {"kind": "training", "split": split, "rows": info_rows, "config": cfg}
+
+
+def _what_to_score(run: Path) -> dict:
+    """What a run folder's report scores: weights, data, split, thresholds, and what the
+    page says about the run."""
+    import yaml
+
+    if (run / "results.json").is_file():
+        res = json.loads((run / "results.json").read_text(encoding="utf-8"))
+        if not res.get("data"):
+            raise DetforgeError(
+                f"{run / 'results.json'} does not name the data it scored",
+                "evaluate again with detforge eval (it writes the report itself)",
+            )
+        return {
+            "weights": Path(res["weights"]),
+            "data": res["data"],
+            "split": res["split"],
+            "conf": res.get("conf", 0.25),
+            "iou": res.get("iou", 0.5),
+            "results": res,
+        }
+    if not (run / "config.yaml").is_file():
+        raise DetforgeError(
+            f"{run}: not a run folder (no config.yaml or results.json)",
+            "pass a folder under runs/train or runs/eval",
+        )
+    cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+    found = [run / "weights" / n for n in ("best.pt", "last.pt")]
+    weights = next((p for p in found if p.is_file()), None)
+    if weights is None:
+        raise DetforgeError(f"{run}: no weights yet", "train at least one epoch first")
+    data = cfg.get("data")
+    env = run / "environment.json"
+    return {
+        "weights": weights,
+        "data": data,
+        "conf": 0.25,
+        "iou": 0.5,
+        "config": cfg,
+        "split": None if is_data_yaml(Path(data)) else "val",
+        "environment": json.loads(env.read_text(encoding="utf-8")) if env.is_file() else {},
+    }
+
+
+def report(run, *, device: str = "auto", progress: bool = False) -> Path:
+    """Write (again) ``report.html`` of a run folder: a training run's best.pt (else
+    last.pt) scored on its validation images, or an eval run's model on its data and split.
+    Returns the page's path."""
+    run = Path(run)
+    w = _what_to_score(run)
+    det = load(w["weights"], device=device)
+    ds, split = scoring_set(det, w["weights"], w["data"], w["split"])
+    t = task(det.task)
+    scored = t.score(det, ds, conf=w["conf"], iou=w["iou"], progress=progress)
+    rows = [] if "results" in w else read_metrics(run)
+    if "results" in w:
+        info = _eval_info({**w["results"], "images": len(ds)})
+    else:
+        info = _train_info(run, w["config"], w["weights"], split, rows)
+        info["environment"] = w["environment"]
+    return write_run_report(run, info=info, task=t.name, scored=scored, ds=ds, rows=rows)
 
 
 def predict(

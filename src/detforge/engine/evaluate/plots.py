@@ -8,6 +8,7 @@ import io
 import numpy as np
 
 from detforge.boxes import iou as box_iou
+from detforge.data.report.page import figure
 from detforge.fileio import atomic_write_bytes
 
 
@@ -30,6 +31,33 @@ def _greedy(gt_boxes, det_boxes, thr: float, allowed=None) -> list[tuple[int, in
     return pairs
 
 
+def _kept(p: dict, conf: float):
+    """A prediction's boxes and labels with score >= ``conf``, highest score first."""
+    scores = np.asarray(p["scores"])
+    keep = scores >= conf
+    order = np.argsort(-scores[keep], kind="stable")
+    db = np.asarray(p["boxes"], np.float32).reshape(-1, 4)[keep][order]
+    return db, np.asarray(p["labels"], np.int64)[keep][order]
+
+
+def _class_hits(gb, gl, db, dl, iou: float):
+    """Which detections and which ground-truth boxes are matched, class-aware."""
+    pairs = _greedy(gb, db, iou, dl[:, None] == gl[None, :])
+    hit_d = np.zeros(len(db), bool)
+    hit_g = np.zeros(len(gb), bool)
+    for d, g in pairs:
+        hit_d[d] = hit_g[g] = True
+    return hit_d, hit_g
+
+
+def image_errors(gt_boxes, gt_labels, pred: dict, conf: float, iou: float = 0.5) -> tuple:
+    """(false positives, missed boxes) of one image's prediction at ``conf``, matched
+    class-aware at IoU ``iou`` as :func:`at_confidence` counts them."""
+    db, dl = _kept(pred, conf)
+    hit_d, hit_g = _class_hits(gt_boxes, np.asarray(gt_labels, np.int64), db, dl, iou)
+    return int((~hit_d).sum()), int((~hit_g).sum())
+
+
 def at_confidence(gts, preds, num_classes: int, conf: float, iou: float = 0.5) -> dict:
     """Per-class TP/FP/FN (class-aware matching) and the confusion matrix (class-agnostic
     matching; last row/column is the background) of detections with score >= ``conf``.
@@ -38,16 +66,9 @@ def at_confidence(gts, preds, num_classes: int, conf: float, iou: float = 0.5) -
     cm = np.zeros((num_classes + 1, num_classes + 1), np.int64)
     bg = num_classes
     for (gb, gl), p in zip(gts, preds):
-        keep = np.asarray(p["scores"]) >= conf
-        order = np.argsort(-np.asarray(p["scores"])[keep], kind="stable")
-        db = np.asarray(p["boxes"], np.float32).reshape(-1, 4)[keep][order]
-        dl = np.asarray(p["labels"], np.int64)[keep][order]
+        db, dl = _kept(p, conf)
         gl = np.asarray(gl, np.int64)
-        pairs = _greedy(gb, db, iou, dl[:, None] == gl[None, :])
-        hit_d = np.zeros(len(db), bool)
-        hit_g = np.zeros(len(gb), bool)
-        for d, g in pairs:
-            hit_d[d] = hit_g[g] = True
+        hit_d, hit_g = _class_hits(gb, gl, db, dl, iou)
         np.add.at(tp, dl[hit_d], 1)
         np.add.at(fp, dl[~hit_d], 1)
         np.add.at(fn, gl[~hit_g], 1)
@@ -75,14 +96,6 @@ def at_confidence(gts, preds, num_classes: int, conf: float, iou: float = 0.5) -
     }
 
 
-def figure(figsize):
-    """A matplotlib Figure of its own (object API: no pyplot state, no backend switch, so a
-    notebook's backend is left as the user set it)."""
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=figsize)
-
-
 def png(fig, dpi: int = 110) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
@@ -91,7 +104,11 @@ def png(fig, dpi: int = 110) -> bytes:
 
 def plot_pr(curves: dict[str, np.ndarray], path, title: str = "PR curve at IoU 0.5") -> None:
     """``curves[name]``: precision at the 101 COCO recall points (-1 where undefined)."""
-    fig = figure((6, 5))
+    atomic_write_bytes(path, png(pr_figure(curves, title)))
+
+
+def pr_figure(curves: dict[str, np.ndarray], title: str = "PR curve at IoU 0.5"):
+    fig = figure(6, 5)
     ax = fig.subplots()
     r = np.linspace(0, 1, 101)
     for name, p in curves.items():
@@ -102,14 +119,18 @@ def plot_pr(curves: dict[str, np.ndarray], path, title: str = "PR curve at IoU 0
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
-    atomic_write_bytes(path, png(fig))
+    return fig
 
 
 def plot_confusion(cm: np.ndarray, names: list[str], path, title: str = "") -> None:
     """Rows: true class, columns: predicted; ``background`` is the last row and column."""
+    atomic_write_bytes(path, png(confusion_figure(cm, names, title)))
+
+
+def confusion_figure(cm: np.ndarray, names: list[str], title: str = ""):
     labels = list(names) + (["background"] if len(cm) == len(names) + 1 else [])
     n = len(labels)
-    fig = figure((1.0 + 0.6 * n, 0.8 + 0.55 * n))
+    fig = figure(1.0 + 0.6 * n, 0.8 + 0.55 * n)
     ax = fig.subplots()
     rows = cm.sum(1, keepdims=True)
     frac = np.divide(cm, rows, out=np.zeros(cm.shape, float), where=rows > 0)
@@ -129,4 +150,4 @@ def plot_confusion(cm: np.ndarray, names: list[str], path, title: str = "") -> N
     ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(n), labels, fontsize=8)
     ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix (counts)")
-    atomic_write_bytes(path, png(fig))
+    return fig

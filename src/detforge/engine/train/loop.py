@@ -20,6 +20,8 @@ from rich.console import Console
 from detforge.engine.evaluate.detection import EVAL_BATCH
 from detforge.engine.infer.backends import TorchBackend
 from detforge.engine.jobs import predictor
+from detforge.engine.jobs import report as run_report
+from detforge.engine.report import try_report
 from detforge.engine.tasks import task
 from detforge.engine.train import data as trainset
 from detforge.engine.train.config import (
@@ -221,8 +223,14 @@ def train(
     s.writer.close()
     if stopped:
         s.say(stopped + f"; resume with: detforge train --resume {s.run}")
+    page = None
+    if s.place.rank == 0 and not (stopped or "").startswith("interrupted"):
+        page = try_report(lambda: run_report(s.run, device=str(s.place.device)))
+        if page:
+            s.say(f"report: {page}")
     t = task(s.optim.model.task)
     return {
+        "report": str(page) if page else None,
         "run_dir": str(s.run),
         "task": t.name,
         "epochs": s.state.epoch,

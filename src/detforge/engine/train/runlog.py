@@ -66,7 +66,8 @@ def _append_csv(path: Path, row: dict) -> None:
 
 
 def _plots(run: Path) -> None:
-    from detforge.engine.evaluate.plots import figure, png
+    from detforge.data.report.page import figure
+    from detforge.engine.evaluate.plots import png
 
     with (run / "metrics.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
@@ -79,7 +80,7 @@ def _plots(run: Path) -> None:
     ):
         if not keys:
             continue
-        fig = figure((6, 4))
+        fig = figure(6, 4)
         ax = fig.subplots()
         for k in keys:
             ax.plot(

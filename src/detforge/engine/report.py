@@ -1,0 +1,239 @@
+"""A run's page: ``report.html`` in a training or evaluation run folder.
+
+What the run was (model, data, resolved config, environment, best epoch), its curves from
+``metrics.csv`` (losses, the task's metrics, learning rate), the evaluation (COCO table,
+per-class AP with box counts, PR curves, confusion matrix; for classifiers per-class
+precision/recall/F1), and a gallery of the validation images with ground truth and
+predictions, worst first: images sorted by false positives plus misses (classifiers: the
+misclassified ones, by how sure the model was), filterable by class. Built from the same
+Scored result ``detforge eval`` writes (:mod:`detforge.engine.jobs` scores, this module
+draws), so page and results.json never disagree.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+from pathlib import Path
+
+import numpy as np
+
+from detforge._version import __version__
+from detforge.data.report.page import Thumbnails, box_rows, figure, svg, write_page
+from detforge.engine.evaluate.plots import confusion_figure, image_errors, pr_figure
+from detforge.engine.tasks import task as task_of
+
+DETECT_SORTS = [
+    {"key": "err", "label": "most errors first"},
+    {"key": "fp", "label": "most false positives first"},
+    {"key": "fn", "label": "most misses first"},
+    {"key": "name", "label": "by name"},
+]
+CLASSIFY_SORTS = [
+    {"key": "err", "label": "misclassified first (surest first)"},
+    {"key": "name", "label": "by name"},
+]
+COCO_ROWS = [
+    ("mAP50-95", "AP @ IoU 0.50:0.95"),
+    ("mAP50", "AP @ IoU 0.50"),
+    ("mAP75", "AP @ IoU 0.75"),
+    ("mAP_small", "AP small (< 32² px)"),
+    ("mAP_medium", "AP medium"),
+    ("mAP_large", "AP large (> 96² px)"),
+    ("AR1", "AR, 1 detection per image"),
+    ("AR10", "AR, 10 detections"),
+    ("AR100", "AR, 100 detections"),
+]
+
+
+def read_metrics(run: Path) -> list[dict]:
+    """metrics.csv as rows of floats (empty when the run has none)."""
+    path = Path(run) / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for r in rows:
+        row = {}
+        for k, v in r.items():
+            try:
+                row[k] = float(v)
+            except (TypeError, ValueError):
+                continue
+        out.append(row)
+    return out
+
+
+def _chart(rows: list[dict], keys: list[str], title: str, ylabel: str, log=False) -> str:
+    fig = figure(4.4, 2.8)
+    ax = fig.subplots()
+    epochs = [r.get("epoch", i + 1) for i, r in enumerate(rows)]
+    for k in keys:
+        ys = [r.get(k, np.nan) for r in rows]
+        ax.plot(epochs, ys, marker="o" if len(rows) < 30 else None, ms=3, label=k)
+    ax.set(title=title, xlabel="epoch", ylabel=ylabel)
+    if log:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    if len(keys) > 1:
+        ax.legend(fontsize=8)
+    return svg(fig)
+
+
+def curves(rows: list[dict], logged: tuple[str, ...]) -> list[str]:
+    """SVG charts of losses, the task's metrics and the learning rate per epoch."""
+    if not rows:
+        return []
+    losses = [k for k in rows[0] if k.startswith("loss")]
+    metrics = [k for k in logged if k in rows[0]]
+    out = []
+    if losses:
+        out.append(_chart(rows, losses, "training losses", "loss"))
+    if metrics:
+        out.append(_chart(rows, metrics, "validation", "value"))
+    if "lr" in rows[0]:
+        out.append(_chart(rows, ["lr"], "learning rate", "lr", log=True))
+    return out
+
+
+def detect_items(ds, scored, thumbs: Thumbnails, conf: float, iou: float) -> list[dict]:
+    """One gallery item per image: thumbnail, ground truth, predictions at ``conf`` and
+    their false positives and misses at IoU ``iou`` (class-aware)."""
+    items = []
+    made = thumbs.make_all(ds.samples)
+    for s, pred, t in zip(ds.samples, scored.predictions, made):
+        k = thumbs.scale(s)
+        keep = np.asarray(pred["scores"]) >= conf
+        fp, fn = image_errors(s.boxes, s.labels, pred, conf, iou)
+        items.append(
+            {
+                "n": s.name,
+                "t": t,
+                "w": max(1, round(s.width * k)),
+                "h": max(1, round(s.height * k)),
+                "g": box_rows(s.boxes, s.labels, (k, k)),
+                "p": box_rows(
+                    np.asarray(pred["boxes"]).reshape(-1, 4)[keep],
+                    np.asarray(pred["labels"])[keep],
+                    (k, k),
+                    np.asarray(pred["scores"])[keep],
+                ),
+                "fp": fp,
+                "fn": fn,
+                "err": fp + fn,
+                "bad": fp + fn > 0,
+            }
+        )
+    return items
+
+
+def classify_items(ds, scored, thumbs: Thumbnails) -> list[dict]:
+    """One item per image: thumbnail, true class and the top-3; misclassified images rank
+    by the probability given to the wrong class."""
+    items = []
+    made = thumbs.make_all(ds.samples)
+    for s, pred, t in zip(ds.samples, scored.predictions, made):
+        k = thumbs.scale(s)
+        probs = np.asarray(pred["probs"], float)
+        top = np.argsort(-probs)[:3]
+        wrong = int(top[0]) != s.category
+        items.append(
+            {
+                "n": s.name,
+                "t": t,
+                "w": max(1, round(s.width * k)),
+                "h": max(1, round(s.height * k)),
+                "y": s.category,
+                "top": [[int(c), round(float(probs[c]), 3)] for c in top],
+                "err": round(1 + float(probs[top[0]]), 4) if wrong else 0,
+                "bad": wrong,
+            }
+        )
+    return items
+
+
+def _boxes_per_class(ds) -> dict[str, int]:
+    counts = np.zeros(len(ds.classes), np.int64)
+    for s in ds.samples:
+        np.add.at(counts, s.labels, 1)
+    return dict(zip(ds.classes, counts.tolist()))
+
+
+def _evaluation(task: str, scored, ds) -> dict:
+    m = scored.metrics
+    names = list(ds.classes)
+    cm = np.asarray(m["confusion"])
+    title = f"confusion at conf {m['conf']}, IoU {m['iou']}" if task == "detect" else ""
+    out = {"confusion": svg(confusion_figure(cm, names, title)), "metrics": m}
+    if task == "detect":
+        # COCO's -1: no ground truth of that size
+        out["coco"] = [(label, m[k] if m[k] >= 0 else None) for k, label in COCO_ROWS if k in m]
+        out["pr"] = svg(pr_figure(scored.extra["pr50"]))
+        out["boxes"] = _boxes_per_class(ds)
+    return out
+
+
+def write_run_report(run, *, info: dict, task: str, scored, ds, rows=None) -> Path:
+    """Write ``run/report.html`` (thumbnails in ``run/report_files``) from a scored
+    evaluation of ``ds``; ``info`` is what the page says about the run (rows of key,
+    value, plus ``config`` and ``environment`` dicts)."""
+    run = Path(run)
+    t = task_of(task)
+    thumbs = Thumbnails(run)
+    m = scored.metrics
+    if task == "detect":
+        items = detect_items(ds, scored, thumbs, m.get("conf", 0.25), m.get("iou", 0.5))
+        legend = (
+            '<i class="gt"></i>ground truth (dashed) <i class="pred"></i>predictions at conf '
+            f"{m.get('conf', 0.25)}, in their class colour, with score"
+        )
+    else:
+        items = classify_items(ds, scored, thumbs)
+        legend = "caption: the true class, then the model's top 3 with probabilities"
+    gallery = {
+        "items": items,
+        "classes": list(ds.classes),
+        "sorts": DETECT_SORTS if task == "detect" else CLASSIFY_SORTS,
+        "negatives": task == "detect",
+        "page_size": 48,
+    }
+    page = write_page(
+        run / "report.html",
+        "run.html.j2",
+        title=f"{info.get('kind', 'run')} report: {run.name}",
+        subtitle=str(run),
+        version=__version__,
+        written=datetime.datetime.now().isoformat(timespec="seconds"),
+        sections=[
+            ("run", "run"),
+            *([("curves", "curves")] if rows else []),
+            ("evaluation", "evaluation"),
+            ("gallery", "gallery"),
+        ],
+        task=task,
+        fitness=t.fitness,
+        info=info,
+        config_text=json.dumps(info.get("config", {}), indent=2, default=str),
+        env_text=json.dumps(info.get("environment", {}), indent=2, default=str),
+        charts=curves(rows or [], t.logged),
+        ev=_evaluation(task, scored, ds),
+        gallery=gallery,
+        legend=legend,
+    )
+    thumbs.prune()
+    return page
+
+
+def try_report(make) -> Path | None:
+    """Run ``make()`` (which writes a report and returns its path); a failure is one warning
+    (a Python warning: the CLI shows it as one line), never the end of the run that asked."""
+    import warnings
+
+    try:
+        return make()
+    except Exception as e:  # noqa: BLE001 - the report must never fail a run
+        first = str(e).splitlines()[0] if str(e) else ""
+        warnings.warn(f"the HTML report was not written: {type(e).__name__}: {first}", stacklevel=2)
+        return None
