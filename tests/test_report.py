@@ -88,13 +88,13 @@ def test_run_report_ranks_images_by_their_errors(scored_run):
     na, nb = ds.samples[a].name, ds.samples[b].name
     assert (items[na]["fp"], items[na]["fn"]) == (5, 0)
     assert (items[nb]["fp"], items[nb]["fn"]) == (0, len(ds.samples[b].boxes))
-    assert all(it["err"] == 0 for n, it in items.items() if n not in (na, nb))
+    assert all(it["fp"] + it["fn"] == 0 for n, it in items.items() if n not in (na, nb))
     thumbs = list((page.parent / "report_files" / "thumbs").glob("*.jpg"))
     assert len(thumbs) == len({s.name for s in ds.samples})
     # a box lands where it is: scaled by the thumbnail's size
     s = ds.samples[a]
     k = min(1.0, 320 / max(s.width, s.height))
-    assert items[na]["g"][0][:4] == pytest.approx((s.boxes[0] * k).tolist(), abs=0.06)
+    assert items[na]["g"][0][:4] == pytest.approx((s.boxes[0] * k).tolist(), abs=0.5)
 
 
 def test_run_report_in_a_browser(scored_run):

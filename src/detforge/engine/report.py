@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from detforge._version import __version__
-from detforge.data.report.page import Thumbnails, box_rows, figure, svg, write_page
+from detforge.data.report.page import THUMBS, Thumbnails, box_rows, figure, svg, write_page
 from detforge.engine.evaluate.plots import confusion_figure, image_errors, pr_figure
 from detforge.engine.tasks import task as task_of
 
@@ -121,9 +121,7 @@ def detect_items(ds, scored, thumbs: Thumbnails, conf: float, iou: float) -> lis
                     np.asarray(pred["scores"])[keep],
                 ),
                 "fp": fp,
-                "fn": fn,
-                "err": fp + fn,
-                "bad": fp + fn > 0,
+                "fn": fn,  # the page adds err = fp + fn
             }
         )
     return items
@@ -198,6 +196,7 @@ def write_run_report(run, *, info: dict, task: str, scored, ds, rows=None) -> Pa
         "sorts": DETECT_SORTS if task == "detect" else CLASSIFY_SORTS,
         "negatives": task == "detect",
         "page_size": 48,
+        "thumbs": THUMBS,
     }
     page = write_page(
         run / "report.html",

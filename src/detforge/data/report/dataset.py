@@ -19,7 +19,15 @@ from detforge._version import __version__
 from detforge.data.check import Finding, check
 from detforge.data.dataset import Dataset
 from detforge.data.reading import is_data_yaml, read, read_splits
-from detforge.data.report.page import Thumbnails, box_rows, figure, histogram, svg, write_page
+from detforge.data.report.page import (
+    THUMBS,
+    Thumbnails,
+    box_rows,
+    figure,
+    histogram,
+    svg,
+    write_page,
+)
 from detforge.data.stats import stats
 from detforge.runs import new_run_dir
 
@@ -64,10 +72,7 @@ def _image_item(s, name: str, frame: dict) -> dict:
     if s.category is not None:
         item["y"] = s.category
         return item
-    item["g"] = box_rows(s.boxes, s.labels, frame["k"])
-    wh = (s.boxes[:, 2:] - s.boxes[:, :2]).clip(0) if len(s.boxes) else np.zeros((0, 2))
-    area = np.sqrt(wh.prod(1) / max(s.width * s.height, 1)) if len(wh) else np.ones(1)
-    item.update(boxes=len(s.boxes), few=-len(s.boxes), small=-round(float(area.min()), 4))
+    item["g"] = box_rows(s.boxes, s.labels, frame["k"])  # the sort keys come from these
     return item
 
 
@@ -86,7 +91,7 @@ def _finding_item(f: Finding, sample, name: str, frame: dict | None) -> dict:
         item["g"] = box_rows(sample.boxes, sample.labels, frame["k"])
         if f.box is not None and 0 <= f.box < len(sample.boxes):
             b = sample.boxes[f.box] * np.float32([*frame["k"], *frame["k"]])
-            item["b"] = [round(float(v), 1) for v in b]
+            item["b"] = [round(float(v)) for v in b]
     return item
 
 
@@ -220,6 +225,7 @@ def _context(label: str, first: Dataset, got: _Collect) -> dict:
             "classes": classes,
             "sorts": FINDING_SORTS,
             "page_size": 24,
+            "thumbs": THUMBS,
         },
         "images": {
             "items": got.items,
@@ -227,5 +233,6 @@ def _context(label: str, first: Dataset, got: _Collect) -> dict:
             "sorts": IMAGE_SORTS if first.task == "detect" else IMAGE_SORTS[-1:],
             "negatives": first.task == "detect",
             "page_size": PAGE_SIZE,
+            "thumbs": THUMBS,
         },
     }

@@ -26,6 +26,7 @@ from detforge.fileio import atomic_write_bytes, atomic_write_text
 
 TEMPLATES = Path(__file__).with_name("templates")
 FILES = "report_files"  # the folder beside report.html holding its thumbnails
+THUMBS = f"{FILES}/thumbs/"  # where the page's script finds a thumbnail named in its data
 THUMB_SIDE = 320
 
 
@@ -104,11 +105,11 @@ def histogram(values, title: str, xlabel: str, bins: int = 30, log: bool = False
 
 
 def box_rows(boxes, labels, scale: tuple[float, float], scores=None) -> list[list]:
-    """Boxes as the gallery draws them: ``[x1, y1, x2, y2, class]`` (+ score), in the
-    thumbnail's pixels, rounded (the page holds one short list per image)."""
+    """Boxes as the gallery draws them: ``[x1, y1, x2, y2, class]`` (+ score), in whole
+    thumbnail pixels (the page holds one short list per image)."""
     b = np.asarray(boxes, np.float32).reshape(-1, 4) * np.float32([*scale, *scale])
     rows = []
-    for i, (box, c) in enumerate(zip(b.round(1).tolist(), np.asarray(labels).tolist())):
+    for i, (box, c) in enumerate(zip(b.round().astype(int).tolist(), np.asarray(labels).tolist())):
         row = [*box, int(c)]
         if scores is not None:
             row.append(round(float(scores[i]), 3))
@@ -136,7 +137,8 @@ class Thumbnails:
         return min(1.0, self.side / max(sample.width, sample.height, 1))
 
     def make(self, sample) -> str | None:
-        """The thumbnail's path relative to the page, made if it is not there yet."""
+        """The thumbnail's name (the page's script adds ``THUMBS`` and ``.jpg``), made if it
+        is not there yet; None when the image cannot be read."""
         import cv2
 
         name = self._name(sample)
@@ -156,7 +158,7 @@ class Thumbnails:
                 return None
             atomic_write_bytes(path, data.tobytes())
         self.used.add(name)
-        return f"{FILES}/thumbs/{name}"
+        return name[: -len(".jpg")]
 
     def make_all(self, samples, progress: bool = False) -> list[str | None]:
         """Thumbnails of ``samples`` in order, made in threads (decoding releases the GIL)."""

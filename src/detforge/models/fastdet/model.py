@@ -173,12 +173,28 @@ RECIPE = {
     "precise_bn": 64,
     "augment": {"mosaic": 0.5, "scale_jitter": [0.5, 1.5], "color": 0.3, "hue": 0.015},
 }
+# Larger sizes overfit a few hundred images sooner and afford a larger input: stronger mosaic,
+# scale and colour for s, and m at 416 px too (the published families scale them the same
+# way). det-n's recipe is the one measured (benchmarks/vs_yolo.py); s and m follow its form.
+RECIPES = {
+    "n": RECIPE,
+    "s": {
+        **RECIPE,
+        "augment": {"mosaic": 0.6, "scale_jitter": [0.4, 1.6], "color": 0.35, "hue": 0.015},
+    },
+    "m": {
+        **RECIPE,
+        "imgsz": 416,
+        "lr": 0.003,
+        "augment": {"mosaic": 0.7, "scale_jitter": [0.35, 1.65], "color": 0.4, "hue": 0.02},
+    },
+}
 
 
 def _register(size: str, summary: str) -> None:
     name = f"det-{size}"
 
-    @register_model(name, task="detect", summary=summary, recipe=RECIPE)
+    @register_model(name, task="detect", summary=summary, recipe=RECIPES[size])
     def build(
         classes,
         *,

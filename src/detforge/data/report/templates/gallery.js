@@ -23,13 +23,29 @@
     }, undefined, SVG);
   }
 
+  // Sort keys the data leaves out (the page stays small): errors, box counts, smallest box.
+  function derive(it) {
+    if (it.fp !== undefined) {
+      it.err = it.fp + it.fn;
+      it.bad = it.err > 0;
+    }
+    if (it.g && it.kind === undefined) {
+      it.boxes = it.g.length;
+      it.few = -it.g.length;
+      let small = 1;
+      for (const b of it.g) small = Math.min(small, Math.sqrt(Math.max(b[2] - b[0], 0) *
+        Math.max(b[3] - b[1], 0) / (it.w * it.h)));
+      it.small = -small;
+    }
+  }
+
   class Gallery {
     constructor(root) {
       this.root = root;
       const cfg = JSON.parse(document.getElementById(root.dataset.source).textContent);
       this.cfg = cfg;
       this.items = cfg.items;
-      this.items.forEach((it, i) => { it.i = i; it.cls = this.classesOf(it); });
+      this.items.forEach((it, i) => { it.i = i; it.cls = this.classesOf(it); derive(it); });
       this.page = 0;
       this.size = cfg.page_size || 48;
       this.grid = root.querySelector("[data-role=grid]");
@@ -94,7 +110,7 @@
     figure(it) {
       const fig = el("figure", { class: "item", "data-name": it.n });
       const frame = el("div", { class: "frame", style: "aspect-ratio: " + it.w + " / " + it.h });
-      if (it.t) frame.append(el("img", { src: it.t, alt: it.n, loading: "lazy" }));
+      if (it.t) frame.append(el("img", { src: this.cfg.thumbs + it.t + ".jpg", alt: it.n, loading: "lazy" }));
       else frame.append(el("div", { class: "missing" }, it.note || "image could not be read"));
       const svg = el("svg", { viewBox: "0 0 " + it.w + " " + it.h }, undefined, SVG);
       const names = this.cfg.classes;
