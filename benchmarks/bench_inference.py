@@ -4,7 +4,8 @@
    draw + encode) vs inference alone on the same, already decoded frames (goal: <= 25%
    overhead);
 2. load once vs load per call on 100 images (the classic mistake);
-3. onnxruntime vs PyTorch eager frames/s per exportable model at 320 and 640.
+3. onnxruntime and OpenVINO vs PyTorch eager frames/s per exportable model at 320 and 640
+   (OpenVINO when installed: pip install openvino).
 
     python benchmarks/bench_inference.py [--frames 1500] [--models ssdlite,retinanet]
 
@@ -70,11 +71,25 @@ def bench_load(tmp: Path, n: int = 100) -> None:
     print(f"  load per call is {per_call / once:.1f}x slower")
 
 
+def _openvino(w: Path, name: str) -> str | None:
+    """The model's OpenVINO IR, or None when OpenVINO is missing or the model cannot be one."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return None
+    if name == "tracker":  # its graph has a dynamic batch; the IR export is fixed-batch
+        return None
+    return detforge.export(w, w.with_suffix(".xml"), format="openvino", check=False)["path"]
+
+
 def bench_runtimes(tmp: Path, models: list[str], sizes=(320, 640), n: int = 12) -> None:
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 255, (480, 640, 3), np.uint8) for _ in range(n)]
-    print(f"onnxruntime vs PyTorch eager, batch 1, {n} images 640x480, frames/s")
-    print(f"  {'model':26s} {'size':>5s} {'torch':>8s} {'onnx':>8s} {'ratio':>7s}")
+    print(f"onnxruntime and OpenVINO vs PyTorch eager, batch 1, {n} images 640x480, frames/s")
+    print(
+        f"  {'model':26s} {'size':>5s} {'torch':>8s} {'onnx':>8s} {'ratio':>7s} "
+        f"{'openvino':>9s} {'ratio':>7s}"
+    )
     for name in models:
         if name in NOT_EXPORTABLE:
             print(f"  {name:26s} not exportable: {NOT_EXPORTABLE[name][:60]}...")
@@ -82,13 +97,21 @@ def bench_runtimes(tmp: Path, models: list[str], sizes=(320, 640), n: int = 12) 
         for size in (224,) if name in names("classify") else sizes:  # classifiers: ImageNet's size
             w = jittered_checkpoint(tmp / f"{name}{size}.pt", name, imgsz=size)
             onnx = detforge.export(w, check=False, dynamic_batch=name == "tracker")["path"]
+            ir = _openvino(w, name)
             fps = []
-            for det in (detforge.load(w), detforge.load(onnx)):
+            for path in (w, onnx, ir):
+                if path is None:
+                    fps.append(None)
+                    continue
+                det = detforge.load(path)
                 det.predict(images[:2], batch=1)
                 t = time.perf_counter()
                 det.predict(images, batch=1)
                 fps.append(n / (time.perf_counter() - t))
-            print(f"  {name:26s} {size:5d} {fps[0]:8.1f} {fps[1]:8.1f} {fps[1] / fps[0]:6.2f}x")
+            ov = f"{fps[2]:9.1f} {fps[2] / fps[0]:6.2f}x" if fps[2] else f"{'-':>9s} {'':>7s}"
+            print(
+                f"  {name:26s} {size:5d} {fps[0]:8.1f} {fps[1]:8.1f} {fps[1] / fps[0]:6.2f}x {ov}"
+            )
 
 
 def main() -> None:

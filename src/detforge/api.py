@@ -280,9 +280,16 @@ def predict(weights, source, **options) -> dict:
     return _predict(weights, source, **options)
 
 
-def export(weights, out=None, **options) -> dict:
-    """Export a checkpoint to ONNX and check it; see
-    :func:`detforge.engine.export.onnx.export_onnx`."""
+def export(weights, out=None, *, format: str = "onnx", **options) -> dict:
+    """Export a checkpoint and check it against PyTorch: ``format`` ``onnx`` (see
+    :func:`detforge.engine.export.onnx.export_onnx`) or ``openvino`` (an IR ``.xml`` +
+    ``.bin``; see :func:`detforge.engine.export.openvino.export_openvino`)."""
+    if format == "openvino":
+        from detforge.engine.export.openvino import export_openvino
+
+        return export_openvino(weights, out, **options)
+    if format != "onnx":
+        raise DetforgeError(f"unknown export format {format!r}", "use onnx or openvino")
     from detforge.engine.export.onnx import export_onnx
 
     return export_onnx(weights, out, **options)

@@ -243,7 +243,9 @@ def predict(
 @app.command()
 def export(
     weights: Path = typer.Argument(..., help="A .pt checkpoint."),
-    fmt: str = typer.Option("onnx", "--format", help="Only onnx."),
+    fmt: str = typer.Option(
+        "onnx", "--format", help="onnx, or openvino (an IR .xml + .bin; pip install openvino)."
+    ),
     output: Path = typer.Option(None, help="Output file (default: beside the weights)."),
     imgsz: int = typer.Option(None, help="Input size (default: the training size)."),
     batch: int = typer.Option(1, help="Fixed batch of the graph."),
@@ -259,21 +261,18 @@ def export(
     ),
     data: str = typer.Option(None, help="With --int8: the training data (default: the run's)."),
 ):
-    """Export to ONNX (uint8 input, preprocessing inside) and check it against PyTorch."""
-    if fmt != "onnx":
-        raise DetforgeError(f"unknown export format {fmt!r}", "use --format onnx")
-    r = detforge.export(
-        weights,
-        output,
-        imgsz=imgsz,
-        batch=batch,
-        dynamic_batch=dynamic_batch,
-        opset=opset,
-        nms=nms,
-        overwrite=overwrite,
-        int8=int8,
-        data=data,
-    )
+    """Export to ONNX or OpenVINO (uint8 input, preprocessing and NMS inside) and check it
+    against PyTorch."""
+    if fmt not in ("onnx", "openvino"):
+        raise DetforgeError(f"unknown export format {fmt!r}", "use --format onnx or openvino")
+    kw = dict(imgsz=imgsz, batch=batch, opset=opset, nms=nms, overwrite=overwrite)
+    if fmt == "onnx":
+        kw.update(dynamic_batch=dynamic_batch, int8=int8, data=data)
+    elif dynamic_batch or int8:
+        raise DetforgeError(
+            "--dynamic-batch and --int8 are ONNX options", "drop them for --format openvino"
+        )
+    r = detforge.export(weights, output, format=fmt, **kw)
     p = r["parity"]
     check = (
         f"{p['detections']} detections matched, worst IoU {p['worst_iou']}, worst score diff "

@@ -13,7 +13,7 @@ from pathlib import Path
 from detforge.data.dataset import Dataset
 from detforge.data.reading import is_data_yaml
 from detforge.engine.evaluate.detection import EVAL_BATCH
-from detforge.engine.infer.backends import OnnxBackend, TorchBackend
+from detforge.engine.infer.backends import OnnxBackend, OpenVinoBackend, TorchBackend
 from detforge.engine.infer.predictor import Predictor
 from detforge.engine.report import read_metrics, try_report, write_run_report
 from detforge.engine.tasks import task
@@ -28,12 +28,17 @@ def predictor(backend) -> Predictor:
 
 
 def load(path, device: str = "auto") -> Predictor:
-    """Load a ``.pt`` checkpoint or an ``.onnx`` export once; returns a :class:`Predictor`."""
+    """Load a ``.pt`` checkpoint, an ``.onnx`` export or an OpenVINO ``.xml`` once; returns
+    a :class:`Predictor`."""
     path = Path(path)
     if not path.exists():
-        raise DetforgeError(f"{path}: not found", "pass runs/train/NAME/weights/best.pt or .onnx")
+        raise DetforgeError(
+            f"{path}: not found", "pass runs/train/NAME/weights/best.pt, .onnx or OpenVINO .xml"
+        )
     if path.suffix.lower() == ".onnx":
         return predictor(OnnxBackend(path, device))
+    if path.suffix.lower() == ".xml":
+        return predictor(OpenVinoBackend(path, device))
     return predictor(TorchBackend.from_checkpoint(path, device))
 
 

@@ -18,18 +18,18 @@ def parity_images(n: int, size: int, seed: int = 1) -> np.ndarray:
     return np.ascontiguousarray(np.stack(ims).transpose(0, 3, 1, 2))
 
 
-def check(reference, exported, path, n: int, size: int) -> dict:
+def check(reference, exported, path, n: int, size: int, runtime: str = "ONNX") -> dict:
     """Run both backends on ``n`` test images and compare: detections must pair up (same
     class, IoU >= 0.99, score within 1e-3); probabilities must agree within 1e-4 with the
     same top-1. Raises with the figures when they do not."""
     x = parity_images(n, size)
     ref, got = reference(x), exported(x)
     if "batch_index" in reference.output_names:
-        return _detections(ref, got, path)
-    return _probs(np.stack(ref), np.stack(got), path)
+        return _detections(ref, got, path, runtime)
+    return _probs(np.stack(ref), np.stack(got), path, runtime)
 
 
-def _detections(ref: list, got: list, path) -> dict:
+def _detections(ref: list, got: list, path, runtime: str) -> dict:
     n = unmatched = 0
     worst_iou, worst_ds = 1.0, 0.0
     for r, g in zip(ref, got):
@@ -40,7 +40,7 @@ def _detections(ref: list, got: list, path) -> dict:
             worst_iou, worst_ds = min(worst_iou, wi), max(worst_ds, wd)
     if unmatched:
         raise DetforgeError(
-            f"{path}: ONNX and PyTorch disagree on {unmatched} of {n} detections "
+            f"{path}: {runtime} and PyTorch disagree on {unmatched} of {n} detections "
             f"(worst IoU {worst_iou:.4f}, score diff {worst_ds:.2g})",
             "try another --opset; please report the model and versions",
         )
@@ -52,12 +52,12 @@ def _detections(ref: list, got: list, path) -> dict:
     }
 
 
-def _probs(ref: np.ndarray, got: np.ndarray, path) -> dict:
+def _probs(ref: np.ndarray, got: np.ndarray, path, runtime: str) -> dict:
     diff = float(np.abs(ref - got).max())
     same = bool((ref.argmax(1) == got.argmax(1)).all())
     if diff > 1e-4 or not same:
         raise DetforgeError(
-            f"{path}: ONNX and PyTorch probabilities differ by {diff:.2g}",
+            f"{path}: {runtime} and PyTorch probabilities differ by {diff:.2g}",
             "try another --opset; please report the model and versions",
         )
     return {"images": len(ref), "max_prob_diff": float(f"{diff:.3g}"), "same_top1": same}

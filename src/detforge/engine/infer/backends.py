@@ -112,47 +112,49 @@ def ort_session(path, device: str = "cpu"):
         ) from e
 
 
-class OnnxBackend:
-    """An exported model in onnxruntime; everything it needs is in the file's metadata."""
+def graph_metadata(path, meta: dict, fmt: str = "onnx") -> dict:
+    """detforge's metadata of an exported graph, checked: task, classes, imgsz, resize,
+    batch (None when dynamic). Names the file and says how to re-export when it is damaged."""
+    again = f"re-export it with `detforge export WEIGHTS --format {fmt}`"
+    name = {"onnx": "ONNX", "openvino": "OpenVINO"}[fmt]
+    if meta.get("task") not in ("detect", "classify") or "classes" not in meta:
+        raise DetforgeError(f"{path}: not an {name} file written by detforge export", again)
+    try:
+        out = {
+            "classes": json.loads(meta["classes"]),
+            "imgsz": int(meta["imgsz"]),
+            "resize": meta["resize"],
+            "task": meta["task"],
+            "batch": None if meta["batch"] == "dynamic" else int(meta["batch"]),
+        }
+        if not isinstance(out["classes"], list) or not all(
+            isinstance(c, str) for c in out["classes"]
+        ):
+            raise ValueError("classes is not a list of names")
+        if out["imgsz"] <= 0 or (out["batch"] is not None and out["batch"] <= 0):
+            raise ValueError("imgsz and batch must be positive")
+    except KeyError as e:
+        raise DetforgeError(f"{path}: detforge metadata lacks {e.args[0]!r}", again) from None
+    except (ValueError, TypeError) as e:
+        raise DetforgeError(f"{path}: detforge metadata is damaged ({e})", again) from None
+    return out
 
-    kind = "onnx"
 
-    def __init__(self, path, device="cpu"):
-        self.session = ort_session(path, device)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if meta.get("task") not in ("detect", "classify") or "classes" not in meta:
-            raise DetforgeError(
-                f"{path}: not an ONNX file written by detforge export",
-                "export it with `detforge export WEIGHTS --format onnx`",
-            )
+class GraphBackend:
+    """An exported graph (onnxruntime, OpenVINO): metadata from the file, ``run`` on a batch
+    that fits the graph's batch dimension; calls pad a fixed batch as needed."""
+
+    batch: int | None
+    output_names: tuple
+
+    def _set_metadata(self, path, meta: dict, fmt: str) -> None:
         self.metadata = dict(meta)
-        try:
-            self.classes = json.loads(meta["classes"])
-            self.imgsz = int(meta["imgsz"])
-            self.resize = meta["resize"]
-            self.task = meta["task"]
-            self.batch = None if meta["batch"] == "dynamic" else int(meta["batch"])
-            if not isinstance(self.classes, list) or not all(
-                isinstance(c, str) for c in self.classes
-            ):
-                raise ValueError("classes is not a list of names")
-            if self.imgsz <= 0 or (self.batch is not None and self.batch <= 0):
-                raise ValueError("imgsz and batch must be positive")
-        except KeyError as e:
-            raise DetforgeError(
-                f"{path}: detforge metadata lacks {e.args[0]!r}",
-                "re-export it with `detforge export WEIGHTS --format onnx`",
-            ) from None
-        except (ValueError, TypeError) as e:
-            raise DetforgeError(
-                f"{path}: detforge metadata is damaged ({e})",
-                "re-export it with `detforge export WEIGHTS --format onnx`",
-            ) from None
-        self.output_names = tuple(o.name for o in self.session.get_outputs())
+        m = graph_metadata(path, meta, fmt)
+        self.classes, self.imgsz, self.resize = m["classes"], m["imgsz"], m["resize"]
+        self.task, self.batch = m["task"], m["batch"]
 
     def run(self, batch: np.ndarray) -> list:
-        """The graph's raw outputs for ``batch`` (which fits its batch dimension)."""
-        return self.session.run(None, {"images": batch})
+        raise NotImplementedError
 
     def __call__(self, batch: np.ndarray) -> list:
         n = self.batch or len(batch)
@@ -164,3 +166,62 @@ class OnnxBackend:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], n - real, 0)])
             out += split_outputs(self.output_names, self.run(chunk), real)
         return out
+
+
+class OnnxBackend(GraphBackend):
+    """An exported model in onnxruntime; everything it needs is in the file's metadata."""
+
+    kind = "onnx"
+
+    def __init__(self, path, device="cpu"):
+        self.session = ort_session(path, device)
+        self._set_metadata(path, self.session.get_modelmeta().custom_metadata_map, "onnx")
+        self.output_names = tuple(o.name for o in self.session.get_outputs())
+
+    def run(self, batch: np.ndarray) -> list:
+        """The graph's raw outputs for ``batch`` (which fits its batch dimension)."""
+        return self.session.run(None, {"images": batch})
+
+
+class OpenVinoBackend(GraphBackend):
+    """An exported model as an OpenVINO IR (``.xml`` + ``.bin``) on the CPU; detforge's
+    metadata sits in the IR's ``rt_info`` under ``detforge``."""
+
+    kind = "openvino"
+
+    def __init__(self, path, device="cpu"):
+        ov = import_openvino()
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+            compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise DetforgeError(
+                f"{path}: OpenVINO cannot load it ({first})",
+                "re-export with `detforge export WEIGHTS --format openvino`",
+            ) from e
+        meta = {}
+        if model.has_rt_info(["detforge"]):
+            for key, value in model.get_rt_info(["detforge"]).astype(dict).items():
+                meta[key] = value.astype(str)
+        self._set_metadata(path, meta, "openvino")
+        self.request = compiled.create_infer_request()
+        self.outputs = list(compiled.outputs)
+        self.output_names = tuple(o.get_any_name() for o in self.outputs)
+
+    def run(self, batch: np.ndarray) -> list:
+        res = self.request.infer({"images": batch})
+        return [np.asarray(res[o]) for o in self.outputs]
+
+
+def import_openvino():
+    """The ``openvino`` module, or one line on how to install it."""
+    try:
+        import openvino
+    except ImportError:
+        raise DetforgeError(
+            "OpenVINO is not installed",
+            "pip install 'detforge[openvino]' (or: pip install openvino)",
+        ) from None
+    return openvino

@@ -1,0 +1,63 @@
+"""OpenVINO export: an IR that agrees with PyTorch (and with the ONNX export), loads through
+the same Predictor, and refuses what it cannot be, in one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import detforge
+from detforge.data.synth import render
+from detforge.engine.export.parity import _match, _safe
+from detforge.errors import DetforgeError
+
+from conftest import jittered_checkpoint
+
+pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install openvino)")
+
+
+def _images(n=3):
+    return [np.asarray(render(np.random.default_rng(s), 180, 140, 3)[0]) for s in range(n)]
+
+
+@pytest.mark.parametrize("name", ["det-n", "resnet18"])
+def test_openvino_ir_agrees_with_pytorch_and_onnx(name, tmp_path):
+    weights = jittered_checkpoint(tmp_path / "m.pt", name, imgsz=128)
+    r = detforge.export(weights, tmp_path / "ir" / "model.xml", format="openvino")
+    xml, bin_ = tmp_path / "ir" / "model.xml", tmp_path / "ir" / "model.bin"
+    assert r["path"] == str(xml) and xml.is_file() and bin_.stat().st_size > 10_000
+    assert sorted(p.name for p in xml.parent.iterdir()) == ["model.bin", "model.xml"]
+    p = r["parity"]
+    ov_det = detforge.load(xml)
+    assert ov_det.backend.kind == "openvino" and ov_det.imgsz == 128
+    onnx_det = detforge.load(detforge.export(weights, tmp_path / "m.onnx")["path"])
+    assert ov_det.names == onnx_det.names
+    if name == "resnet18":
+        assert p["same_top1"] and p["max_prob_diff"] <= 1e-4
+        for a, b in zip(ov_det.predict(_images()), onnx_det.predict(_images())):
+            assert np.abs(a.probs - b.probs).max() <= 1e-4
+        return
+    assert p["detections"] > 0 and p["unmatched"] == 0
+    opts = {"conf": 0.006, "iou": 1.0}  # a random det-n's scores sit just above its 0.005 floor
+    for a, b in zip(ov_det.predict(_images(), **opts), onnx_det.predict(_images(), **opts)):
+        a, b = (a.boxes, a.scores, a.labels), (b.boxes, b.scores, b.labels)
+        assert len(a[0]) > 0
+        for x, y in ((_safe(a), b), (_safe(b), a)):
+            unmatched, worst_iou, worst_ds = _match(x, y, 0.99, 1e-3)
+            assert unmatched == 0 and worst_iou >= 0.99 and worst_ds <= 1e-3
+
+
+def test_openvino_refusals_name_the_file(tmp_path):
+    weights = jittered_checkpoint(tmp_path / "m.pt", "ssdlite", imgsz=96)
+    with pytest.raises(DetforgeError, match=r"an OpenVINO IR is an \.xml file"):
+        detforge.export(weights, tmp_path / "m.ir", format="openvino")
+    detforge.export(weights, tmp_path / "a.xml", format="openvino")
+    with pytest.raises(DetforgeError, match="already exists"):
+        detforge.export(weights, tmp_path / "a.xml", format="openvino")
+    with pytest.raises(DetforgeError, match="unknown export format"):
+        detforge.export(weights, format="tflite")
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<net>not an IR")
+    with pytest.raises(DetforgeError, match=r"broken\.xml: OpenVINO cannot load it"):
+        detforge.load(broken)
+    assert not list(tmp_path.glob(".detforge-openvino-*"))  # no scratch left behind
