@@ -165,11 +165,9 @@ def _eval_info(results: dict) -> dict:
     return {"kind": "evaluation", "split": results["split"], "rows": rows}
 
 
-def _train_info(run: Path, cfg: dict, weights: Path, split: str, rows: list[dict]) -> dict:
-    t = task(cfg.get("task") if cfg.get("task") in ("detect", "classify") else "detect")
-    fit = [r for r in rows if t.fitness in r] or [r for r in rows if "top1" in r]
-    key = t.fitness if any(t.fitness in r for r in rows) else "top1"
-    best = max(fit, key=lambda r: r[key], default=None)
+def _train_info(run: Path, cfg: dict, weights: Path, split: str, rows: list[dict], t) -> dict:
+    key = t.fitness
+    best = max((r for r in rows if key in r), key=lambda r: r[key], default=None)
     started = (run / "config.yaml").stat().st_mtime
     ended = max((p.stat().st_mtime for p in (run / "weights").glob("*.pt")), default=started)
     stamp = datetime.datetime.fromtimestamp
@@ -247,7 +245,7 @@ def report(run, *, device: str = "auto", progress: bool = False) -> Path:
     if "results" in w:
         info = _eval_info({**w["results"], "images": len(ds)})
     else:
-        info = _train_info(run, w["config"], w["weights"], split, rows)
+        info = _train_info(run, w["config"], w["weights"], split, rows, t)
         info["environment"] = w["environment"]
     return write_run_report(run, info=info, task=t.name, scored=scored, ds=ds, rows=rows)
 

@@ -66,8 +66,11 @@ def read_metrics(run: Path) -> list[dict]:
     return out
 
 
-def _chart(rows: list[dict], keys: list[str], title: str, ylabel: str, log=False) -> str:
-    fig = figure(4.4, 2.8)
+def curve_figure(rows: list[dict], keys: list[str], title: str, ylabel: str, log=False,
+                 size=(4.4, 2.8)):  # fmt: skip
+    """Per-epoch curves of ``keys`` from metrics.csv rows (a matplotlib Figure): the report
+    draws it as SVG, the run folder's plots/ as PNG."""
+    fig = figure(*size)
     ax = fig.subplots()
     epochs = [r.get("epoch", i + 1) for i, r in enumerate(rows)]
     for k in keys:
@@ -79,7 +82,11 @@ def _chart(rows: list[dict], keys: list[str], title: str, ylabel: str, log=False
     ax.grid(alpha=0.3)
     if len(keys) > 1:
         ax.legend(fontsize=8)
-    return svg(fig)
+    return fig
+
+
+def _chart(rows: list[dict], keys: list[str], title: str, ylabel: str, log=False) -> str:
+    return svg(curve_figure(rows, keys, title, ylabel, log))
 
 
 def curves(rows: list[dict], logged: tuple[str, ...]) -> list[str]:
@@ -107,12 +114,13 @@ def detect_items(ds, scored, thumbs: Thumbnails, conf: float, iou: float) -> lis
         k = thumbs.scale(s)
         keep = np.asarray(pred["scores"]) >= conf
         fp, fn = image_errors(s.boxes, s.labels, pred, conf, iou)
+        w, h = thumbs.size(s)
         items.append(
             {
                 "n": s.name,
                 "t": t,
-                "w": max(1, round(s.width * k)),
-                "h": max(1, round(s.height * k)),
+                "w": w,
+                "h": h,
                 "g": box_rows(s.boxes, s.labels, (k, k)),
                 "p": box_rows(
                     np.asarray(pred["boxes"]).reshape(-1, 4)[keep],
@@ -133,7 +141,7 @@ def classify_items(ds, scored, thumbs: Thumbnails) -> list[dict]:
     items = []
     made = thumbs.make_all(ds.samples)
     for s, pred, t in zip(ds.samples, scored.predictions, made):
-        k = thumbs.scale(s)
+        w, h = thumbs.size(s)
         probs = np.asarray(pred["probs"], float)
         top = np.argsort(-probs)[:3]
         wrong = int(top[0]) != s.category
@@ -141,8 +149,8 @@ def classify_items(ds, scored, thumbs: Thumbnails) -> list[dict]:
             {
                 "n": s.name,
                 "t": t,
-                "w": max(1, round(s.width * k)),
-                "h": max(1, round(s.height * k)),
+                "w": w,
+                "h": h,
                 "y": s.category,
                 "top": [[int(c), round(float(probs[c]), 3)] for c in top],
                 "err": round(1 + float(probs[top[0]]), 4) if wrong else 0,

@@ -59,12 +59,8 @@ def _rel(path, root) -> str:
 
 def _frame(s, thumbs: Thumbnails, thumb: str | None) -> dict:
     k = thumbs.scale(s)
-    return {
-        "t": thumb,
-        "w": max(1, round(s.width * k)),
-        "h": max(1, round(s.height * k)),
-        "k": (k, k),
-    }
+    w, h = thumbs.size(s)
+    return {"t": thumb, "w": w, "h": h, "k": (k, k)}
 
 
 def _image_item(s, name: str, frame: dict) -> dict:

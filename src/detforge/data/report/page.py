@@ -136,6 +136,11 @@ class Thumbnails:
     def scale(self, sample) -> float:
         return min(1.0, self.side / max(sample.width, sample.height, 1))
 
+    def size(self, sample) -> tuple[int, int]:
+        """The thumbnail's (width, height) as the page draws it (from the annotation's size)."""
+        k = self.scale(sample)
+        return max(1, round(sample.width * k)), max(1, round(sample.height * k))
+
     def make(self, sample) -> str | None:
         """The thumbnail's name (the page's script adds ``THUMBS`` and ``.jpg``), made if it
         is not there yet; None when the image cannot be read."""

@@ -10,7 +10,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from detforge._version import __version__
@@ -66,30 +65,19 @@ def _append_csv(path: Path, row: dict) -> None:
 
 
 def _plots(run: Path) -> None:
-    from detforge.data.report.page import figure
     from detforge.engine.evaluate.plots import png
+    from detforge.engine.report import curve_figure, read_metrics
 
-    with (run / "metrics.csv").open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    epochs = [int(r["epoch"]) for r in rows]
+    rows = read_metrics(run)
     (run / "plots").mkdir(exist_ok=True)
     for name, keys in (
         ("loss", [k for k in rows[-1] if k.startswith("loss/")]),
         ("map", [k for k in ("mAP50", "mAP50-95") if k in rows[-1]]),
         ("accuracy", [k for k in ("top1", "top5") if k in rows[-1]]),
     ):
-        if not keys:
-            continue
-        fig = figure(6, 4)
-        ax = fig.subplots()
-        for k in keys:
-            ax.plot(
-                epochs, [float(r[k]) if r.get(k) else np.nan for r in rows], marker="o", label=k
-            )
-        ax.set_xlabel("epoch")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        atomic_write_bytes(run / "plots" / f"{name}.png", png(fig, dpi=100))
+        if keys:
+            fig = curve_figure(rows, keys, name, "value", size=(6, 4))
+            atomic_write_bytes(run / "plots" / f"{name}.png", png(fig, dpi=100))
 
 
 def detforge_revision() -> str | None:
