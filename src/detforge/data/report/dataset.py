@@ -92,7 +92,7 @@ def _finding_item(f: Finding, sample, name: str, frame: dict | None) -> dict:
 
 
 def _class_chart(classes: list[str], boxes: np.ndarray, images: np.ndarray, task: str) -> str:
-    fig = figure(5.0, 0.6 + 0.28 * max(len(classes), 1))
+    fig = figure(5.0, 1.6 + 0.28 * len(classes))
     ax = fig.subplots()
     y = np.arange(len(classes))
     if task == "classify":
