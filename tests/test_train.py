@@ -251,3 +251,17 @@ def test_out_of_memory_says_what_to_lower(tmp_path, monkeypatch):
         )
     assert e.value.hint.startswith("lower --batch (e.g. 2)")
     assert load_config(None, data="x", batch="auto").batch == -1
+
+
+@pytest.mark.parametrize("name", ["det-n", "ssdlite", "resnet18"])
+def test_batch_auto_probe_trains_one_step_for_each_task(name):
+    """`--batch auto` sizes a real training step of the model's task (on CUDA; the step
+    itself runs anywhere). A classifier's probe once sent box targets: KeyError 'category'
+    on the first CUDA run."""
+    from detforge.engine.train.loop import probe_step
+    from detforge.models import build
+
+    model = build(name, ["a", "b"], imgsz=64)
+    probe_step(model, 2, 64, torch.device("cpu"))
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None for g in grads[-4:])

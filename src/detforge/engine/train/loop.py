@@ -81,6 +81,22 @@ class Stop:
             signal.signal(sig, old)
 
 
+def probe_step(model, batch: int, imgsz: int, device: torch.device) -> None:
+    """One forward and backward pass of ``batch`` random images with targets of the model's
+    task (a box each for detectors, a class for classifiers): what ``--batch auto`` sizes."""
+    images = [
+        torch.randint(0, 256, (3, imgsz, imgsz), dtype=torch.uint8, device=device)
+        for _ in range(batch)
+    ]
+    if getattr(model, "task", "detect") == "classify":
+        targets = [{"category": 0} for _ in range(batch)]
+    else:
+        box = torch.tensor([[0.1, 0.1, 0.6, 0.6]], device=device) * imgsz
+        label = torch.zeros(1, dtype=torch.int64, device=device)
+        targets = [{"boxes": box, "labels": label} for _ in range(batch)]
+    sum(model(images, targets).values()).backward()
+
+
 def auto_batch(model, imgsz: int, device: torch.device, say, limit: int = 256) -> int:
     """The largest power-of-two batch (up to ``limit``) whose training step fits in GPU memory,
     halved once for headroom. Only CUDA can say; elsewhere 8."""
@@ -91,16 +107,7 @@ def auto_batch(model, imgsz: int, device: torch.device, say, limit: int = 256) -
     model.train()
     while b <= limit:
         try:
-            images = [
-                torch.randint(0, 256, (3, imgsz, imgsz), dtype=torch.uint8, device=device)
-                for _ in range(b)
-            ]
-            box = torch.tensor([[0.1, 0.1, 0.6, 0.6]], device=device) * imgsz
-            targets = [
-                {"boxes": box, "labels": torch.zeros(1, dtype=torch.int64, device=device)}
-                for _ in range(b)
-            ]
-            sum(model(images, targets).values()).backward()
+            probe_step(model, b, imgsz, device)
             good, b = b, b * 2
         except torch.OutOfMemoryError:
             break
