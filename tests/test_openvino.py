@@ -61,3 +61,19 @@ def test_openvino_refusals_name_the_file(tmp_path):
     with pytest.raises(DetforgeError, match=r"broken\.xml: OpenVINO cannot load it"):
         detforge.load(broken)
     assert not list(tmp_path.glob(".detforge-openvino-*"))  # no scratch left behind
+
+
+def test_export_starts_no_telemetry(tmp_path, monkeypatch):
+    """OpenVINO's conversion tool sends usage telemetry unless the user opted out (and on a
+    machine without internet its sender hung a process at exit); detforge's export must not
+    start it."""
+    tm = pytest.importorskip("openvino_telemetry")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("OpenVINO telemetry was started")
+
+    monkeypatch.setattr(tm.Telemetry, "init", refuse)
+    monkeypatch.setattr(tm.Telemetry, "send_event", refuse)
+    weights = jittered_checkpoint(tmp_path / "m.pt", "det-n", imgsz=96)
+    r = detforge.export(weights, tmp_path / "m.xml", format="openvino")
+    assert r["parity"]["unmatched"] == 0

@@ -22,7 +22,9 @@ def _convert(onnx_path: Path, xml: Path) -> None:
 
     ov = import_openvino()
     meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
-    model = ov.convert_model(str(onnx_path))
+    # The runtime's ONNX reader, not ov.convert_model: the conversion tool sends usage
+    # telemetry by default (openvino_telemetry, opt-out), which detforge never does for you.
+    model = ov.Core().read_model(str(onnx_path))
     for key, value in meta.items():
         model.set_rt_info(value, ["detforge", key])
     ov.save_model(model, str(xml), compress_to_fp16=False)

@@ -93,8 +93,9 @@ class TorchBackend:
         return split_outputs(self.output_names, [t.cpu().numpy() for t in out], len(batch))
 
 
-def ort_session(path, device: str = "cpu"):
-    """An onnxruntime session (CUDA first when asked for and available)."""
+def ort_session(path, device: str = "cpu", threads: int | None = None):
+    """An onnxruntime session (CUDA first when asked for and available); ``threads`` caps
+    its CPU threads (default: onnxruntime's, one per core)."""
     import onnxruntime as ort
 
     providers = ["CPUExecutionProvider"]
@@ -103,6 +104,10 @@ def ort_session(path, device: str = "cpu"):
         providers.insert(0, "CUDAExecutionProvider")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # data-dependent output shapes warn on every run
+    if threads:
+        opts.intra_op_num_threads = threads
+        # threads that spin while waiting burn the CPU the decoding beside them needs
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), opts, providers=providers)
     except Exception as e:
@@ -173,8 +178,8 @@ class OnnxBackend(GraphBackend):
 
     kind = "onnx"
 
-    def __init__(self, path, device="cpu"):
-        self.session = ort_session(path, device)
+    def __init__(self, path, device="cpu", threads: int | None = None):
+        self.session = ort_session(path, device, threads)
         self._set_metadata(path, self.session.get_modelmeta().custom_metadata_map, "onnx")
         self.output_names = tuple(o.name for o in self.session.get_outputs())
 
@@ -189,12 +194,15 @@ class OpenVinoBackend(GraphBackend):
 
     kind = "openvino"
 
-    def __init__(self, path, device="cpu"):
+    def __init__(self, path, device="cpu", threads: int | None = None):
         ov = import_openvino()
         core = ov.Core()
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
         try:
             model = core.read_model(str(path))
-            compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+            compiled = core.compile_model(model, "CPU", config)
         except Exception as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise DetforgeError(
@@ -208,7 +216,8 @@ class OpenVinoBackend(GraphBackend):
         self._set_metadata(path, meta, "openvino")
         self.request = compiled.create_infer_request()
         self.outputs = list(compiled.outputs)
-        self.output_names = tuple(o.get_any_name() for o in self.outputs)
+        # the IR's own names: a compiled output may carry extra ones (``/Gather_4_output_0``)
+        self.output_names = tuple(o.get_any_name() for o in model.outputs)
 
     def run(self, batch: np.ndarray) -> list:
         res = self.request.infer({"images": batch})
