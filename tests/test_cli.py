@@ -110,6 +110,7 @@ def test_demo_runs(tmp_path):
     )
     assert (run / "model.onnx").is_file() and summary["onnx"]["parity"]["unmatched"] == 0
     assert summary["predict"]["frames"] == 150 and (run / "predict" / "video.mp4").is_file()
+    assert summary["track"]["objects"] == 6 and (run / "predict" / "tracks.txt").is_file()
     assert (run / "eval" / "test" / "confusion_matrix.png").is_file()
     r = detforge("demo", "--project", tmp_path / "runs", "--n", 20, "--epochs", 0)
     assert r.returncode == 0, r.stderr

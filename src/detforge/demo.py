@@ -114,15 +114,31 @@ def export(d: Demo) -> None:
 
 def predict(d: Demo) -> None:
     if d.task == "classify":
-        source = d.run / "splits" / "test"
-    else:
-        from detforge.data.synth import video
+        v = api.predict(d.summary["onnx"]["path"], str(d.run / "splits" / "test"),
+                        save_dir=d.run / "predict", progress=False)  # fmt: skip
+        d.say(f"    {v['frames']} images at {v['fps']:.1f} images/s -> {v['save_dir']}")
+        d.summary["predict"] = {k: v[k] for k in ("frames", "fps", "predictions")}
+        return
+    clip = api.synth_video(d.run / "video", 150, seed=d.seed)
+    track = _can_track()
+    v = api.predict(d.summary["onnx"]["path"], clip["video"], save_dir=d.run / "predict",
+                    progress=False, track=track)  # fmt: skip
+    d.say(f"    {v['frames']} frames at {v['fps']:.1f} frames/s -> {v['video']}")
+    d.summary["predict"] = {k: v[k] for k in ("frames", "fps", "video", "predictions", "tracks")}
+    if not track:
+        d.say("    (pip install 'detforge[track]' to follow the shapes across frames)")
+        return
+    m = api.evaluate_tracks(v["tracks"], clip["gt"])
+    d.say(f"    tracked against the video's ground truth: MOTA {m['mota']:.3f}, IDF1 "
+          f"{m['idf1']:.3f}, {m['id_switches']} ID switches, {m['tracks']} tracks for "
+          f"{m['objects']} objects")  # fmt: skip
+    d.summary["track"] = {k: m[k] for k in ("mota", "idf1", "id_switches", "tracks", "objects")}
 
-        source, _, _ = video(d.run / "video.mp4", frames=150, size=(320, 240), seed=d.seed)
-    v = api.predict(d.summary["onnx"]["path"], str(source), save_dir=d.run / "predict",
-                    progress=False)  # fmt: skip
-    d.say(f"    {v['frames']} images/frames at {v['fps']:.1f} frames/s -> {v['save_dir']}")
-    d.summary["predict"] = {k: v[k] for k in ("frames", "fps", "video", "predictions")}
+
+def _can_track() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) for m in ("supervision", "motmetrics"))
 
 
 DATA_STEPS = [synthesize, check, split, pack, stats]

@@ -129,6 +129,126 @@ def video(path, frames: int = 150, size=(320, 240), fps: float = 25.0, seed: int
     return path, all_boxes, labels
 
 
+def _smooth_background(rng: np.random.Generator, w: int, h: int) -> Image.Image:
+    """A colour gradient with light noise: what a tracking clip's shapes move over (the
+    striped backgrounds of the image sets make detection, not tracking, the hard part)."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = rng.uniform(60, 190, 3) + xx[..., None] * rng.uniform(-0.2, 0.2, 3) / w * 255
+    img = img + yy[..., None] * rng.uniform(-0.2, 0.2, 3) / h * 255 + rng.normal(0, 4, (h, w, 3))
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def moving_shapes(
+    frames: int, size=(320, 240), seed: int = 0, objects: int = 6, scene: int | None = None
+):
+    """Frames of ``objects`` shapes with known identities, for tracking: they move at steady
+    speeds and bounce off the borders, pass in front of each other (a later one hides an
+    earlier one), and some appear after the start or leave before the end. Yields, per
+    frame, the PIL image and its objects as ``(id from 1, xyxy box, class, visibility)``
+    where visibility is the box's unhidden fraction. ``scene`` seeds the background (default
+    ``seed``): clips of one scene are one fixed camera's footage of other objects."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    bg = _smooth_background(np.random.default_rng([7, seed if scene is None else scene]), w, h)
+    side = rng.uniform(0.14, 0.26, objects) * min(w, h)
+    aspect = np.where(rng.random(objects) < 0.5, 1.0, rng.uniform(0.75, 1.3, objects))
+    wh = np.stack([side * aspect, side], 1)
+    labels = rng.integers(0, len(CLASSES), objects)
+    wh[labels == 0] = wh[labels == 0].min(1, keepdims=True)  # circles are round
+    pos = rng.uniform(0, 1, (objects, 2)) * ([w, h] - wh)
+    speed, angle = rng.uniform(1.0, 3.5, objects), rng.uniform(0, 2 * np.pi, objects)
+    vel = np.stack([np.cos(angle), np.sin(angle)], 1) * speed[:, None]
+    colors = [tuple(int(c) for c in rng.integers(30, 256, 3)) for _ in range(objects)]
+    late = rng.integers(0, max(1, frames // 2), objects)
+    start = np.where(np.arange(objects) < (objects + 1) // 2, 0, late)
+    end = np.where(
+        rng.random(objects) < 0.3, rng.integers(frames // 2, frames + 1, objects), frames
+    )
+    for t in range(frames):
+        img = bg.copy()
+        draw = ImageDraw.Draw(img)
+        live = [k for k in range(objects) if start[k] <= t < end[k]]
+        boxes = {k: np.concatenate([pos[k], pos[k] + wh[k]]) for k in live}
+        for k in live:
+            _shape(draw, boxes[k], int(labels[k]), colors[k])
+        covered = np.zeros((h, w), bool)
+        shown = []
+        for k in reversed(live):  # the last drawn is on top
+            x0, y0, x1, y1 = np.rint(boxes[k]).astype(int)
+            region = covered[y0:y1, x0:x1]
+            visible = 1.0 - (float(region.mean()) if region.size else 0.0)
+            region[:] = True
+            shown.append((k + 1, boxes[k].astype(np.float32), int(labels[k]), visible))
+        yield img, sorted(shown, key=lambda o: o[0])
+        pos += vel
+        vel[(pos < 0) | (pos + wh > [w, h])] *= -1
+        pos[:] = np.clip(pos, 0, [w, h] - wh)
+
+
+def track_video(
+    out,
+    frames: int = 150,
+    size=(320, 240),
+    fps: float = 25.0,
+    seed: int = 0,
+    objects: int = 6,
+    scene: int | None = None,
+) -> tuple[Path, Path]:
+    """:func:`moving_shapes` as ``out/video.mp4`` and its MOTChallenge ground truth
+    ``out/gt.txt`` (frame from 1, id, x, y, w, h, conf, class from 1, visibility; conf is 0,
+    MOTChallenge's "ignore", for an object less than 10% visible); returns both paths."""
+    import cv2
+
+    from detforge.fileio import atomic_write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    video, gt, tmp = out / "video.mp4", out / "gt.txt", out / ".video.tmp.mp4"
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, tuple(size))
+    lines = []
+    for t, (img, shown) in enumerate(moving_shapes(frames, size, seed, objects, scene)):
+        for tid, (x0, y0, x1, y1), cls, vis in shown:
+            keep = int(vis >= 0.1)  # 0 marks a hidden object: "ignore", as MOTChallenge does
+            lines.append(f"{t + 1},{tid},{x0:.2f},{y0:.2f},{x1 - x0:.2f},{y1 - y0:.2f},{keep},"
+                         f"{cls + 1},{vis:.3f}")  # fmt: skip
+        writer.write(np.asarray(img)[..., ::-1].copy())
+    writer.release()
+    tmp.replace(video)
+    atomic_write_text(gt, "\n".join(lines) + "\n")
+    return video, gt
+
+
+def track_frames(
+    folder,
+    videos: int = 4,
+    frames: int = 200,
+    every: int = 5,
+    seed: int = 100,
+    size=(320, 240),
+    objects: int = 6,
+    scene: int | None = None,
+) -> Dataset:
+    """A detection dataset of every ``every``-th frame of ``videos`` clips (seeds ``seed``,
+    ``seed + 1``, ...: other objects and motions than a clip a test tracks on; with ``scene``,
+    the same background as that clip, as a fixed camera's other footage): JPEGs in
+    ``folder``, boxes of the objects at least a quarter visible."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for v in range(videos):
+        clip = moving_shapes(frames, size, seed + v, objects, scene)
+        for t, (img, shown) in enumerate(clip):
+            if t % every:
+                continue
+            path = folder / f"v{v}_{t:04d}.jpg"
+            img.save(path, "JPEG", quality=90)
+            kept = [o for o in shown if o[3] >= 0.25]
+            boxes = np.array([o[1] for o in kept], np.float32).reshape(-1, 4)
+            labels = np.array([o[2] for o in kept], np.int64)
+            samples.append(Sample(FileImage(path.resolve()), size[0], size[1], boxes, labels))
+    return Dataset(list(CLASSES), samples, folder, task="detect", format="synth")
+
+
 def generate(
     folder,
     n: int = 100,

@@ -27,6 +27,18 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+def _labelled_box(draw: ImageDraw.ImageDraw, box, text: str, color, width: int, font) -> None:
+    """One xyxy box outlined in ``color`` with ``text`` on a filled tab above it (inside
+    when there is no room above)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    draw.rectangle([x0, y0, x1, y1], outline=color, width=width)
+    tb = draw.textbbox((x0, y0), text, font=font)
+    ty = y0 - (tb[3] - tb[1]) - 2 if y0 > (tb[3] - tb[1]) + 2 else y0
+    tb = draw.textbbox((x0, ty), text, font=font)
+    draw.rectangle([tb[0] - 1, tb[1] - 1, tb[2] + 1, tb[3] + 1], fill=color)
+    draw.text((x0, ty), text, fill=(0, 0, 0), font=font)
+
+
 def draw_boxes(
     image: np.ndarray, boxes, labels, names, scores=None, width: int | None = None
 ) -> np.ndarray:
@@ -42,13 +54,28 @@ def draw_boxes(
         text = names[lab] if 0 <= lab < len(names) else str(lab)
         if scores is not None:
             text += f" {float(scores[k]):.2f}"
-        x0, y0, x1, y1 = (float(v) for v in b)
-        draw.rectangle([x0, y0, x1, y1], outline=color, width=width)
-        tb = draw.textbbox((x0, y0), text, font=font)
-        ty = y0 - (tb[3] - tb[1]) - 2 if y0 > (tb[3] - tb[1]) + 2 else y0
-        tb = draw.textbbox((x0, ty), text, font=font)
-        draw.rectangle([tb[0] - 1, tb[1] - 1, tb[2] + 1, tb[3] + 1], fill=color)
-        draw.text((x0, ty), text, fill=(0, 0, 0), font=font)
+        _labelled_box(draw, b, text, color, width, font)
+    return np.asarray(img)
+
+
+def draw_tracks(image: np.ndarray, boxes, track_ids, labels, names, trails: dict) -> np.ndarray:
+    """Return a copy of RGB ``image`` with each tracked box in its track's colour, labelled
+    ``#id name``, and ``trails`` (``{id: [(x, y), ...]}``, oldest first) as fading lines."""
+    img = Image.fromarray(np.asarray(image, np.uint8))
+    draw = ImageDraw.Draw(img)
+    colors = palette(64)
+    width = max(1, round(min(img.size) / 200))
+    font = _font(max(10, round(min(img.size) / 30)))
+    for tid, points in trails.items():
+        color = colors[int(tid) % len(colors)]
+        for k in range(1, len(points)):
+            fade = 0.3 + 0.7 * k / len(points)
+            draw.line([points[k - 1], points[k]], fill=tuple(int(c * fade) for c in color),
+                      width=width + 1)  # fmt: skip
+    for b, tid, lab in zip(np.asarray(boxes).reshape(-1, 4), track_ids, labels):
+        color = colors[int(tid) % len(colors)]
+        text = f"#{int(tid)} {names[int(lab)] if 0 <= int(lab) < len(names) else lab}"
+        _labelled_box(draw, b, text, color, width, font)
     return np.asarray(img)
 
 

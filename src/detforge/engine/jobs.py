@@ -10,6 +10,8 @@ import json
 import shutil
 from pathlib import Path
 
+import torch
+
 from detforge.data.dataset import Dataset
 from detforge.data.reading import is_data_yaml
 from detforge.engine.evaluate.detection import EVAL_BATCH
@@ -27,18 +29,21 @@ def predictor(backend) -> Predictor:
     return Predictor(backend, task(backend.task).result)
 
 
-def load(path, device: str = "auto") -> Predictor:
+def load(path, device: str = "auto", threads: int | None = None) -> Predictor:
     """Load a ``.pt`` checkpoint, an ``.onnx`` export or an OpenVINO ``.xml`` once; returns
-    a :class:`Predictor`."""
+    a :class:`Predictor`. ``threads`` caps the CPU threads it runs on (for a ``.pt``, torch's
+    are process-wide: this sets them for the process)."""
     path = Path(path)
     if not path.exists():
         raise DetforgeError(
             f"{path}: not found", "pass runs/train/NAME/weights/best.pt, .onnx or OpenVINO .xml"
         )
     if path.suffix.lower() == ".onnx":
-        return predictor(OnnxBackend(path, device))
+        return predictor(OnnxBackend(path, device, threads))
     if path.suffix.lower() == ".xml":
-        return predictor(OpenVinoBackend(path, device))
+        return predictor(OpenVinoBackend(path, device, threads))
+    if threads:
+        torch.set_num_threads(threads)
     return predictor(TorchBackend.from_checkpoint(path, device))
 
 

@@ -35,6 +35,11 @@ class Frame:
     index: int = 0
     time: float | None = None
     error: str | None = None  # set (and image None) for an unreadable file in a folder
+    hw: tuple[int, int] | None = None  # (height, width): the image's, or given without it
+
+    def __post_init__(self):
+        if self.hw is None and self.image is not None:
+            self.hw = tuple(self.image.shape[:2])
 
 
 def to_rgb8(x, *, bgr: bool = False, value_range=None, what: str = "input") -> np.ndarray:

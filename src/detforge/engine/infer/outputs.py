@@ -100,8 +100,9 @@ class TableSink:
             with disk_errors(self.dir / "predictions.jsonl"):
                 self.jsonl.write(r.to_json() + "\n")
             return
-        for k, (b, s, lab) in enumerate(zip(r.boxes, r.scores, r.labels)):
-            self.rows.append((r.source, r.index, k, *(float(v) for v in b), float(s), int(lab)))
+        tracks = r.track_ids if getattr(r, "track_ids", None) is not None else [None] * len(r)
+        for k, (b, s, lab, t) in enumerate(zip(r.boxes, r.scores, r.labels, tracks)):
+            self.rows.append((r.source, r.index, k, *(float(v) for v in b), float(s), int(lab), t))
 
     def close(self, names: list[str]) -> Path:
         if self.jsonl:
@@ -110,7 +111,9 @@ class TableSink:
         if self.fmt == "csv":
             buf = io.StringIO()
             w = csv.writer(buf)
-            w.writerow(["source", "frame", "k", "x0", "y0", "x1", "y1", "score", "label", "name"])
+            tracked = any(row[9] is not None for row in self.rows)
+            head = ["source", "frame", "k", "x0", "y0", "x1", "y1", "score", "label", "name"]
+            w.writerow(head + ["track_id"] * tracked)
             for row in self.rows:
                 w.writerow(
                     [
@@ -120,6 +123,7 @@ class TableSink:
                         row[8],
                         names[row[8]],
                     ]
+                    + [row[9]] * tracked
                 )
             return atomic_write_text(self.dir / "predictions.csv", buf.getvalue())
         ids: dict = {}
@@ -131,9 +135,32 @@ class TableSink:
                 "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
                 "score": round(s, 5),
             }
-            for src, idx, _, x0, y0, x1, y1, s, lab in self.rows
+            for src, idx, _, x0, y0, x1, y1, s, lab, _ in self.rows
         ]
         return atomic_write_json(self.dir / "predictions_coco.json", coco)
+
+
+class MotSink:
+    """Tracked boxes as a MOTChallenge text file (``tracks.txt``), streamed to disk under a
+    temporary name and renamed when complete."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self.file = open(self.tmp, "w")  # noqa: SIM115 - closed in close()
+
+    def add(self, r) -> None:
+        from detforge.engine.infer.tracking import mot_lines
+
+        with disk_errors(self.path):
+            self.file.writelines(line + "\n" for line in mot_lines(r))
+
+    def close(self, keep: bool = True) -> None:
+        self.file.close()
+        if keep:
+            self.tmp.replace(self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
 
 
 def _window(name: str):
@@ -151,18 +178,22 @@ class PredictionWriter:
     """Everything ``predict`` writes for each result: the table (jsonl/csv/coco), the
     annotated video or images, labelme files beside the images, the live window."""
 
-    def __init__(self, det, src: Source, save_dir: Path, *, fmt, save, labelme, show):
+    def __init__(self, det, src: Source, save_dir: Path, *, fmt, save, labelme, show,
+                 track=False):  # fmt: skip
         formats = det.result_type.table_formats
         if fmt not in formats:
             raise DetforgeError(
                 f"--format {fmt!r}: a {det.task} model's predictions go to " + ", ".join(formats),
                 f"use --format {formats[0]}",
             )
+        if track and not det.result_type.has_boxes:
+            raise DetforgeError(f"--track needs a detector; this is a {det.task} model")
         if labelme and (src.video is not None or not det.result_type.has_boxes):
             what = "image files" if src.video is not None else "a detector"
             raise DetforgeError(f"--save-labelme needs {what}", "drop --save-labelme")
         self.det, self.dir, self.save, self.labelme = det, save_dir, save, labelme
         self.table = TableSink(save_dir, fmt)
+        self.mot = MotSink(save_dir / "tracks.txt") if track else None
         self.sink = None
         if src.video is not None and save:
             v = src.video
@@ -176,6 +207,8 @@ class PredictionWriter:
     def add(self, r, overwrite_labelme: bool = False) -> bool:
         """Write ``r`` everywhere asked; False when the user closed the window (q / Esc)."""
         self.table.add(r)
+        if self.mot:
+            self.mot.add(r)
         if self.sink:
             self.sink.put(r)
         elif self.save:
@@ -197,6 +230,8 @@ class PredictionWriter:
     def close(self, keep_video: bool) -> Path:
         if self.sink:
             self.sink.close(keep=keep_video)
+        if self.mot:
+            self.mot.close(keep=keep_video)
         if self.window:
             cv2.destroyAllWindows()
         return self.table.close(self.det.names)
@@ -230,22 +265,31 @@ def predict_files(
     overwrite_labelme: bool = False,
     show: bool = False,
     progress: bool = True,
+    track: bool = False,
+    tracker: dict | None = None,
 ) -> dict:
     """Run ``det`` over ``source`` (opened once) and write what was asked into ``save_dir``;
-    returns a summary (also ``summary.json``)."""
+    returns a summary (also ``summary.json``). ``track``: ids across frames (ByteTrack;
+    ``tracker`` its options), in the table, the drawings and ``tracks.txt`` (MOTChallenge)."""
     src = Source(source)
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
-    out = PredictionWriter(det, src, save_dir, fmt=fmt, save=save, labelme=save_labelme, show=show)
+    out = PredictionWriter(det, src, save_dir, fmt=fmt, save=save, labelme=save_labelme,
+                           show=show, track=track)  # fmt: skip
     skipped: list = []
     counts: Counter = Counter()
+    tracks: set = set()
     n, ok, t0 = 0, False, time.perf_counter()
     try:
         with _progress(progress) as bar:
             task = bar.add_task("predict", total=src.total, fps=0.0)
-            for r in det.stream(src, conf=conf, iou=iou, batch=batch, on_error=skipped.append):
+            opts = {"conf": conf, "iou": iou, "batch": batch, "on_error": skipped.append}
+            results = det.track(src, tracker=tracker, **opts) if track else det.stream(src, **opts)
+            for r in results:
                 n += 1
                 counts.update(r.class_counts())
+                if track:
+                    tracks.update(r.track_ids.tolist())
                 if not out.add(r, overwrite_labelme):
                     break
                 bar.update(task, advance=1, fps=n / (time.perf_counter() - t0))
@@ -264,6 +308,8 @@ def predict_files(
         "fps": round(n / seconds, 2) if seconds else 0.0,
         "predictions": str(table),
         "video": str(out.sink.path) if out.sink else None,
+        "tracks": str(out.mot.path) if out.mot else None,
+        "track_ids": len(tracks),
         "labelme_written": out.labelme_written,
         "labelme_kept": out.labelme_kept,
         "skipped": [{"source": f.source, "error": f.error} for f in skipped],

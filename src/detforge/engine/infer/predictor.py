@@ -31,14 +31,21 @@ class Predictor:
     def __repr__(self) -> str:
         return f"Predictor({self.backend.kind}, {len(self.names)} classes, imgsz {self.imgsz})"
 
+    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One RGB image -> the model's uint8 (3, S, S) input and the scale back."""
+        return prepare(image, self.imgsz, self.backend.resize)
+
+    def finish(self, frames: list, batch: np.ndarray, scales, **opts) -> list:
+        """Results for ``frames`` from their prepared ``batch`` (which may have been made in
+        another process: a frame then needs only ``source`` and ``hw``)."""
+        return self.result_type.from_batch(frames, self.backend(batch), scales, self.names, **opts)
+
     def run(self, frames: list, *, conf: float = 0.25, iou: float = 0.5, max_det: int = 100):
         """Results for decoded ``frames`` (one batch)."""
-        prepped = [prepare(f.image, self.imgsz, self.backend.resize) for f in frames]
-        raw = self.backend(np.stack([p[0] for p in prepped]))
+        prepped = [self.prepare(f.image) for f in frames]
+        batch = np.stack([p[0] for p in prepped])
         scales = [p[1] for p in prepped]
-        return self.result_type.from_batch(
-            frames, raw, scales, self.names, conf=conf, iou=iou, max_det=max_det
-        )
+        return self.finish(frames, batch, scales, conf=conf, iou=iou, max_det=max_det)
 
     def _batches(self, frames: Iterator, batch: int, on_error, **opts):
         chunk: list = []
@@ -104,3 +111,31 @@ class Predictor:
         frames = inputs.prefetch(src.frames(bgr=bgr, value_range=value_range), 2 * batch)
         opts = {"conf": conf, "iou": iou, "max_det": max_det}
         yield from self._batches(frames, batch, on_error or warn, **opts)
+
+    def track(
+        self,
+        source,
+        *,
+        conf: float = 0.25,
+        iou: float = 0.5,
+        max_det: int = 100,
+        batch: int = 4,
+        fps: float | None = None,
+        tracker: dict | None = None,
+        **stream_options,
+    ) -> Iterator:
+        """Like :meth:`stream`, with a persistent ``track_ids`` per box across frames
+        (ByteTrack, see :class:`~detforge.engine.infer.tracking.Tracker`; ``tracker`` passes
+        its options). ``fps`` defaults to the video's (30 for images and cameras that do not
+        say)."""
+        from detforge.engine.infer.tracking import Tracker
+
+        if self.task != "detect":
+            raise DetforgeError(f"tracking needs a detector; this is a {self.task} model")
+        src = source if isinstance(source, inputs.Source) else inputs.Source(source)
+        if fps is None:
+            fps = (src.video.fps if src.video is not None else 0) or 30.0
+        t = Tracker(fps, **(tracker or {}))
+        opts = {"conf": conf, "iou": iou, "max_det": max_det, "batch": batch}
+        for r in self.stream(src, **opts, **stream_options):
+            yield t.update(r)

@@ -26,16 +26,23 @@ class Result:
     """Detections on one image: ``boxes`` float32 (N, 4) xyxy pixels of the original image,
     ``scores`` (N,), ``labels`` int64 (N,) 0-based, ``names`` the model's classes."""
 
-    __slots__ = ("boxes", "scores", "labels", "names", "image", "source", "index", "time")
+    __slots__ = (
+        "boxes", "scores", "labels", "names", "image", "source", "index", "time", "track_ids",
+        "trails",
+    )  # fmt: skip
     table_formats = ("jsonl", "csv", "coco")  # what `predict --format` can write
     has_boxes = True
 
-    def __init__(self, boxes, scores, labels, names, image=None, source="", index=0, time=None):
+    def __init__(self, boxes, scores, labels, names, image=None, source="", index=0, time=None,
+                 track_ids=None, trails=None):  # fmt: skip
         self.boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         self.scores = np.asarray(scores, np.float32).reshape(-1)
         self.labels = np.asarray(labels, np.int64).reshape(-1)
         self.names = names
         self.image, self.source, self.index, self.time = image, source, index, time
+        # set by tracking: an id per box (int64), and each id's recent centres (for drawing)
+        self.track_ids = None if track_ids is None else np.asarray(track_ids, np.int64)
+        self.trails = trails or {}
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -60,6 +67,9 @@ class Result:
                 for b, s, lab in zip(self.boxes, self.scores, self.labels)
             ],
         }
+        if self.track_ids is not None:
+            for det, t in zip(d["detections"], self.track_ids):
+                det["track_id"] = int(t)
         if self.time is not None or self.index:
             d["frame"] = self.index
         if self.time is not None:
@@ -68,6 +78,15 @@ class Result:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
+
+    def to_row(self) -> dict:
+        """Column values of one output row (batch inference): boxes, scores, labels, names."""
+        return {
+            "boxes": self.boxes.tolist(),
+            "scores": self.scores.tolist(),
+            "labels": self.labels.tolist(),
+            "names": [self.names[int(k)] for k in self.labels],
+        }
 
     def box_masks(self, per_box: bool = False) -> np.ndarray:
         """Boolean HxW mask of the pixels inside any box (``per_box``: (N, H, W), one each)."""
@@ -88,9 +107,14 @@ class Result:
         return out
 
     def draw(self) -> np.ndarray:
-        """The image with boxes, names and scores drawn (RGB uint8)."""
-        from detforge.data.viz import draw_boxes
+        """The image with boxes, names and scores drawn (RGB uint8); tracked results show
+        each box's id, in its id's colour, and a short trail of where it was."""
+        from detforge.data.viz import draw_boxes, draw_tracks
 
+        if self.track_ids is not None:
+            return draw_tracks(
+                self.image, self.boxes, self.track_ids, self.labels, self.names, self.trails
+            )
         return draw_boxes(self.image, self.boxes, self.labels, self.names, self.scores)
 
     def class_counts(self) -> dict[str, int]:
@@ -112,7 +136,7 @@ class Result:
         for f, scale, (b, s, lab) in zip(frames, scales, raw):
             keep = s >= conf
             b, s, lab = b[keep].copy(), s[keep], lab[keep]
-            h, w = f.image.shape[:2]
+            h, w = f.hw
             b[:, 0::2] = b[:, 0::2].clip(0, w * scale[0])
             b[:, 1::2] = b[:, 1::2].clip(0, h * scale[1])
             keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])  # nothing left inside the image
@@ -159,6 +183,17 @@ class ClassResult:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
+
+    def to_row(self, k: int = 5) -> dict:
+        """Column values of one output row (batch inference): the top ``k`` classes as
+        labels, their probabilities as scores, and their names; no boxes."""
+        top = self.top[:k]
+        return {
+            "boxes": [],
+            "scores": self.probs[top].tolist(),
+            "labels": top.tolist(),
+            "names": [self.names[int(i)] for i in top],
+        }
 
     def class_counts(self) -> dict[str, int]:
         """The top-1 class, counted once."""
