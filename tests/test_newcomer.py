@@ -225,7 +225,7 @@ def test_small_things(tmp_path):
 def importlib_app():
     import importlib
 
-    return importlib.import_module("detforge.cli.app")
+    return importlib.import_module("detforge.cli.predict")
 
 
 def test_cli_says_no_epoch_finished_and_how_many_labelme_files_were_kept(tmp_path, monkeypatch):

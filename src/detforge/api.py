@@ -201,6 +201,24 @@ def synth(
     return _synth(out, n, format, seed=seed, size=(size, size), overwrite=overwrite)
 
 
+def synth_video(
+    out, frames: int = 200, *, seed: int = 0, size: int = 320, objects: int = 6,
+    scene: int | None = None, overwrite: bool = False,
+) -> dict:  # fmt: skip
+    """Write a video of moving shapes with known identities (``out/video.mp4``) and its
+    MOTChallenge ground-truth tracks (``out/gt.txt``), for ``predict --track`` and
+    ``eval-track``. ``scene`` seeds the background (default ``seed``): clips of one scene are
+    one fixed camera's footage of other objects. See :func:`detforge.data.synth.track_video`."""
+    from detforge.data.synth import track_video
+    from detforge.fileio import prepare_destination
+
+    out = prepare_destination(out, overwrite)
+    video, gt = track_video(
+        out, frames, (size, size * 3 // 4), seed=seed, objects=objects, scene=scene
+    )
+    return {"video": str(video), "gt": str(gt), "frames": frames, "objects": objects}
+
+
 def collect(out, camera=0, count: int = 50, interval: float = 0.5) -> list[Path]:
     """Save webcam frames with unique names (OpenCV)."""
     from detforge.data.collect import collect as _collect
@@ -280,6 +298,24 @@ def predict(weights, source, **options) -> dict:
     return _predict(weights, source, **options)
 
 
+def predict_dataset(weights, source, out, **options) -> dict:
+    """Predict on a corpus with a pool of Ray actors (local, or a cluster at ``address``) and
+    write one row per image with Ray's writers; see
+    :func:`detforge.engine.ray_batch.predict_dataset`. Needs ``pip install 'detforge[ray]'``."""
+    from detforge.engine.ray_batch import predict_dataset as _predict_dataset
+
+    return _predict_dataset(weights, source, out, **options)
+
+
+def evaluate_tracks(pred, gt, *, iou: float = 0.5) -> dict:
+    """MOTA, IDF1, ID switches and more of MOTChallenge tracks ``pred`` (``predict --track``
+    writes ``tracks.txt``) against ground truth ``gt``; see
+    :func:`detforge.engine.evaluate.tracking.evaluate_tracks`."""
+    from detforge.engine.evaluate.tracking import evaluate_tracks as _evaluate_tracks
+
+    return _evaluate_tracks(pred, gt, iou=iou)
+
+
 def export(weights, out=None, *, format: str = "onnx", **options) -> dict:
     """Export a checkpoint and check it against PyTorch: ``format`` ``onnx`` (see
     :func:`detforge.engine.export.onnx.export_onnx`) or ``openvino`` (an IR ``.xml`` +
@@ -308,10 +344,12 @@ __all__ = [
     "collect",
     "convert",
     "evaluate",
+    "evaluate_tracks",
     "export",
     "load",
     "list_models",
     "predict",
+    "predict_dataset",
     "task_info",
     "train",
     "train_config",
@@ -323,5 +361,6 @@ __all__ = [
     "split",
     "stats",
     "synth",
+    "synth_video",
     "write",
 ]

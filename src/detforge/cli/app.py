@@ -15,6 +15,7 @@ from rich.table import Table
 
 import detforge
 from detforge.cli import data as data_cli
+from detforge.cli import predict as predict_cli
 from detforge.cli.common import config_options, err, out, parse_sets, with_options
 from detforge.errors import DetforgeError, DiskFullError
 
@@ -25,6 +26,8 @@ app = typer.Typer(
     help="Labeled images in, trained and exported object detectors out.",
 )
 app.add_typer(data_cli.app, name="data")
+app.command("predict")(predict_cli.predict)
+app.command("eval-track")(predict_cli.eval_track)
 _state = {"verbose": False}
 
 
@@ -189,55 +192,6 @@ def _print_eval(m: dict) -> None:
     out.print(f"{t.headline(m)}; results in [bold]{m['run_dir']}[/]")
     if m.get("report"):
         out.print(f"report: [bold]{m['report']}[/]")
-
-
-@app.command()
-def predict(
-    weights: Path = typer.Argument(..., help="best.pt or an exported .onnx."),
-    source: str = typer.Option(..., help="Image, folder, glob, video file or camera index."),
-    save_dir: Path = typer.Option(None, help="Output folder (default runs/predict/NAME)."),
-    project: Path = typer.Option(Path("runs"), help="Where run folders go."),
-    name: str = typer.Option("exp", help="Run name under runs/predict/."),
-    conf: float = typer.Option(0.25, help="Minimum score."),
-    iou: float = typer.Option(0.5, help="NMS IoU threshold."),
-    batch: int = typer.Option(4, help="Images per forward pass."),
-    device: str = typer.Option("auto", help="auto (a GPU when there is one), cpu, cuda, mps."),
-    fmt: str = typer.Option("jsonl", "--format", help="Predictions file: jsonl, csv or coco."),
-    no_save: bool = typer.Option(False, "--no-save", help="Do not write annotated images/video."),
-    save_labelme: bool = typer.Option(
-        False, "--save-labelme", help="Write a labelme JSON beside each image (kept if present)."
-    ),
-    overwrite_labelme: bool = typer.Option(False, help="Replace existing labelme JSON files."),
-    show: bool = typer.Option(False, "--show", help="Live window (needs a display)."),
-):
-    """Detect objects (or classify images) in images, folders, videos or a webcam; the model
-    loads once."""
-    s = detforge.predict(
-        weights,
-        source,
-        save_dir=save_dir,
-        project=project,
-        name=name,
-        device=device,
-        conf=conf,
-        iou=iou,
-        batch=batch,
-        fmt=fmt,
-        save=not no_save,
-        save_labelme=save_labelme,
-        overwrite_labelme=overwrite_labelme,
-        show=show,
-    )
-    for k in s["skipped"]:
-        err.print(f"[yellow]skipped[/] {k['source']}: {k['error']}", highlight=False)
-    counted = detforge.api.task_info(s["task"]).counted
-    per = ", ".join(f"{c} {k}" for c, k in s["counts"].items()) or "none"
-    out.print(f"{s['frames']} images/frames, {counted}: {per}, {s['fps']} frames/s")
-    if s["labelme_written"] or save_labelme:
-        kept = s.get("labelme_kept", 0)
-        keep = f", {kept} existing kept (--overwrite-labelme replaces them)" * bool(kept)
-        out.print(f"labelme files written beside the images: {s['labelme_written']}{keep}")
-    out.print(f"results in [bold]{s['save_dir']}[/]")
 
 
 @app.command()

@@ -337,13 +337,30 @@ def data_pack(
 @app.command("synth")
 def data_synth(
     dst: Path = typer.Argument(..., help="Folder to write."),
-    n: int = typer.Option(200, help="Number of images."),
+    n: int = typer.Option(200, help="Number of images (with --video: of frames)."),
     format: str = typer.Option("yolo", "--format", "-f", help="Format to write."),
     seed: int = typer.Option(0, help="Seed."),
     size: int = typer.Option(320, help="Largest image side."),
     overwrite: bool = typer.Option(False, help="Allow writing into a non-empty DST."),
+    video: bool = typer.Option(
+        False,
+        "--video",
+        help="Write DST/video.mp4 of moving shapes with known identities and "
+        "DST/gt.txt, their MOTChallenge ground-truth tracks (for predict --track, eval-track).",
+    ),
+    scene: int = typer.Option(
+        None,
+        help="With --video: the background's seed (default --seed); clips of one scene are "
+        "one fixed camera's footage of other objects.",
+    ),
 ):
-    """Write a deterministic synthetic shapes dataset (circle, square, triangle; negatives)."""
+    """Write a deterministic synthetic shapes dataset (circle, square, triangle; negatives),
+    or with --video a tracking video and its ground truth."""
+    if video:
+        v = detforge.synth_video(dst, n, seed=seed, size=size, scene=scene, overwrite=overwrite)
+        out.print(f"{v['frames']} frames, {v['objects']} objects -> [bold]{v['video']}[/], "
+                  f"ground truth [bold]{v['gt']}[/]")  # fmt: skip
+        return
     ds = detforge.synth(dst, n, format, seed=seed, size=size, overwrite=overwrite)
     out.print(
         f"{len(ds)} images, {ds.num_boxes} boxes, {ds.num_negatives} negatives -> "

@@ -1,0 +1,147 @@
+"""``detforge predict`` (one process, tracking, or Ray Data) and ``detforge eval-track``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+import detforge
+from detforge.cli.common import err, out
+from detforge.errors import DetforgeError
+
+
+def predict(
+    weights: Path = typer.Argument(..., help="best.pt, an exported .onnx or OpenVINO .xml."),
+    source: str = typer.Option(
+        ...,
+        help="Image, folder, glob, video file or camera index (with --ray: also a URI "
+        "Ray reads, such as s3://bucket/images/).",
+    ),
+    save_dir: Path = typer.Option(
+        None, "--save-dir", "--out", help="Output folder (default runs/predict/NAME)."
+    ),
+    project: Path = typer.Option(Path("runs"), help="Where run folders go."),
+    name: str = typer.Option("exp", help="Run name under runs/predict/."),
+    conf: float = typer.Option(0.25, help="Minimum score."),
+    iou: float = typer.Option(0.5, help="NMS IoU threshold."),
+    batch: int = typer.Option(4, help="Images per forward pass."),
+    device: str = typer.Option("auto", help="auto (a GPU when there is one), cpu, cuda, mps."),
+    fmt: str = typer.Option(
+        "jsonl",
+        "--format",
+        help="Predictions file: jsonl, csv or coco (with --ray: jsonl or parquet).",
+    ),
+    no_save: bool = typer.Option(False, "--no-save", help="Do not write annotated images/video."),
+    save_labelme: bool = typer.Option(
+        False, "--save-labelme", help="Write a labelme JSON beside each image (kept if present)."
+    ),
+    overwrite_labelme: bool = typer.Option(False, help="Replace existing labelme JSON files."),
+    show: bool = typer.Option(False, "--show", help="Live window (needs a display)."),
+    track: bool = typer.Option(
+        False,
+        "--track",
+        help="Keep an id per object across frames (ByteTrack): ids in the "
+        "table, ids and trails on the video, tracks.txt in MOTChallenge format.",
+    ),
+    ray: bool = typer.Option(
+        False,
+        "--ray",
+        help="Run on Ray Data: a pool of model actors, one row per image "
+        "(pip install 'detforge[ray]').",
+    ),
+    address: str = typer.Option(
+        None, help="With --ray: an existing cluster (auto, ray://HEAD:10001); default a local Ray."
+    ),
+    actors: int = typer.Option(None, help="With --ray: models at once (default: CPUs / 4)."),
+):
+    """Detect objects (or classify images) in images, folders, videos or a webcam; the model
+    loads once. --track follows objects across video frames; --ray spreads a corpus over a
+    Ray cluster."""
+    if ray:
+        _predict_on_ray(locals())
+        return
+    if address or actors:
+        raise DetforgeError("--address and --actors go with --ray", "add --ray or drop them")
+    s = detforge.predict(
+        weights,
+        source,
+        save_dir=save_dir,
+        project=project,
+        name=name,
+        device=device,
+        conf=conf,
+        iou=iou,
+        batch=batch,
+        fmt=fmt,
+        save=not no_save,
+        save_labelme=save_labelme,
+        overwrite_labelme=overwrite_labelme,
+        show=show,
+        track=track,
+    )
+    _print_summary(s, track, save_labelme)
+
+
+def _print_summary(s: dict, track: bool, save_labelme: bool) -> None:
+    for k in s["skipped"]:
+        err.print(f"[yellow]skipped[/] {k['source']}: {k['error']}", highlight=False)
+    counted = detforge.api.task_info(s["task"]).counted
+    per = ", ".join(f"{c} {k}" for c, k in s["counts"].items()) or "none"
+    out.print(f"{s['frames']} images/frames, {counted}: {per}, {s['fps']} frames/s")
+    if track:
+        out.print(f"{s['track_ids']} tracks; MOTChallenge file [bold]{s['tracks']}[/]")
+    if s["labelme_written"] or save_labelme:
+        kept = s.get("labelme_kept", 0)
+        keep = f", {kept} existing kept (--overwrite-labelme replaces them)" * bool(kept)
+        out.print(f"labelme files written beside the images: {s['labelme_written']}{keep}")
+    out.print(f"results in [bold]{s['save_dir']}[/]")
+
+
+def _predict_on_ray(a: dict) -> None:
+    unused = [f for f in ("track", "show", "save_labelme", "overwrite_labelme") if a[f]]
+    if unused:
+        flags = ", ".join("--" + f.replace("_", "-") for f in unused)
+        raise DetforgeError(f"{flags}: not with --ray, which writes one row per image",
+                            "drop them, or predict without --ray")  # fmt: skip
+    device = "cpu" if a["device"] == "auto" else a["device"]
+    s = detforge.predict_dataset(
+        a["weights"], a["source"], a["save_dir"], project=a["project"], name=a["name"],
+        fmt=a["fmt"], address=a["address"], actors=a["actors"], device=device,
+        batch=a["batch"], conf=a["conf"], iou=a["iou"],
+    )  # fmt: skip
+    for e in s["errors"][:20]:
+        err.print(f"[yellow]could not read[/] {e['path']}: {e['error']}", highlight=False)
+    bad = len(s["errors"])
+    out.print(
+        f"{s['images']} images, {bad} could not be read, {s['images_per_s']} images/s on "
+        f"{s['actors']} actors x {s['threads']} threads"
+    )
+    out.print(f"results in [bold]{s['out']}[/] ({s['format']})")
+
+
+def eval_track(
+    pred: Path = typer.Argument(
+        ..., help="Tracks in MOTChallenge format (predict --track writes tracks.txt)."
+    ),  # fmt: skip
+    gt: Path = typer.Argument(..., help="Ground truth in MOTChallenge format (gt.txt)."),
+    iou: float = typer.Option(0.5, help="IoU a track's box needs to match a true box."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Score tracks against ground truth (motmetrics): MOTA, IDF1, ID switches and more."""
+    m = detforge.evaluate_tracks(pred, gt, iou=iou)
+    if as_json:
+        import json
+
+        out.print_json(json.dumps(m))
+        return
+    out.print(
+        f"MOTA {m['mota']:.4f}  IDF1 {m['idf1']:.4f}  ID switches {m['id_switches']}  "
+        f"MOTP (IoU) {m['motp_iou']:.4f}"
+    )
+    out.print(
+        f"{m['frames']} frames, {m['objects']} true objects ({m['mostly_tracked']} mostly "
+        f"tracked, {m['mostly_lost']} mostly lost), {m['tracks']} tracks; "
+        f"{m['false_positives']} false positives, {m['misses']} misses; precision "
+        f"{m['precision']:.4f}, recall {m['recall']:.4f}"
+    )
