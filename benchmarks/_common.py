@@ -5,7 +5,9 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -54,3 +56,39 @@ def dataset(n: int | None = None, size: int = 320):
         return read(RACCOON), "raccoon (200 real JPEGs)"
     tmp = scratch()
     return generate(tmp / "img", n or 500, size=(size, size)), f"synthetic ({n or 500} images)"
+
+
+class PeakRSS:
+    """Peak memory of a process and its children (DataLoader workers), sampled twice a
+    second: the sum of their PSS (shared pages split between the processes that share them,
+    so forked workers are not counted twice)."""
+
+    def __init__(self, pid: int):
+        import psutil
+
+        self.proc, self.peak, self._stop = psutil.Process(pid), 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        import psutil
+
+        while not self._stop.wait(0.5):
+            try:
+                procs = [self.proc, *self.proc.children(recursive=True)]
+                self.peak = max(self.peak, sum(p.memory_full_info().pss for p in procs))
+            except psutil.Error:
+                pass
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak / 2**30
+
+
+def run_measured(cmd, **kw) -> float:
+    p = subprocess.Popen(cmd, **kw)
+    rss = PeakRSS(p.pid)
+    if p.wait():
+        raise SystemExit(f"failed: {' '.join(map(str, cmd))}")
+    return rss.stop()

@@ -22,7 +22,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -31,7 +30,7 @@ import numpy as np
 
 from raccoon_table import splits
 
-from _common import scratch
+from _common import run_measured, scratch
 
 HERE = Path(__file__).resolve().parent
 VENV = Path(tempfile.gettempdir()) / "detforge-ultralytics-venv"
@@ -86,42 +85,6 @@ def venv_python() -> Path:
         )
         subprocess.run(pip + ["ultralytics", "onnx", "onnxslim", "onnxruntime"], check=True)
     return py
-
-
-class PeakRSS:
-    """Peak memory of a process and its children (DataLoader workers), sampled twice a
-    second: the sum of their PSS (shared pages split between the processes that share them,
-    so forked workers are not counted twice)."""
-
-    def __init__(self, pid: int):
-        import psutil
-
-        self.proc, self.peak, self._stop = psutil.Process(pid), 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        import psutil
-
-        while not self._stop.wait(0.5):
-            try:
-                procs = [self.proc, *self.proc.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_full_info().pss for p in procs))
-            except psutil.Error:
-                pass
-
-    def stop(self) -> float:
-        self._stop.set()
-        self._thread.join()
-        return self.peak / 2**30
-
-
-def run_measured(cmd, **kw) -> float:
-    p = subprocess.Popen(cmd, **kw)
-    rss = PeakRSS(p.pid)
-    if p.wait():
-        raise SystemExit(f"failed: {' '.join(map(str, cmd))}")
-    return rss.stop()
 
 
 def score(preds: list[dict], val_ds) -> dict:
