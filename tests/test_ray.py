@@ -134,10 +134,19 @@ def test_every_image_exactly_once_when_an_actor_is_killed(local_ray, corpus, tmp
         detforge.predict_dataset(weights, images, out, progress=False)
 
 
-def test_without_ray_the_flag_says_how_to_install(monkeypatch, corpus, tmp_path):
+def test_without_ray_the_flag_says_how_to_install(monkeypatch, capsys, corpus, tmp_path):
     weights, images = corpus
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(DetforgeError) as e:
         detforge.predict_dataset(weights, images, tmp_path / "o", progress=False)
     assert "pip install 'detforge[ray]'" in e.value.hint
     assert not (tmp_path / "o").exists()
+    # the CLI prints the hint as written: brackets are text, not Rich markup
+    from detforge.cli.app import main
+
+    argv = ["detforge", "predict", str(weights), "--source", str(images), "--ray"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    assert "pip install 'detforge[ray]' (or: pip install 'ray[data]')" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 import detforge
@@ -263,7 +264,7 @@ def demo(
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None):
-    err.print(f"[yellow]warning:[/] {message}", highlight=False)
+    err.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
 
 
 def _terminate(signum, frame):
@@ -282,9 +283,9 @@ def main() -> None:
     except DetforgeError as e:
         if _state["verbose"]:
             raise
-        err.print(f"[red]error:[/] {e.message}", highlight=False)
-        if e.hint:
-            err.print(f"[yellow]hint:[/] {e.hint}", highlight=False)
+        err.print(f"[red]error:[/] {escape(e.message)}", highlight=False)
+        if e.hint:  # escaped: "detforge[ray]" and paths with brackets are text, not markup
+            err.print(f"[yellow]hint:[/] {escape(e.hint)}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted; re-run the same command to resume where it can")
@@ -303,10 +304,11 @@ def _unexpected(e: BaseException) -> None:
     """Anything that is not a DetforgeError: one line, never a traceback without --verbose."""
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         e = DiskFullError(e.filename or "output", limit=e.errno == errno.EFBIG)
-        err.print(f"[red]error:[/] {e.message}\n[yellow]hint:[/] {e.hint}", highlight=False)
+        err.print(f"[red]error:[/] {escape(e.message)}\n[yellow]hint:[/] {escape(e.hint)}",
+                  highlight=False)  # fmt: skip
         sys.exit(2)
     if isinstance(e, OSError) and e.filename:
-        err.print(f"[red]error:[/] {e.filename}: {e.strerror}", highlight=False)
+        err.print(f"[red]error:[/] {escape(str(e.filename))}: {e.strerror}", highlight=False)
         sys.exit(2)
     if isinstance(e, MemoryError):
         err.print(
@@ -316,7 +318,8 @@ def _unexpected(e: BaseException) -> None:
         )
         sys.exit(2)
     err.print(
-        f"[red]error:[/] unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        f"[red]error:[/] unexpected {type(e).__name__}: "
+        f"{escape(str(e).splitlines()[0]) if str(e) else ''}"
         "\n[yellow]hint:[/] run again with --verbose for the traceback, and please report it",
         highlight=False,
     )

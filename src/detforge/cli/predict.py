@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 import detforge
 from detforge.cli.common import err, out
@@ -48,7 +49,7 @@ def predict(
         False,
         "--ray",
         help="Run on Ray Data: a pool of model actors, one row per image "
-        "(pip install 'detforge[ray]').",
+        "(pip install 'detforge\\[ray]').",
     ),
     address: str = typer.Option(
         None, help="With --ray: an existing cluster (auto, ray://HEAD:10001); default a local Ray."
@@ -85,7 +86,8 @@ def predict(
 
 def _print_summary(s: dict, track: bool, save_labelme: bool) -> None:
     for k in s["skipped"]:
-        err.print(f"[yellow]skipped[/] {k['source']}: {k['error']}", highlight=False)
+        err.print(f"[yellow]skipped[/] {escape(k['source'])}: {escape(k['error'])}",
+                  highlight=False)  # fmt: skip
     counted = detforge.api.task_info(s["task"]).counted
     per = ", ".join(f"{c} {k}" for c, k in s["counts"].items()) or "none"
     out.print(f"{s['frames']} images/frames, {counted}: {per}, {s['fps']} frames/s")
@@ -111,7 +113,8 @@ def _predict_on_ray(a: dict) -> None:
         batch=a["batch"], conf=a["conf"], iou=a["iou"],
     )  # fmt: skip
     for e in s["errors"][:20]:
-        err.print(f"[yellow]could not read[/] {e['path']}: {e['error']}", highlight=False)
+        err.print(f"[yellow]could not read[/] {escape(e['path'])}: {escape(e['error'])}",
+                  highlight=False)  # fmt: skip
     bad = len(s["errors"])
     out.print(
         f"{s['images']} images, {bad} could not be read, {s['images_per_s']} images/s on "
