@@ -59,7 +59,11 @@ def _rows(out: Path) -> list[dict]:
 def test_cli_on_its_own_local_ray_gives_the_same_detections_as_predict(corpus, tmp_path):
     """`predict --ray` starts (and stops) a local Ray; every image is one row, the corrupt
     one an error row, and the boxes are exactly `stream`'s."""
+    import tempfile
+
     weights, images = corpus
+    tmp = Path(tempfile.gettempdir())
+    before = set(tmp.glob("detforge-model-*"))
     r = subprocess.run(
         [sys.executable, "-m", "detforge", "predict", str(weights), "--source", str(images),
          "--ray", "--out", str(tmp_path / "out"), "--conf", "0.0125", "--batch", "8"],
@@ -68,6 +72,7 @@ def test_cli_on_its_own_local_ray_gives_the_same_detections_as_predict(corpus, t
     assert r.returncode == 0, r.stderr[-2000:]
     assert "48 images, 1 could not be read" in r.stdout
     assert "1 actors x 2 threads" in r.stdout
+    assert set(tmp.glob("detforge-model-*")) == before  # the actors' model copies are gone
     rows = _rows(tmp_path / "out")
     by_path = {r["path"]: r for r in rows}
     assert len(rows) == len(by_path) == 48  # each image once

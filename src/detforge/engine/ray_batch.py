@@ -110,10 +110,14 @@ class PredictActor:
         from detforge.engine.jobs import load
 
         files = ray.get(model) if isinstance(model, ray.ObjectRef) else model
-        self.dir = tempfile.TemporaryDirectory(prefix="detforge-model-")
-        for name, data in files.items():
-            Path(self.dir.name, name).write_bytes(data)
-        self.det = load(Path(self.dir.name, next(iter(files))), device=device, threads=threads)
+        # removed as soon as the model is loaded: Ray ends actors without their finalizers,
+        # so a folder kept for the actor's life would stay in /tmp after every run
+        with tempfile.TemporaryDirectory(
+            prefix="detforge-model-", ignore_cleanup_errors=True
+        ) as folder:
+            for name, data in files.items():
+                Path(folder, name).write_bytes(data)
+            self.det = load(Path(folder, next(iter(files))), device=device, threads=threads)
         self.options = options
 
     def __call__(self, batch: dict):
