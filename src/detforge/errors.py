@@ -93,3 +93,14 @@ class DiskFullError(DetforgeError):
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
+
+
+def require(module: str, message: str, install: str):
+    """Import optional ``module`` (an extra's package), or raise one line: ``message`` and the
+    ``install`` command as the hint."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise DetforgeError(message, install) from None

@@ -22,22 +22,18 @@ from pathlib import Path
 import numpy as np
 
 from detforge.data.image import IMAGE_EXTS, decode
-from detforge.errors import DetforgeError, ImageError
+from detforge.errors import DetforgeError, ImageError, require
 
 FORMATS = ("jsonl", "parquet")
 DECODE_CPUS = 0.5  # what a read + decode task reserves; unlike the actors', so Ray keeps them apart
 
 
 def import_ray():
-    """``ray`` with Ray Data, or one line on how to install it."""
-    try:
-        import ray
-        import ray.data  # noqa: F401 - the extra, not only the core
-    except ImportError:
-        raise DetforgeError(
-            "--ray needs Ray Data, which is not installed",
-            "pip install 'detforge[ray]' (or: pip install 'ray[data]')",
-        ) from None
+    """``ray`` with Ray Data (the extra, not only the core), or one line on how to install it."""
+    message = "--ray needs Ray Data, which is not installed"
+    install = "pip install 'detforge[ray]' (or: pip install 'ray[data]')"
+    ray = require("ray", message, install)
+    require("ray.data", message, install)
     return ray
 
 

@@ -8,18 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from detforge.errors import DetforgeError
+from detforge.errors import DetforgeError, require
 
 
 def import_motmetrics():
-    try:
-        import motmetrics
-    except ImportError:
-        raise DetforgeError(
-            "eval-track needs motmetrics",
-            "pip install 'detforge[track]' (or: pip install motmetrics)",
-        ) from None
-    return motmetrics
+    return require("motmetrics", "eval-track needs motmetrics",
+                   "pip install 'detforge[track]' (or: pip install motmetrics)")  # fmt: skip
 
 
 def read_mot(path, *, ground_truth: bool = False) -> np.ndarray:

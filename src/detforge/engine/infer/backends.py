@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from detforge.engine.devices import pick_device
-from detforge.errors import DetforgeError
+from detforge.errors import DetforgeError, require
 
 PAD = (124, 116, 104)  # ImageNet mean: zero after the model's normalization
 
@@ -226,11 +226,5 @@ class OpenVinoBackend(GraphBackend):
 
 def import_openvino():
     """The ``openvino`` module, or one line on how to install it."""
-    try:
-        import openvino
-    except ImportError:
-        raise DetforgeError(
-            "OpenVINO is not installed",
-            "pip install 'detforge[openvino]' (or: pip install openvino)",
-        ) from None
-    return openvino
+    return require("openvino", "OpenVINO is not installed",
+                   "pip install 'detforge[openvino]' (or: pip install openvino)")  # fmt: skip

@@ -17,22 +17,18 @@ from collections import deque
 
 import numpy as np
 
-from detforge.errors import DetforgeError
+from detforge.errors import DetforgeError, require
 
 
 def import_supervision():
     """``supervision`` with its ByteTrack, or one line on how to install it."""
-    try:
-        import supervision
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "deprecated since 0.28": we pin < 0.31
-            supervision.ByteTrack  # noqa: B018 - present in 0.26-0.30
-    except (ImportError, AttributeError):
-        raise DetforgeError(
-            "tracking needs supervision's ByteTrack (supervision >= 0.26, < 0.31)",
-            "pip install 'detforge[track]' (or: pip install 'supervision>=0.26,<0.31')",
-        ) from None
+    message = "tracking needs supervision's ByteTrack (supervision >= 0.26, < 0.31)"
+    install = "pip install 'detforge[track]' (or: pip install 'supervision>=0.26,<0.31')"
+    supervision = require("supervision", message, install)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "deprecated since 0.28": we pin < 0.31
+        if not hasattr(supervision, "ByteTrack"):  # present in 0.26-0.30
+            raise DetforgeError(message, install)
     return supervision
 
 
