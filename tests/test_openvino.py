@@ -77,3 +77,30 @@ def test_export_starts_no_telemetry(tmp_path, monkeypatch):
     weights = jittered_checkpoint(tmp_path / "m.pt", "det-n", imgsz=96)
     r = detforge.export(weights, tmp_path / "m.xml", format="openvino")
     assert r["parity"]["unmatched"] == 0
+
+
+def test_openvino_computes_in_f32_unless_asked(tmp_path):
+    """OpenVINO's CPU plugin picks bf16 by itself on CPUs with AVX512_BF16 or AMX; detforge
+    compiles at f32 there too (the parity above holds on every CPU) and computes in bf16 only
+    when asked. The bf16 half runs where the CPU has bf16 units, and skips elsewhere."""
+    import openvino as ov
+
+    weights = jittered_checkpoint(tmp_path / "m.pt", "resnet18", imgsz=64)
+    xml = detforge.export(weights, tmp_path / "m.xml", format="openvino")["path"]
+    onnx = detforge.load(detforge.export(weights, tmp_path / "m.onnx")["path"])
+    f32 = detforge.load(xml)
+    assert f32.backend.precision == "f32"
+    want = [r.probs for r in onnx.predict(_images())]
+    for got, ref in zip(f32.predict(_images()), want):
+        assert np.abs(got.probs - ref).max() <= 1e-5
+    with pytest.raises(DetforgeError, match="precision 'int4' is not one of f32, bf16, f16"):
+        detforge.load(xml, precision="int4")
+    core = ov.Core()
+    if "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        pytest.skip("this CPU has no bf16 units: OpenVINO computes f32 whatever is asked")
+    plugin_default = core.compile_model(core.read_model(xml), "CPU")
+    assert plugin_default.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "bf16"
+    bf16 = detforge.load(xml, precision="bf16")
+    assert bf16.backend.precision == "bf16"
+    diffs = [np.abs(a.probs - b).max() for a, b in zip(bf16.predict(_images()), want)]
+    assert max(diffs) > 1e-4  # bf16 keeps 8 mantissa bits: what f32 parity must not see

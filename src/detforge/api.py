@@ -283,11 +283,12 @@ def evaluate(weights, data, **options) -> dict:
     return _evaluate(weights, data, **options)
 
 
-def load(path, device: str = "auto"):
-    """Load a ``.pt`` or ``.onnx`` model once; returns a Predictor."""
+def load(path, device: str = "auto", threads: int | None = None, precision: str = "f32"):
+    """Load a ``.pt``, ``.onnx`` or OpenVINO ``.xml`` model once; returns a Predictor
+    (``precision``: an OpenVINO model computes in f32 unless bf16 or f16 is asked for)."""
     from detforge.engine.jobs import load as _load
 
-    return _load(path, device)
+    return _load(path, device, threads, precision)
 
 
 def predict(weights, source, **options) -> dict:

@@ -29,10 +29,13 @@ def predictor(backend) -> Predictor:
     return Predictor(backend, task(backend.task).result)
 
 
-def load(path, device: str = "auto", threads: int | None = None) -> Predictor:
+def load(
+    path, device: str = "auto", threads: int | None = None, precision: str = "f32"
+) -> Predictor:
     """Load a ``.pt`` checkpoint, an ``.onnx`` export or an OpenVINO ``.xml`` once; returns
     a :class:`Predictor`. ``threads`` caps the CPU threads it runs on (for a ``.pt``, torch's
-    are process-wide: this sets them for the process)."""
+    are process-wide: this sets them for the process). ``precision``: what an OpenVINO model
+    computes in (f32 by default on every CPU; bf16 or f16 only when asked)."""
     path = Path(path)
     if not path.exists():
         raise DetforgeError(
@@ -41,7 +44,7 @@ def load(path, device: str = "auto", threads: int | None = None) -> Predictor:
     if path.suffix.lower() == ".onnx":
         return predictor(OnnxBackend(path, device, threads))
     if path.suffix.lower() == ".xml":
-        return predictor(OpenVinoBackend(path, device, threads))
+        return predictor(OpenVinoBackend(path, device, threads, precision))
     if threads:
         torch.set_num_threads(threads)
     return predictor(TorchBackend.from_checkpoint(path, device))

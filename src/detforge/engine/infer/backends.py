@@ -188,16 +188,28 @@ class OnnxBackend(GraphBackend):
         return self.session.run(None, {"images": batch})
 
 
+# What OpenVINO's CPU plugin may compute in. It picks bf16 by itself on CPUs with AVX512_BF16
+# or AMX (its default hint there), which moves scores and boxes away from what validation
+# measured: detforge always asks for one, f32 unless the caller chose otherwise.
+OPENVINO_PRECISIONS = ("f32", "bf16", "f16")
+
+
 class OpenVinoBackend(GraphBackend):
     """An exported model as an OpenVINO IR (``.xml`` + ``.bin``) on the CPU; detforge's
-    metadata sits in the IR's ``rt_info`` under ``detforge``."""
+    metadata sits in the IR's ``rt_info`` under ``detforge``. ``precision`` is what the CPU
+    computes in: f32 (the default, on every CPU), or bf16 / f16 as an explicit choice."""
 
     kind = "openvino"
 
-    def __init__(self, path, device="cpu", threads: int | None = None):
+    def __init__(self, path, device="cpu", threads: int | None = None, precision: str = "f32"):
         ov = import_openvino()
+        if precision not in OPENVINO_PRECISIONS:
+            raise DetforgeError(
+                f"OpenVINO precision {precision!r} is not one of {', '.join(OPENVINO_PRECISIONS)}",
+                "f32 is exact on every CPU; bf16 needs AVX512_BF16 or AMX",
+            )
         core = ov.Core()
-        config = {"PERFORMANCE_HINT": "LATENCY"}
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         try:
@@ -214,6 +226,8 @@ class OpenVinoBackend(GraphBackend):
             for key, value in model.get_rt_info(["detforge"]).astype(dict).items():
                 meta[key] = value.astype(str)
         self._set_metadata(path, meta, "openvino")
+        # what the plugin settled on (a CPU without bf16 units computes f32 whatever asked)
+        self.precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self.request = compiled.create_infer_request()
         self.outputs = list(compiled.outputs)
         # the IR's own names: a compiled output may carry extra ones (``/Gather_4_output_0``)
