@@ -18,47 +18,57 @@ from detforge.engine.infer.outputs import predict_files
 from detforge.engine.train.loop import train
 from detforge.errors import DetforgeError
 
-from conftest import assert_same_weights, cut_and_resume
+from conftest import LEARN_SEED, assert_same_weights, cut_and_resume, hold_bars
 
-TOP1_BAR = 0.75  # val top-1 from scratch on 150 synthetic images (chance 0.33; measured 0.87)
+# resnet18 from scratch at 64 px: 300 images (240 train, 60 val), 10 epochs. At 150 images the
+# run sat at the edge of generalizing (0.53 to 0.87 by kernel path and seed: chaotic); see the
+# seeds x kernel-paths table in benchmarks/learning_margins.py for what this budget measures.
+N_IMAGES, EPOCHS, TOP1_BAR = 300, 10, 0.75
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("cls")
-    classify_folders(root / "data", 150, size=(64, 64), seed=0, sizes=True)
+    classify_folders(root / "data", N_IMAGES, size=(64, 64), seed=0, sizes=True)
     r = train(
         data=str(root / "data"),
         model="resnet18",
         task="classify",
-        epochs=12,
+        epochs=EPOCHS,
         imgsz=64,
         batch=8,
         workers=0,
         lr=1e-3,
         project=str(root / "runs"),
-        seed=0,
+        seed=LEARN_SEED,
     )
     return root, r
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_classifier_learns_and_evaluates(trained):
     root, r = trained
-    assert r["task"] == "classify" and r["best"] >= TOP1_BAR
-    rows = (Path(r["run_dir"]) / "metrics.csv").read_text().splitlines()
-    assert "top1" in rows[0] and len(rows) == 13
     w = Path(r["run_dir"]) / "weights" / "best.pt"
     m = detforge.evaluate(w, root / "data", project=root / "runs")
-    assert m["top1"] >= TOP1_BAR and m["top5"] == 1.0  # all 150 images, train included
+    hold_bars(
+        "classifier",
+        val_top1=(r["best"], ">=", TOP1_BAR),
+        all_top1=(m["top1"], ">=", TOP1_BAR),  # every image, train included
+    )
+    assert r["task"] == "classify"
+    rows = (Path(r["run_dir"]) / "metrics.csv").read_text().splitlines()
+    assert "top1" in rows[0] and len(rows) == EPOCHS + 1
+    assert m["top5"] == 1.0  # three classes
     assert set(m["per_class"]) == {"circle", "square", "triangle"}
     assert (Path(m["run_dir"]) / "confusion_matrix.png").is_file()
-    assert sum(map(sum, m["confusion"])) == 150
+    assert sum(map(sum, m["confusion"])) == N_IMAGES
     saved = json.loads((Path(m["run_dir"]) / "results.json").read_text())
     assert saved["top1"] == pytest.approx(m["top1"])
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_predict_and_onnx_parity(trained):
     root, r = trained
     w = Path(r["run_dir"]) / "weights" / "best.pt"
@@ -66,15 +76,16 @@ def test_predict_and_onnx_parity(trained):
     assert rep["parity"]["same_top1"] and rep["parity"]["max_prob_diff"] <= 1e-4
     a = detforge.load(w).predict(root / "data" / "square", batch=8)
     b = detforge.load(rep["path"]).predict(root / "data" / "square", batch=8)
-    assert len(a) == 50
+    assert len(a) == N_IMAGES // 3
     for x, y in zip(a, b):
         np.testing.assert_allclose(x.probs, y.probs, atol=1e-4)
         assert x.probs.sum() == pytest.approx(1.0, abs=1e-5)
-    assert np.mean([x.topk(1)[0][0] == "square" for x in a]) >= TOP1_BAR
+    squares = np.mean([x.topk(1)[0][0] == "square" for x in a])
+    hold_bars("classifier", squares_top1=(squares, ">=", TOP1_BAR))
     # the exported model evaluates like the checkpoint
     m_pt = detforge.evaluate(w, root / "data", project=root / "runs", name="pt")
     m_onnx = detforge.evaluate(rep["path"], root / "data", project=root / "runs", name="onnx")
-    assert m_onnx["top1"] == pytest.approx(m_pt["top1"], abs=1 / 150)  # one near-tie may flip
+    assert m_onnx["top1"] == pytest.approx(m_pt["top1"], abs=1 / N_IMAGES)  # one tie may flip
 
 
 def test_csv_split_yaml_trains(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import detforge
 from detforge.data.synth import render
 from detforge.engine.export.onnx import NOT_EXPORTABLE
-from detforge.engine.export.parity import _match, _safe
+from detforge.engine.export.parity import _match, _probs, _safe
 from detforge.errors import DetforgeError
 from detforge.models import names
 
@@ -29,6 +29,17 @@ def test_parity_or_refusal_for_every_model(name, tmp_path):
         return
     assert p["detections"] > 0 and p["unmatched"] == 0  # export raises otherwise
     assert p["worst_iou"] >= 0.99 and p["worst_score_diff"] <= 1e-3
+
+
+def test_probability_parity_tells_a_tie_from_a_disagreement():
+    """A barely trained classifier can hold two classes equal to 1e-7: a top-1 that flips
+    between them is within the runtime's precision; one that flips across a real gap is not."""
+    ref = np.array([[0.5, 0.5 - 1e-7, 1e-7], [0.7, 0.2, 0.1]], np.float32)
+    tie = np.array([[0.5 - 1e-7, 0.5, 1e-7], [0.7, 0.2, 0.1]], np.float32)
+    p = _probs(ref, tie, "m.onnx", "ONNX")
+    assert p["same_top1"] and p["images"] == 2 and p["max_prob_diff"] < 2e-7
+    with pytest.raises(DetforgeError, match=r"m\.onnx: ONNX and PyTorch probabilities differ"):
+        _probs(ref, np.array([[0.5, 0.5, 0.0], [0.2, 0.7, 0.1]], np.float32), "m.onnx", "ONNX")
 
 
 def _image(seed=5, w=180, h=140):

@@ -17,6 +17,8 @@ from detforge.data.synth import CLASSES, moving_shapes, track_frames
 from detforge.engine.evaluate.tracking import read_mot
 from detforge.errors import DetforgeError
 
+from conftest import LEARN_SEED, hold_bars
+
 pytest.importorskip("supervision", reason="tracking needs pip install 'detforge[track]'")
 pytest.importorskip("motmetrics", reason="eval-track needs pip install 'detforge[track]'")
 
@@ -131,28 +133,36 @@ def test_tracker_memory_is_bounded():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """det-n trained on every fifth frame of three other clips of the test clip's scene (its
+    """det-n trained on every fifth frame of four other clips of the test clip's scene (its
     background; other objects and motions): a fixed camera's other footage."""
     root = tmp_path_factory.mktemp("trk")
-    ds = track_frames(root / "frames", videos=3, frames=200, every=5, scene=0)
+    ds = track_frames(root / "frames", videos=4, frames=200, every=5, scene=0)
     detforge.write(ds, root / "data", "yolo")
     aug = {"mosaic": 0.0, "scale_jitter": [0.75, 1.25]}  # mosaic at 160 px: 10 px shapes
-    r = detforge.train(data=str(root / "data"), model="det-n", imgsz=160, epochs=10, batch=8,
-                       workers=0, augment=aug, project=str(root / "runs"))  # fmt: skip
+    r = detforge.train(data=str(root / "data"), model="det-n", imgsz=160, epochs=15, batch=8,
+                       workers=0, augment=aug, project=str(root / "runs"),
+                       seed=LEARN_SEED)  # fmt: skip
     return root, r["run_dir"] + "/weights/best.pt"
 
 
+@pytest.mark.learning
 def test_predict_track_with_a_trained_model_pt_and_onnx(trained, clip, tmp_path):
-    """Measured on 2 CPU cores (det-n at 160 px, 10 epochs on 120 frames, 40 s): MOTA 0.464,
-    IDF1 0.561, 3 ID switches, 10 tracks for 6 objects, precision 0.82, recall 0.60; the bars
-    sit a little below. (15 epochs on 160 frames, 80 s, gave MOTA 0.529, IDF1 0.725.)"""
+    """det-n at 160 px, 15 epochs on 160 frames (about 80 s on 2 cores). 10 epochs on 120
+    frames held its bars on some CPUs only (9 and 10 ID switches on AVX2 / AVX-512 kernels,
+    bar 6); benchmarks/learning_margins.py gives this budget's figures per seed and kernel
+    path."""
     root, best = trained
     s = detforge.predict(best, clip["video"], save_dir=tmp_path / "pt", track=True,
                          progress=False)  # fmt: skip
     assert s["frames"] == 120 and s["video"] and s["tracks"].endswith("tracks.txt")
     m = detforge.evaluate_tracks(s["tracks"], clip["gt"])
-    assert m["mota"] >= 0.40 and m["idf1"] >= 0.50 and m["id_switches"] <= 6, m
-    assert m["tracks"] <= 4 * m["objects"], m
+    hold_bars(
+        "track",
+        mota=(m["mota"], ">=", 0.40),
+        idf1=(m["idf1"], ">=", 0.50),
+        id_switches=(m["id_switches"], "<=", 6),
+        tracks=(m["tracks"], "<=", 4 * m["objects"]),
+    )
     rows = [json.loads(line) for line in (tmp_path / "pt" / "predictions.jsonl").open()]
     mot = read_mot(s["tracks"])
     ids = [d["track_id"] for r in rows for d in r["detections"]]

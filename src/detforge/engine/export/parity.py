@@ -8,6 +8,8 @@ import torch
 
 from detforge.errors import DetforgeError
 
+PROB_TOL = 1e-4  # f32 runtimes agree to ~1e-6 on probabilities; this leaves room for kernels
+
 
 def parity_images(n: int, size: int, seed: int = 1) -> np.ndarray:
     """``n`` deterministic uint8 (3, size, size) test images: synthetic shapes scenes."""
@@ -54,8 +56,11 @@ def _detections(ref: list, got: list, path, runtime: str) -> dict:
 
 def _probs(ref: np.ndarray, got: np.ndarray, path, runtime: str) -> dict:
     diff = float(np.abs(ref - got).max())
-    same = bool((ref.argmax(1) == got.argmax(1)).all())
-    if diff > 1e-4 or not same:
+    # a top-1 that flips between two classes tied within the tolerance is not a disagreement
+    top2 = np.sort(ref, 1)[:, -2:] if ref.shape[1] > 1 else np.zeros((len(ref), 2))
+    tied = top2[:, 1] - top2[:, 0] <= 2 * PROB_TOL
+    same = bool(((ref.argmax(1) == got.argmax(1)) | tied).all())
+    if diff > PROB_TOL or not same:
         raise DetforgeError(
             f"{path}: {runtime} and PyTorch probabilities differ by {diff:.2g}",
             "try another --opset; please report the model and versions",
