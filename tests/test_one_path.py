@@ -56,6 +56,21 @@ def test_detector_validation_equals_eval(detector):
     assert abs(mo["mAP50-95"] - m["mAP50-95"]) <= 0.01 and abs(mo["mAP50"] - m["mAP50"]) <= 0.01
 
 
+def test_training_stores_the_f1_best_threshold_that_eval_measures(detector):
+    """best.pt carries the threshold of best F1 on validation; eval on the same split finds
+    the same one, and reports precision and recall at it by default."""
+    root, r = detector
+    th = r["default_conf"]
+    best = Path(r["run_dir"]) / "weights" / "best.pt"
+    assert th and 0 < th["conf"] < 1 and detforge.load(best).conf == th["conf"]
+    m = detforge.evaluate(best, root / "data.yaml", split="val", project=root / "runs")
+    assert m["threshold"] == th and m["conf"] == th["conf"]
+    assert m["precision"] == pytest.approx(th["precision"], abs=1e-4)
+    assert m["recall"] == pytest.approx(th["recall"], abs=1e-4)
+    onnx = detforge.load(detforge.export(best, root / "thr.onnx")["path"])
+    assert onnx.conf == th["conf"]
+
+
 def test_eval_writes_coco_files_that_rescore_the_same(detector):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval

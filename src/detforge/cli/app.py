@@ -129,7 +129,11 @@ def eval_cmd(
         help="Split of a data.yaml (default val); for data without splits, train or val as "
         "the run that wrote the .pt held them out (default: all of it).",
     ),
-    conf: float = typer.Option(0.25, help="Confidence for precision, recall, confusion."),
+    conf: float = typer.Option(
+        None,
+        help="Confidence for precision, recall, confusion (default: the threshold measured "
+        "for the model).",
+    ),
     iou: float = typer.Option(0.5, help="IoU for a match at that confidence."),
     batch: int = typer.Option(8, help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto (a GPU when there is one), cpu, cuda, mps."),
@@ -190,6 +194,13 @@ def _print_eval(m: dict) -> None:
     for c, v in m["per_class"].items():
         table.add_row(c, *(f"{v[k]:.3f}" for k in keys), *([str(v[count])] if count else []))
     out.print(table)
+    if t.name == "detect":
+        line = f"conf {m['conf']:g}: precision {m['precision']:.2f}, recall {m['recall']:.2f}"
+        th = m.get("threshold")
+        if th:
+            line += (f"; best F1 here {th['f1']:.2f} at conf {th['conf']:g} (precision "
+                     f"{th['precision']:.2f}, recall {th['recall']:.2f})")  # fmt: skip
+        out.print(f"{line} on {m['split']}")
     out.print(f"{t.headline(m)}; results in [bold]{m['run_dir']}[/]")
     if m.get("report"):
         out.print(f"report: [bold]{m['report']}[/]")

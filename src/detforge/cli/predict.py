@@ -24,7 +24,9 @@ def predict(
     ),
     project: Path = typer.Option(Path("runs"), help="Where run folders go."),
     name: str = typer.Option("exp", help="Run name under runs/predict/."),
-    conf: float = typer.Option(0.25, help="Minimum score."),
+    conf: float = typer.Option(
+        None, help="Minimum score (default: the threshold measured for the model)."
+    ),
     iou: float = typer.Option(0.5, help="NMS IoU threshold."),
     batch: int = typer.Option(4, help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto (a GPU when there is one), cpu, cuda, mps."),

@@ -125,7 +125,7 @@ def evaluate(
     data,
     *,
     split: str | None = None,
-    conf: float = 0.25,
+    conf: float | None = None,
     iou: float = 0.5,
     batch: int = EVAL_BATCH,
     device: str = "auto",
@@ -137,10 +137,11 @@ def evaluate(
 ) -> dict:
     """Evaluate a ``.pt`` or ``.onnx`` model on ``data`` (a data YAML's ``split``, else the
     whole dataset). Detectors: COCO mAP (negatives count), per-class AP, precision, recall
-    and a confusion matrix at ``conf`` (IoU ``iou``); classifiers: top-1/top-5 and per-class
-    P/R/F1. Writes ``results.json`` and the task's plots (detectors also ``predictions.json``
-    and ``gt.json`` in COCO format) into ``runs/eval/NAME``; returns the metrics with
-    ``task``, ``split`` and ``run_dir``."""
+    and a confusion matrix at ``conf`` (IoU ``iou``; default conf: the model's measured one),
+    and the threshold of best F1 on this data (``threshold``); classifiers: top-1/top-5 and
+    per-class P/R/F1. Writes ``results.json`` and the task's plots (detectors also
+    ``predictions.json`` and ``gt.json`` in COCO format) into ``runs/eval/NAME``; returns the
+    metrics with ``task``, ``split`` and ``run_dir``."""
     det = load(weights, device=device)
     opts = {"outside_paths": "allow"} if allow_outside_paths else {}
     ds, split = scoring_set(det, weights, data, split, **opts)
@@ -212,7 +213,7 @@ def _what_to_score(run: Path) -> dict:
             "weights": Path(res["weights"]),
             "data": res["data"],
             "split": res["split"],
-            "conf": res.get("conf", 0.25),
+            "conf": res.get("conf"),
             "iou": res.get("iou", 0.5),
             "results": res,
         }
@@ -231,7 +232,7 @@ def _what_to_score(run: Path) -> dict:
     return {
         "weights": weights,
         "data": data,
-        "conf": 0.25,
+        "conf": None,  # the model's own
         "iou": 0.5,
         "config": cfg,
         "split": None if is_data_yaml(Path(data)) else "val",

@@ -273,7 +273,7 @@ def predict_dataset(
     threads: int | None = None,
     device: str = "cpu",
     batch: int = 16,
-    conf: float = 0.25,
+    conf: float | None = None,
     iou: float = 0.5,
     max_det: int = 100,
     progress: bool = True,

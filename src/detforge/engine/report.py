@@ -190,10 +190,10 @@ def write_run_report(run, *, info: dict, task: str, scored, ds, rows=None) -> Pa
     thumbs = Thumbnails(run)
     m = scored.metrics
     if task == "detect":
-        items = detect_items(ds, scored, thumbs, m.get("conf", 0.25), m.get("iou", 0.5))
+        items = detect_items(ds, scored, thumbs, m["conf"], m.get("iou", 0.5))
         legend = (
             '<i class="gt"></i>ground truth (dashed) <i class="pred"></i>predictions at conf '
-            f"{m.get('conf', 0.25)}, in their class colour, with score"
+            f"{m['conf']:g} (the model's default), in their class colour, with score"
         )
     else:
         items = classify_items(ds, scored, thumbs)

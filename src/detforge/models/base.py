@@ -56,6 +56,11 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+# The confidence a detector predicts with when it carries no measured threshold of its own
+# (training measures one: the F1-best on validation, see detforge.engine.evaluate.threshold).
+FALLBACK_CONF = 0.25
+
+
 class Model(nn.Module):
     """Base class: subclasses set ``name``, ``classes`` and ``options`` (all that rebuilds them)
     and implement ``forward(images, targets=None)`` (training) and ``infer(x)``."""
@@ -70,6 +75,8 @@ class Model(nn.Module):
         super().__init__()
         self.classes = list(classes)
         self.options = dict(options)
+        # a detector's measured default confidence (set by validation; None: FALLBACK_CONF)
+        self.default_conf: float | None = None
 
     @property
     def num_classes(self) -> int:
@@ -80,7 +87,10 @@ class Model(nn.Module):
         return int(self.options["imgsz"])
 
     def spec(self) -> dict:
-        return {"name": self.name, "classes": self.classes, "options": self.options}
+        spec = {"name": self.name, "classes": self.classes, "options": self.options}
+        if self.default_conf is not None:
+            spec["conf"] = float(self.default_conf)
+        return spec
 
     def infer(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError

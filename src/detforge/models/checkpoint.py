@@ -112,7 +112,15 @@ def load_checkpoint(path, map_location="cpu", **options) -> tuple[Model, dict]:
             f"{path}: its weights do not fit model {spec['name']!r} ({_weights_mismatch(e)})",
             "the checkpoint is damaged or was edited; use best.pt or last.pt of a run",
         ) from e
+    model.default_conf = _measured_conf(spec.get("conf"))
     return model.eval(), ckpt
+
+
+def _measured_conf(value) -> float | None:
+    """The checkpoint's measured default confidence when it is a usable one (in (0, 1))."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1:
+        return float(value)
+    return None
 
 
 def _weights_mismatch(e: BaseException) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 from detforge.boxes import from_xyxy
 from detforge.data.dataset import Dataset
 from detforge.engine.evaluate.plots import at_confidence, plot_confusion, plot_pr
+from detforge.engine.evaluate.threshold import best_threshold, f1_curve
 from detforge.fileio import atomic_write_json
 
 EVAL_CONF = 0.001  # keep low scores: mAP needs the whole PR curve
@@ -151,17 +152,22 @@ def score(
     ds: Dataset,
     *,
     batch: int = EVAL_BATCH,
-    conf: float = 0.25,
+    conf: float | None = None,
     iou: float = 0.5,
     engine: str = "faster",
     progress: bool = False,
 ) -> Scored:
     """COCO metrics of Predictor ``det`` on ``ds`` (all images; negatives count), per-class AP,
-    and precision, recall and the confusion matrix at ``conf`` (IoU ``iou``)."""
+    precision, recall and the confusion matrix at ``conf`` (IoU ``iou``; default: the model's
+    own threshold, ``det.conf``), and the threshold of best F1 on ``ds`` (``threshold``:
+    conf, precision, recall, f1; None when nothing is found)."""
+    conf = det.conf if conf is None else float(conf)
     preds = detections(det, ds, batch=batch, progress=progress)
     metrics = coco_metrics(coco_gt(ds), coco_dt(preds), engine)
     pr50 = metrics.pop("pr50")
-    at = at_confidence([(s.boxes, s.labels) for s in ds.samples], preds, len(ds.classes), conf, iou)
+    gts = [(s.boxes, s.labels) for s in ds.samples]
+    at = at_confidence(gts, preds, len(ds.classes), conf, iou)
+    curve = f1_curve(gts, preds, iou)
     for k, c in enumerate(ds.classes):
         metrics["per_class"][c].update(
             precision=float(at["precision"][k]),
@@ -176,11 +182,12 @@ def score(
         recall=float(at["recall_all"]),
         conf=conf,
         iou=iou,
+        threshold=best_threshold(curve),
         images=len(ds),
         negatives=sum(s.is_negative for s in ds.samples),
         confusion=at["confusion"].tolist(),
     )
-    return Scored(metrics, preds, {"pr50": pr50, "confusion": at["confusion"]})
+    return Scored(metrics, preds, {"pr50": pr50, "confusion": at["confusion"], "f1": curve})
 
 
 def write_report(scored: Scored, ds: Dataset, run: Path) -> None:

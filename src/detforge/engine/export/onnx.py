@@ -80,6 +80,8 @@ def _with_metadata(data: bytes, model, batch: str, nms: bool) -> bytes:
         "batch": batch,
         "nms": str(bool(nms)).lower(),
     }
+    if getattr(model, "default_conf", None) is not None:
+        meta["conf"] = f"{model.default_conf:g}"  # the measured default confidence
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v)
     onnx.checker.check_model(proto)

@@ -79,6 +79,7 @@ class TorchBackend:
         self.resize = model.resize_mode
         self.task = model.task
         self.output_names = tuple(model.output_names)
+        self.default_conf = getattr(model, "default_conf", None)
 
     @classmethod
     def from_checkpoint(cls, path, device="cpu") -> TorchBackend:
@@ -131,6 +132,7 @@ def graph_metadata(path, meta: dict, fmt: str = "onnx") -> dict:
             "resize": meta["resize"],
             "task": meta["task"],
             "batch": None if meta["batch"] == "dynamic" else int(meta["batch"]),
+            "conf": float(meta["conf"]) if meta.get("conf") else None,  # measured default
         }
         if not isinstance(out["classes"], list) or not all(
             isinstance(c, str) for c in out["classes"]
@@ -138,6 +140,8 @@ def graph_metadata(path, meta: dict, fmt: str = "onnx") -> dict:
             raise ValueError("classes is not a list of names")
         if out["imgsz"] <= 0 or (out["batch"] is not None and out["batch"] <= 0):
             raise ValueError("imgsz and batch must be positive")
+        if out["conf"] is not None and not 0 < out["conf"] < 1:
+            raise ValueError(f"conf {out['conf']} is not in (0, 1)")
     except KeyError as e:
         raise DetforgeError(f"{path}: detforge metadata lacks {e.args[0]!r}", again) from None
     except (ValueError, TypeError) as e:
@@ -156,7 +160,7 @@ class GraphBackend:
         self.metadata = dict(meta)
         m = graph_metadata(path, meta, fmt)
         self.classes, self.imgsz, self.resize = m["classes"], m["imgsz"], m["resize"]
-        self.task, self.batch = m["task"], m["batch"]
+        self.task, self.batch, self.default_conf = m["task"], m["batch"], m["conf"]
 
     def run(self, batch: np.ndarray) -> list:
         raise NotImplementedError

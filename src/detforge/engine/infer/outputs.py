@@ -256,7 +256,7 @@ def predict_files(
     source,
     save_dir: Path,
     *,
-    conf: float = 0.25,
+    conf: float | None = None,
     iou: float = 0.5,
     batch: int = 4,
     fmt: str = "jsonl",

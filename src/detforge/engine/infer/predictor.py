@@ -15,6 +15,7 @@ import numpy as np
 from detforge.engine.infer import inputs
 from detforge.engine.infer.backends import prepare
 from detforge.errors import DetforgeError
+from detforge.models.base import FALLBACK_CONF
 
 
 class Predictor:
@@ -28,6 +29,13 @@ class Predictor:
         self.imgsz = backend.imgsz
         self.task = backend.task
 
+    @property
+    def conf(self) -> float:
+        """The confidence this model predicts with unless told otherwise: the threshold
+        training measured for it (best F1 on validation), else ``FALLBACK_CONF`` (0.25)."""
+        measured = getattr(self.backend, "default_conf", None)
+        return FALLBACK_CONF if measured is None else float(measured)
+
     def __repr__(self) -> str:
         return f"Predictor({self.backend.kind}, {len(self.names)} classes, imgsz {self.imgsz})"
 
@@ -37,10 +45,13 @@ class Predictor:
 
     def finish(self, frames: list, batch: np.ndarray, scales, **opts) -> list:
         """Results for ``frames`` from their prepared ``batch`` (which may have been made in
-        another process: a frame then needs only ``source`` and ``hw``)."""
+        another process: a frame then needs only ``source`` and ``hw``). ``conf`` None (or
+        left out) is the model's own, :attr:`conf`."""
+        if opts.get("conf") is None:
+            opts["conf"] = self.conf
         return self.result_type.from_batch(frames, self.backend(batch), scales, self.names, **opts)
 
-    def run(self, frames: list, *, conf: float = 0.25, iou: float = 0.5, max_det: int = 100):
+    def run(self, frames: list, *, conf: float | None = None, iou: float = 0.5, max_det: int = 100):
         """Results for decoded ``frames`` (one batch)."""
         prepped = [self.prepare(f.image) for f in frames]
         batch = np.stack([p[0] for p in prepped])
@@ -64,7 +75,7 @@ class Predictor:
         self,
         images,
         *,
-        conf: float = 0.25,
+        conf: float | None = None,
         iou: float = 0.5,
         max_det: int = 100,
         batch: int = 8,
@@ -74,6 +85,7 @@ class Predictor:
         """One result per input image. ``images``: a path, folder or glob, a PIL image, a
         numpy HxWx3 array (uint8 RGB; ``bgr=True`` for OpenCV frames; float with
         ``value_range`` (0, 1), (-1, 1) or (0, 255)), a torch CHW tensor, or a list of these.
+        ``conf``: the minimum score (default: the model's measured threshold, :attr:`conf`).
         ``iou`` is the class-wise NMS threshold applied after the model's own. A file that
         does not decode raises; :meth:`stream` reports and skips it instead."""
         items = inputs.expand(images)
@@ -91,7 +103,7 @@ class Predictor:
         self,
         source,
         *,
-        conf: float = 0.25,
+        conf: float | None = None,
         iou: float = 0.5,
         max_det: int = 100,
         batch: int = 4,
@@ -116,7 +128,7 @@ class Predictor:
         self,
         source,
         *,
-        conf: float = 0.25,
+        conf: float | None = None,
         iou: float = 0.5,
         max_det: int = 100,
         batch: int = 4,
@@ -126,16 +138,21 @@ class Predictor:
     ) -> Iterator:
         """Like :meth:`stream`, with a persistent ``track_ids`` per box across frames
         (ByteTrack, see :class:`~detforge.engine.infer.tracking.Tracker`; ``tracker`` passes
-        its options). ``fps`` defaults to the video's (30 for images and cameras that do not
-        say)."""
-        from detforge.engine.infer.tracking import Tracker
+        its options). ``conf`` is the score a box needs to start or lead a track (default:
+        the model's threshold, :attr:`conf`); boxes down to ``TRACK_FLOOR`` (0.1) reach the
+        tracker too and only continue tracks (ByteTrack's second association), so an object
+        whose score dips for a few frames keeps its id. ``fps`` defaults to the video's (30
+        for images and cameras that do not say)."""
+        from detforge.engine.infer.tracking import TRACK_FLOOR, Tracker
 
         if self.task != "detect":
             raise DetforgeError(f"tracking needs a detector; this is a {self.task} model")
         src = source if isinstance(source, inputs.Source) else inputs.Source(source)
         if fps is None:
             fps = (src.video.fps if src.video is not None else 0) or 30.0
-        t = Tracker(fps, **(tracker or {}))
-        opts = {"conf": conf, "iou": iou, "max_det": max_det, "batch": batch}
+        start = self.conf if conf is None else float(conf)
+        t = Tracker(fps, **{"start": start, **(tracker or {})})
+        floor = min(start, TRACK_FLOOR)
+        opts = {"conf": floor, "iou": iou, "max_det": max_det, "batch": batch}
         for r in self.stream(src, **opts, **stream_options):
             yield t.update(r)

@@ -18,6 +18,7 @@ from collections import deque
 import numpy as np
 
 from detforge.errors import DetforgeError, require
+from detforge.models.base import FALLBACK_CONF
 
 
 def import_supervision():
@@ -32,19 +33,26 @@ def import_supervision():
     return supervision
 
 
+# ByteTrack's second association matches boxes scored above 0.1 (and below ``start``) to the
+# tracks the first one left unmatched; supervision's ByteTrack fixes that floor at 0.1.
+TRACK_FLOOR = 0.1
+
+
 class Tracker:
-    """ByteTrack with detforge's defaults: a new track starts from a detection scored at
-    least ``start``; a lost track is kept ``buffer`` frames (at 30 fps; scaled to the video's
-    ``fps``) before its id is retired; ``match`` is the IoU a detection needs to continue a
-    track. ``trail`` centres are kept per id for drawing. Boxes of different classes that
-    overlap by ``same_object`` IoU or more are one object seen as two classes: only the
-    higher-scored is kept, or the second would start a track of its own and steal the id."""
+    """ByteTrack with detforge's defaults: a detection scored at least ``start`` (default: the
+    fallback confidence; Predictor.track passes the model's own) leads a track, one 0.1 higher
+    starts a new one, and lower ones down to ``TRACK_FLOOR`` continue tracks; a lost track is
+    kept ``buffer`` frames (at 30 fps; scaled to the video's ``fps``) before its id is retired;
+    ``match`` is the IoU a detection needs to continue a track. ``trail`` centres are kept per
+    id for drawing. Boxes of different classes that overlap by ``same_object`` IoU or more are
+    one object seen as two classes: only the higher-scored is kept, or the second would start
+    a track of its own and steal the id."""
 
     def __init__(
         self,
         fps: float = 30.0,
         *,
-        start: float = 0.25,
+        start: float = FALLBACK_CONF,
         buffer: int = 30,
         match: float = 0.8,
         trail: int = 30,

@@ -230,6 +230,10 @@ def train(
     s.writer.close()
     if stopped:
         s.say(stopped + f"; resume with: detforge train --resume {s.run}")
+    th = s.best_threshold
+    if th:
+        s.say(f"default conf {th['conf']:g}: precision {th['precision']:.2f}, recall "
+              f"{th['recall']:.2f} on val (best F1 {th['f1']:.2f}; stored in best.pt)")  # fmt: skip
     page = None
     if s.place.rank == 0 and not (stopped or "").startswith("interrupted"):
         page = try_report(lambda: run_report(s.run, device=str(s.place.device)))
@@ -244,6 +248,7 @@ def train(
         "metric": t.fitness,  # the metric that picked best.pt
         "best": s.state.best,
         "best_epoch": s.state.best_epoch,
+        "default_conf": th,  # detectors: best.pt's threshold and its precision, recall, F1
         "stopped": stopped,
     }
 
@@ -333,10 +338,13 @@ def _end_epoch(s: Session, losses: dict, clock=time.time) -> str | None:
     precise_bn(val_model, s.data.train_ds, s.place.device, cfg.precise_bn, cfg.batch)
     t = task(o.model.task)
     metrics = validate(val_model, s.data.val_ds, s.place.device)
+    if metrics.get("threshold"):  # a detector's default confidence: best F1 on validation
+        o.model.default_conf = val_model.default_conf = metrics["threshold"]["conf"]
     fitness = metrics["fitness"]
     improved = fitness > state.best
     if improved:
         state.best, state.best_epoch, state.stale = fitness, state.epoch, 0
+        s.best_threshold = metrics.get("threshold")
     else:
         state.stale += 1
     clock()

@@ -59,6 +59,7 @@ class Session:
     state: State
     writer: object  # TensorBoard writer (rank 0) or a null writer
     say: object  # prints on rank 0
+    best_threshold: dict | None = None  # a detector's default conf at the best epoch, measured
 
     def checkpoint(self, name: str, complete: bool) -> None:
         """``weights/name`` with everything an exact resume needs (rank 0 writes)."""
