@@ -91,7 +91,7 @@ _CLASSES: list[str] = []
 
 
 def _init_worker(counter, samples, classes, ignore_sigint: bool = False):
-    """Pool initializer: with fork the samples are inherited, never pickled per task. Pool
+    """Pool initializer: the samples reach each worker once, never pickled per task. Pool
     workers ignore Ctrl-C (sent to the whole group; the main process stops them). They keep
     SIGTERM's default: that is how the pool itself ends them."""
     global _COUNTER, _SAMPLES, _CLASSES
@@ -100,7 +100,7 @@ def _init_worker(counter, samples, classes, ignore_sigint: bool = False):
         import signal
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        # not the CLI's handler (inherited through fork): a worker must die at once when the
+        # not a handler set by the caller (a CLI one): a worker must die at once when the
         # pool terminates it, or one killed while holding the task queue's lock hangs the rest
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
@@ -308,7 +308,10 @@ def _run_tasks(tasks, data, workers, done, out, fp, total, start, show) -> None:
             finally:
                 _init_worker(None, [], [])
             return
-        ctx = mp.get_context("spawn" if os.name == "nt" else "fork")
+        # never fork this process: a library that left threads in it (OpenVINO's TBB pool,
+        # onnxruntime, torch) can crash the fork itself; a fork server starts clean (Python
+        # 3.14's default on Linux) and the samples travel once per worker
+        ctx = mp.get_context("spawn" if os.name == "nt" else "forkserver")
         counter = ctx.Value("q", 0, lock=True)
         init = (counter, *data, True)
         with ctx.Pool(workers, initializer=_init_worker, initargs=init) as pool:
