@@ -104,3 +104,32 @@ def test_openvino_computes_in_f32_unless_asked(tmp_path):
     assert bf16.backend.precision == "bf16"
     diffs = [np.abs(a.probs - b).max() for a, b in zip(bf16.predict(_images()), want)]
     assert max(diffs) > 1e-4  # bf16 keeps 8 mantissa bits: what f32 parity must not see
+
+
+ALTSTACK = """
+import gc, os, signal, sys
+import numpy as np
+import detforge
+a = detforge.load(sys.argv[1]); a.predict([np.zeros((64, 64, 3), np.uint8)])
+b = detforge.load(sys.argv[1]); b.predict([np.zeros((64, 64, 3), np.uint8)])
+del a; gc.collect()
+del b; gc.collect()  # destroyed in the order made: OpenVINO would leave a freed signal stack
+signal.signal(signal.SIGUSR1, lambda *_: print("handled"))
+os.kill(os.getpid(), signal.SIGUSR1)
+"""
+
+
+def test_two_models_freed_in_order_leave_signal_handling_intact(tmp_path):
+    """OpenVINO installs its own signal stack on a thread that infers and restores the one it
+    found when a model is destroyed; freed in the order made, two models left the thread on
+    freed memory and the next Python signal handler (torch's SIGCHLD one, Ctrl-C) ended the
+    process with SIGSEGV: that is how the test suite died on AVX-512 machines. Run apart, so a
+    regression kills a child, not the suite."""
+    import subprocess
+    import sys
+
+    weights = jittered_checkpoint(tmp_path / "m.pt", "resnet18", imgsz=64)
+    xml = detforge.export(weights, tmp_path / "m.xml", format="openvino")["path"]
+    run = subprocess.run([sys.executable, "-X", "faulthandler", "-c", ALTSTACK, xml],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0 and run.stdout.strip() == "handled", (run.returncode, run.stderr)

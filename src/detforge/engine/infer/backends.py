@@ -13,6 +13,7 @@ graphs with a ``batch_index`` output (detections), else each output's row (``pro
 from __future__ import annotations
 
 import json
+import sys
 
 import cv2
 import numpy as np
@@ -192,6 +193,35 @@ class OnnxBackend(GraphBackend):
         return self.session.run(None, {"images": batch})
 
 
+class _SignalStackKept:
+    """Keeps the calling thread's alternate signal stack across a call into OpenVINO (Linux).
+
+    OpenVINO's CPU plugin installs a signal stack of its own on a thread that runs inference
+    and puts back the one it found when the model is destroyed: two models destroyed in the
+    order they were made leave the thread pointing at freed memory, and the next Python signal
+    handler (Ctrl-C, torch's SIGCHLD handler) then kills the process with SIGSEGV. Put back
+    after each call, the caller's stack (faulthandler's, or none) is the one that stays."""
+
+    def __init__(self):
+        import ctypes
+
+        class Stack(ctypes.Structure):
+            _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
+
+        self.ctypes, self.stack = ctypes, Stack
+        self.libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+    def __enter__(self):
+        if self.libc is not None:
+            self.saved = self.stack()
+            self.libc.sigaltstack(None, self.ctypes.byref(self.saved))
+        return self
+
+    def __exit__(self, *exc):
+        if self.libc is not None:
+            self.libc.sigaltstack(self.ctypes.byref(self.saved), None)
+
+
 # What OpenVINO's CPU plugin may compute in. It picks bf16 by itself on CPUs with AVX512_BF16
 # or AMX (its default hint there), which moves scores and boxes away from what validation
 # measured: detforge always asks for one, f32 unless the caller chose otherwise.
@@ -216,9 +246,11 @@ class OpenVinoBackend(GraphBackend):
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
+        self.signal_stack = _SignalStackKept()
         try:
             model = core.read_model(str(path))
-            compiled = core.compile_model(model, "CPU", config)
+            with self.signal_stack:
+                compiled = core.compile_model(model, "CPU", config)
         except Exception as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise DetforgeError(
@@ -238,7 +270,8 @@ class OpenVinoBackend(GraphBackend):
         self.output_names = tuple(o.get_any_name() for o in model.outputs)
 
     def run(self, batch: np.ndarray) -> list:
-        res = self.request.infer({"images": batch})
+        with self.signal_stack:
+            res = self.request.infer({"images": batch})
         return [np.asarray(res[o]) for o in self.outputs]
 
 
