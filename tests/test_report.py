@@ -17,6 +17,7 @@ from detforge.data import read, write
 from detforge.data.synth import generate
 from detforge.engine.evaluate import classification, detection
 from detforge.engine.evaluate.plots import image_errors
+from detforge.models.base import FALLBACK_CONF
 from detforge.engine.infer.results import ClassResult, Result
 from detforge.engine.report import write_run_report
 
@@ -34,6 +35,8 @@ def page_data(page: Path, gallery: str) -> dict:
 class Replay:
     """A stand-in model that returns the given results in order, so what the page must show
     (each image's false positives and misses) is known exactly."""
+
+    conf = FALLBACK_CONF  # no measured threshold: the fallback, as a model without one
 
     def __init__(self, task: str, results: list):
         self.task, self.results = task, iter(results)
