@@ -17,9 +17,9 @@ from detforge.data import read, write
 from detforge.data.synth import generate
 from detforge.engine.evaluate import classification, detection
 from detforge.engine.evaluate.plots import image_errors
-from detforge.models.base import FALLBACK_CONF
 from detforge.engine.infer.results import ClassResult, Result
 from detforge.engine.report import write_run_report
+from detforge.models.base import FALLBACK_CONF
 
 
 def page_data(page: Path, gallery: str) -> dict:
