@@ -35,9 +35,11 @@ def f1_curve(gts, preds, iou: float = 0.5, grid=GRID) -> dict:
     s = np.concatenate(scores) if scores else np.zeros(0)
     h = np.concatenate(hits) if hits else np.zeros(0, bool)
     grid = np.asarray(grid, np.float64)
-    kept = s[None, :] >= grid[:, None]
-    tp = (kept & h[None, :]).sum(1).astype(np.float64)
-    n = kept.sum(1).astype(np.float64)
+    order = np.argsort(s, kind="stable")  # ascending: detections >= t are a suffix
+    cum_tp = np.concatenate([[0], np.cumsum(h[order][::-1])])  # hits among the top k
+    n = len(s) - np.searchsorted(s[order], grid, side="left")  # detections scored >= t
+    tp = cum_tp[n].astype(np.float64)
+    n = n.astype(np.float64)
     precision = np.divide(tp, n, out=np.zeros_like(tp), where=n > 0)
     recall = tp / n_gt if n_gt else np.zeros_like(tp)
     total = precision + recall
