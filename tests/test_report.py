@@ -119,7 +119,10 @@ def test_run_report_in_a_browser(scored_run):
         negatives = sum(s.is_negative for s in ds.samples)
         assert gallery_state(view, "run-gallery")["total"] == negatives > 0
         assert view.locator("#evaluation table[data-role=per-class] tr").count() == 4
+        assert view.locator("#evaluation svg").count() == 3  # PR, F1 vs confidence, confusion
         assert problems == []
+    html = page.read_text()
+    assert "F1 against confidence" in html and "default conf 0.25" in html
 
 
 def test_classifier_report_shows_the_misclassified_first(tmp_path):

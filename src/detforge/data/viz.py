@@ -27,34 +27,73 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def _labelled_box(draw: ImageDraw.ImageDraw, box, text: str, color, width: int, font) -> None:
-    """One xyxy box outlined in ``color`` with ``text`` on a filled tab above it (inside
-    when there is no room above)."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    draw.rectangle([x0, y0, x1, y1], outline=color, width=width)
-    tb = draw.textbbox((x0, y0), text, font=font)
-    ty = y0 - (tb[3] - tb[1]) - 2 if y0 > (tb[3] - tb[1]) + 2 else y0
-    tb = draw.textbbox((x0, ty), text, font=font)
-    draw.rectangle([tb[0] - 1, tb[1] - 1, tb[2] + 1, tb[3] + 1], fill=color)
-    draw.text((x0, ty), text, fill=(0, 0, 0), font=font)
+def place_tags(boxes, sizes, canvas) -> list[tuple[float, float] | None]:
+    """Where each box's label tag goes: the top-left corner of a ``sizes[i]`` = (w, h) tag
+    beside box ``i`` (xyxy), or None when every spot would cover a tag already placed or
+    leave the ``canvas`` = (width, height). Boxes earlier in the list choose first; each
+    tries above its top edge, inside it, below its bottom edge, inside that, at its left and
+    then its right side. No two placed tags overlap."""
+    width, height = canvas
+    placed: list[tuple[float, float, float, float]] = []
+    out: list[tuple[float, float] | None] = []
+    for (x0, y0, x1, y1), (tw, th) in zip(np.asarray(boxes, float).reshape(-1, 4), sizes):
+        spot = None
+        for ty in (y0 - th, y0, y1, y1 - th):
+            for tx in (x0, x1 - tw):
+                tx = min(max(tx, 0.0), width - tw)
+                if ty < 0 or ty + th > height:
+                    continue
+                r = (tx, ty, tx + tw, ty + th)
+                if not any(r[0] < p[2] and p[0] < r[2] and r[1] < p[3] and p[1] < r[3]
+                           for p in placed):  # fmt: skip
+                    spot = (tx, ty)
+                    break
+            if spot:
+                break
+        if spot:
+            placed.append((spot[0], spot[1], spot[0] + tw, spot[1] + th))
+        out.append(spot)
+    return out
 
 
-def draw_boxes(
-    image: np.ndarray, boxes, labels, names, scores=None, width: int | None = None
-) -> np.ndarray:
-    """Return a copy of RGB ``image`` with xyxy ``boxes`` and their class names drawn."""
-    img = Image.fromarray(np.asarray(image, np.uint8))
+def _draw_labelled(img: Image.Image, boxes, texts: list[str], colors: list, order=None) -> None:
+    """Outline every xyxy box in its colour, then put each text on a filled tag beside its
+    box where no other tag is (:func:`place_tags`; ``order``: who chooses first, e.g. by
+    score). A tag that finds no free spot is left out; its box is still drawn."""
     draw = ImageDraw.Draw(img)
-    colors = palette(len(names))
-    width = width or max(1, round(min(img.size) / 200))
+    width = max(1, round(min(img.size) / 200))
     font = _font(max(10, round(min(img.size) / 30)))
-    for k, (b, lab) in enumerate(zip(np.asarray(boxes).reshape(-1, 4), labels)):
-        lab = int(lab)
-        color = colors[lab % len(colors)]
-        text = names[lab] if 0 <= lab < len(names) else str(lab)
-        if scores is not None:
-            text += f" {float(scores[k]):.2f}"
-        _labelled_box(draw, b, text, color, width, font)
+    boxes = np.asarray(boxes, float).reshape(-1, 4)
+    for b, color in zip(boxes, colors):
+        draw.rectangle([float(v) for v in b], outline=color, width=width)
+    order = list(range(len(boxes))) if order is None else list(order)
+    pad = 1
+    sizes = []
+    for i in order:
+        l, t, r, btm = draw.textbbox((0, 0), texts[i], font=font)
+        sizes.append((r - l + 2 * pad, btm - t + 2 * pad))
+    for i, (w, h), spot in zip(order, sizes, place_tags(boxes[order], sizes, img.size)):
+        if spot is None:
+            continue
+        tx, ty = spot
+        draw.rectangle([tx, ty, tx + w - 1, ty + h - 1], fill=colors[i])
+        l, t, _, _ = draw.textbbox((0, 0), texts[i], font=font)
+        draw.text((tx + pad - l, ty + pad - t), texts[i], fill=(0, 0, 0), font=font)
+
+
+def draw_boxes(image: np.ndarray, boxes, labels, names, scores=None) -> np.ndarray:
+    """Return a copy of RGB ``image`` with xyxy ``boxes`` and their class names (and
+    ``scores``) drawn; higher-scored boxes place their tags first."""
+    img = Image.fromarray(np.asarray(image, np.uint8))
+    palette_ = palette(len(names))
+    labels = [int(v) for v in np.asarray(labels).reshape(-1)]
+    texts = [names[k] if 0 <= k < len(names) else str(k) for k in labels]
+    order = None
+    if scores is not None:
+        scores = np.asarray(scores, float).reshape(-1)
+        texts = [f"{t} {s:.2f}" for t, s in zip(texts, scores)]
+        order = np.argsort(-scores, kind="stable")
+    _draw_labelled(img, boxes, texts, [palette_[k % len(palette_)] for k in labels], order)
     return np.asarray(img)
 
 
@@ -65,17 +104,15 @@ def draw_tracks(image: np.ndarray, boxes, track_ids, labels, names, trails: dict
     draw = ImageDraw.Draw(img)
     colors = palette(64)
     width = max(1, round(min(img.size) / 200))
-    font = _font(max(10, round(min(img.size) / 30)))
     for tid, points in trails.items():
         color = colors[int(tid) % len(colors)]
         for k in range(1, len(points)):
             fade = 0.3 + 0.7 * k / len(points)
             draw.line([points[k - 1], points[k]], fill=tuple(int(c * fade) for c in color),
                       width=width + 1)  # fmt: skip
-    for b, tid, lab in zip(np.asarray(boxes).reshape(-1, 4), track_ids, labels):
-        color = colors[int(tid) % len(colors)]
-        text = f"#{int(tid)} {names[int(lab)] if 0 <= int(lab) < len(names) else lab}"
-        _labelled_box(draw, b, text, color, width, font)
+    texts = [f"#{int(t)} {names[int(k)] if 0 <= int(k) < len(names) else k}"
+             for t, k in zip(track_ids, labels)]  # fmt: skip
+    _draw_labelled(img, boxes, texts, [colors[int(t) % len(colors)] for t in track_ids])
     return np.asarray(img)
 
 

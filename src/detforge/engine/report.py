@@ -21,7 +21,7 @@ import numpy as np
 
 from detforge._version import __version__
 from detforge.data.report.page import THUMBS, Thumbnails, box_rows, figure, svg, write_page
-from detforge.engine.evaluate.plots import confusion_figure, image_errors, pr_figure
+from detforge.engine.evaluate.plots import confusion_figure, f1_figure, image_errors, pr_figure
 from detforge.engine.tasks import task as task_of
 
 DETECT_SORTS = [
@@ -177,6 +177,8 @@ def _evaluation(task: str, scored, ds) -> dict:
         # COCO's -1: no ground truth of that size
         out["coco"] = [(label, m[k] if m[k] >= 0 else None) for k, label in COCO_ROWS if k in m]
         out["pr"] = svg(pr_figure(scored.extra["pr50"]))
+        if "f1" in scored.extra:
+            out["f1"] = svg(f1_figure(scored.extra["f1"], m["conf"]))
         out["boxes"] = _boxes_per_class(ds)
     return out
 

@@ -122,6 +122,26 @@ def pr_figure(curves: dict[str, np.ndarray], title: str = "PR curve at IoU 0.5")
     return fig
 
 
+def f1_figure(curve: dict, conf: float, title: str = "F1 against confidence at IoU 0.5"):
+    """Precision, recall and F1 over the confidence grid (``threshold.f1_curve``), with the
+    threshold predictions use (``conf``) marked."""
+    fig = figure(6, 5)
+    ax = fig.subplots()
+    for key in ("f1", "precision", "recall"):
+        ax.plot(
+            curve["conf"],
+            curve[key],
+            label=key if key != "f1" else "F1",
+            lw=2 if key == "f1" else 1,
+        )
+    f1_at = float(np.interp(conf, curve["conf"], curve["f1"])) if len(curve["conf"]) else 0.0
+    ax.axvline(conf, color="0.4", ls="--", lw=1, label=f"default conf {conf:.2f} (F1 {f1_at:.3f})")
+    ax.set(xlabel="confidence threshold", ylabel="value", xlim=(0, 1), ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    return fig
+
+
 def plot_confusion(cm: np.ndarray, names: list[str], path, title: str = "") -> None:
     """Rows: true class, columns: predicted; ``background`` is the last row and column."""
     atomic_write_bytes(path, png(confusion_figure(cm, names, title)))

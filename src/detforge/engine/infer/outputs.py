@@ -279,6 +279,7 @@ def predict_files(
     skipped: list = []
     counts: Counter = Counter()
     tracks: set = set()
+    warm_up_s = det.warm_up()  # speeds below leave out loading and the first call's setup
     n, ok, t0 = 0, False, time.perf_counter()
     try:
         with _progress(progress) as bar:
@@ -306,6 +307,7 @@ def predict_files(
         "counts": dict(counts.most_common()),
         "seconds": round(seconds, 3),
         "fps": round(n / seconds, 2) if seconds else 0.0,
+        "warm_up_s": round(warm_up_s, 3),
         "predictions": str(table),
         "video": str(out.sink.path) if out.sink else None,
         "tracks": str(out.mot.path) if out.mot else None,

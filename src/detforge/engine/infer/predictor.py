@@ -39,6 +39,15 @@ class Predictor:
     def __repr__(self) -> str:
         return f"Predictor({self.backend.kind}, {len(self.names)} classes, imgsz {self.imgsz})"
 
+    def warm_up(self) -> float:
+        """Run the model once on a blank input (first calls build kernels and caches) and
+        return the seconds it took, so that timings after it are the model's steady speed."""
+        import time
+
+        t0 = time.perf_counter()
+        self.backend(np.zeros((1, 3, self.imgsz, self.imgsz), np.uint8))
+        return time.perf_counter() - t0
+
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One RGB image -> the model's uint8 (3, S, S) input and the scale back."""
         return prepare(image, self.imgsz, self.backend.resize)
