@@ -70,15 +70,15 @@ def _draw_labelled(img: Image.Image, boxes, texts: list[str], colors: list, orde
     pad = 1
     sizes = []
     for i in order:
-        l, t, r, btm = draw.textbbox((0, 0), texts[i], font=font)
-        sizes.append((r - l + 2 * pad, btm - t + 2 * pad))
+        left, t, r, btm = draw.textbbox((0, 0), texts[i], font=font)
+        sizes.append((r - left + 2 * pad, btm - t + 2 * pad))
     for i, (w, h), spot in zip(order, sizes, place_tags(boxes[order], sizes, img.size)):
         if spot is None:
             continue
         tx, ty = spot
         draw.rectangle([tx, ty, tx + w - 1, ty + h - 1], fill=colors[i])
-        l, t, _, _ = draw.textbbox((0, 0), texts[i], font=font)
-        draw.text((tx + pad - l, ty + pad - t), texts[i], fill=(0, 0, 0), font=font)
+        left, t, _, _ = draw.textbbox((0, 0), texts[i], font=font)
+        draw.text((tx + pad - left, ty + pad - t), texts[i], fill=(0, 0, 0), font=font)
 
 
 def draw_boxes(image: np.ndarray, boxes, labels, names, scores=None) -> np.ndarray:
