@@ -231,9 +231,14 @@ def data_stats(
     negatives: bool = NegOpt,
     allow_outside: bool = OutsideOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    imgsz: int = typer.Option(
+        320, "--imgsz", min=32, help="Say how the boxes fare at this input size."
+    ),
 ):
-    """Images, negatives, boxes per class, box sizes, image sizes."""
-    s = detforge.stats(src, format=format, **_src_opts(images, label_map, negatives, allow_outside))
+    """Images, negatives, boxes per class, box sizes, image sizes, and whether objects keep
+    enough pixels at the input size (the size `train` would pick when not told)."""
+    opts = _src_opts(images, label_map, negatives, allow_outside)
+    s = detforge.stats(src, format=format, imgsz=imgsz, **opts)
     if as_json:
         print(json.dumps(s, indent=2))
         return
@@ -270,6 +275,21 @@ def _print_stats(s: dict) -> None:
     out.print(
         f"image sizes: width {s['image_sizes']['width']}, height {s['image_sizes']['height']}"
     )
+    if "small" in s:
+        out.print(small_objects_line(s["small"]))
+
+
+def small_objects_line(small: dict) -> str:
+    """One line on whether boxes keep enough pixels at an input size, and the size the rule
+    of ``train`` picks when it is not told one."""
+    n, side, pick = small["imgsz"], small["p10_side"], small["suggested"]
+    line = (
+        f"at imgsz {n}: the 10th-percentile box keeps {side} px on its shorter side, "
+        f"{100 * small['under']:.0f}% of boxes have under {small['min_side']} px"
+    )
+    if pick["imgsz"] > n:
+        return f"[yellow]{line}: objects will be too small; try --imgsz {pick['imgsz']}[/]"
+    return line + " (enough)"
 
 
 @app.command("show")

@@ -18,8 +18,70 @@ def _summary(values: np.ndarray) -> dict:
     }
 
 
-def stats(ds: Dataset) -> dict:
-    """A JSON-ready summary of ``ds``."""
+# The input size rule: at the chosen size, the 10th-percentile box keeps at least MIN_SIDE
+# pixels on its shorter side (the image's longest side resized to the input size, as every
+# detector here does). Below ~12 px a stride-8 head has one or two cells on the object and
+# small-object recall collapses (fastdet-notes: COCO-small AP of 320 px models).
+MIN_SIDE = 12
+SMALL_QUANTILE = 10
+SIZE_STEP = 32
+
+
+def relative_sides(ds: Dataset) -> np.ndarray:
+    """Each box's shorter side as a fraction of its image's longer side: times an input size,
+    the box's pixels at that size. Boxes of images with no known size are left out."""
+    out = [
+        np.minimum(s.boxes[:, 2] - s.boxes[:, 0], s.boxes[:, 3] - s.boxes[:, 1])
+        / max(s.width, s.height)
+        for s in ds.samples
+        if len(s.boxes) and min(s.width, s.height) > 0
+    ]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def small_at(ds: Dataset, imgsz: int, min_side: float = MIN_SIDE) -> dict:
+    """How the boxes fare at input size ``imgsz``: the 10th-percentile shorter side in
+    pixels and the share of boxes under ``min_side`` pixels."""
+    r = relative_sides(ds) * imgsz
+    if not len(r):
+        return {"imgsz": imgsz, "p10_side": None, "under": 0.0, "min_side": min_side}
+    return {
+        "imgsz": imgsz,
+        "p10_side": round(float(np.percentile(r, SMALL_QUANTILE)), 1),
+        "under": round(float((r < min_side).mean()), 3),
+        "min_side": min_side,
+    }
+
+
+def input_size_for(ds: Dataset, floor: int, cap: int, min_side: float = MIN_SIDE) -> dict:
+    """The input size a detector should train at: the smallest multiple of 32 from ``floor``
+    (the model's recipe size) up to ``cap`` at which the 10th-percentile box keeps
+    ``min_side`` pixels (its shorter side); ``cap`` when even that is not enough. Returns
+    ``{imgsz, reason, floor, cap}`` plus :func:`small_at` at the chosen size."""
+    r = relative_sides(ds)
+    if not len(r):
+        return {**small_at(ds, floor), "floor": floor, "cap": cap, "reason": "no boxes"}
+    p10 = float(np.percentile(r, SMALL_QUANTILE))
+    need = min_side / max(p10, 1e-9)
+    size = int(min(max(np.ceil(need / SIZE_STEP) * SIZE_STEP, floor), max(cap, floor)))
+    at_floor = p10 * floor
+    if size == floor:
+        reason = f"the 10th-percentile box keeps {at_floor:.0f} px at {floor} (rule: >= {min_side})"
+    elif size < need:
+        reason = (
+            f"the 10th-percentile box has {at_floor:.1f} px at {floor}; {need:.0f} would keep "
+            f"{min_side}, capped at {size}"
+        )
+    else:
+        reason = (
+            f"the 10th-percentile box has {at_floor:.1f} px at {floor}, {p10 * size:.1f} at {size}"
+        )
+    return {**small_at(ds, size, min_side), "floor": floor, "cap": cap, "reason": reason}
+
+
+def stats(ds: Dataset, imgsz: int = 320) -> dict:
+    """A JSON-ready summary of ``ds``; ``small`` says how its boxes fare at input size
+    ``imgsz`` (:func:`small_at`) and which size the rule of :func:`input_size_for` picks."""
     nc = len(ds.classes)
     boxes_per_class = np.zeros(nc, np.int64)
     images_per_class = np.zeros(nc, np.int64)
@@ -60,6 +122,8 @@ def stats(ds: Dataset) -> dict:
             "distinct": int(len(np.unique(sizes, axis=0))),
         },
     }
+    if ds.task == "detect" and len(all_boxes):
+        out["small"] = {**small_at(ds, imgsz), "suggested": input_size_for(ds, imgsz, 4 * imgsz)}
     counts = images_per_class if ds.task == "classify" else boxes_per_class
     if nc and counts.min() > 0:
         out["imbalance"] = round(float(counts.max() / counts.min()), 2)

@@ -27,7 +27,8 @@ class TrainConfig:
     model: str = "ssdlite"  # model name (see `detforge models`)
     task: str = "auto"  # detect, classify, or auto (from the data)
     epochs: int = 0  # passes over the training set; 0 = 30, or as many as --time allows
-    imgsz: int = 320  # input size the model resizes to (longest side)
+    imgsz: int = 320  # input size (longest side); detectors not told pick it from their boxes
+    auto_imgsz: bool = True  # detectors, imgsz not given: raise it (<= 2x) until small boxes fit
     batch: int = 8  # images per step; -1 (CLI: --batch auto) = largest that fits on the GPU
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     workers: int = -1  # DataLoader worker processes; -1 = auto (0 on a CPU with cached images)
@@ -153,6 +154,8 @@ def load_config(path=None, **overrides) -> TrainConfig:
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of config fields")
     values = _merged(values, {k: v for k, v in overrides.items() if v is not None})
+    if "imgsz" in values:  # the user's size is used as given
+        values.setdefault("auto_imgsz", False)
     model = values.get("model", TrainConfig.model)
     base = recipe(model) if isinstance(model, str) else {}
     return _build(TrainConfig, _merged(base, values))

@@ -54,6 +54,22 @@ def _splits(cfg: TrainConfig, say) -> tuple:
     return parts["train"], parts["val"]
 
 
+def pick_imgsz(cfg: TrainConfig, train_ds, say) -> None:
+    """A detector given no ``imgsz``: train at the smallest multiple of 32 from the recipe's
+    size up to twice it at which the 10th-percentile training box keeps 12 px on its shorter
+    side (:func:`detforge.data.stats.input_size_for`); said in one line, and recorded in
+    the run's config (which then holds the size as chosen)."""
+    from detforge.data.stats import input_size_for
+
+    if not cfg.auto_imgsz or train_ds.task != "detect":
+        return
+    cfg.auto_imgsz = False
+    pick = input_size_for(train_ds, cfg.imgsz, 2 * cfg.imgsz)
+    if pick["imgsz"] != cfg.imgsz:
+        say(f"imgsz {pick['imgsz']} (not {cfg.imgsz}): {pick['reason']}; --imgsz sets it")
+    cfg.imgsz = pick["imgsz"]
+
+
 def fingerprint(cfg: TrainConfig, train_ds, val_ds) -> dict:
     """What the run trained on, saved in each checkpoint: the source, the split sizes and a
     hash of the image names and box counts (changes when the data does)."""

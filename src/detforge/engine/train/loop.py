@@ -190,6 +190,7 @@ def _setup(cfg, resume, console, overrides) -> Session:
     seed_everything(cfg.seed, cfg.deterministic)
     train_ds, val_ds = trainset.load_data(cfg, say)
     trainset.check_task(cfg, train_ds)
+    trainset.pick_imgsz(cfg, train_ds, say)
     options = trainset.model_options(cfg, train_ds)
     model = build(
         cfg.model, train_ds.classes, imgsz=cfg.imgsz, pretrained=cfg.pretrained, **options
