@@ -71,9 +71,10 @@ def test_train_picks_the_size_only_when_not_told(capsys):
 
 
 def test_data_stats_prints_the_hint(tmp_path):
+    from PIL import Image
+
     from detforge.cli import app
     from detforge.data import write
-    from PIL import Image
 
     src, root = tmp_path / "src", tmp_path / "ds"
     src.mkdir()
