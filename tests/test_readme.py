@@ -136,12 +136,55 @@ def tf_folder(root: Path) -> int:
     return len(shots)
 
 
+def cvat_folder(root: Path) -> int:
+    """A CVAT task exported as "CVAT for images 1.1" with its images."""
+    shots = photos(root / "cvat_task" / "images", 10, seed=4)
+    labels = "".join(f"<label><name>{c}</name><attributes/></label>" for c in CLASSES)
+    images = []
+    for i, (path, w, h, boxes, names) in enumerate(shots):
+        shapes = "".join(
+            f'<box label="{c}" occluded="0" source="manual" xtl="{b[0]:.2f}" ytl="{b[1]:.2f}" '
+            f'xbr="{b[2]:.2f}" ybr="{b[3]:.2f}" z_order="0"/>'
+            for b, c in zip(boxes, names)
+        )
+        images.append(
+            f'<image id="{i}" name="{path.name}" width="{w}" height="{h}">{shapes}</image>'
+        )
+    (root / "cvat_task" / "annotations.xml").write_text(
+        '<?xml version="1.0" encoding="utf-8"?>\n<annotations><version>1.1</version><meta><task>'
+        f"<mode>annotation</mode><labels>{labels}</labels></task></meta>{''.join(images)}"
+        "</annotations>\n"
+    )
+    return len(shots)
+
+
+def label_studio_folder(root: Path) -> int:
+    """A Label Studio project's JSON export, images served as local files from photos/."""
+    shots = photos(root / "label_studio" / "photos", 10, seed=5)
+    tasks = []
+    for i, (path, w, h, boxes, names) in enumerate(shots):
+        result = [
+            {"type": "rectanglelabels", "from_name": "label", "to_name": "image",
+             "original_width": w, "original_height": h, "image_rotation": 0,
+             "value": {"x": b[0] * 100 / w, "y": b[1] * 100 / h, "width": (b[2] - b[0]) * 100 / w,
+                       "height": (b[3] - b[1]) * 100 / h, "rotation": 0, "rectanglelabels": [c]}}
+            for b, c in zip(boxes.tolist(), names)
+        ]  # fmt: skip
+        tasks.append({"id": i + 1, "data": {"image": f"/data/local-files/?d=photos/{path.name}"},
+                      "annotations": [{"id": i + 1, "result": result, "was_cancelled": False}],
+                      "predictions": []})  # fmt: skip
+    (root / "label_studio" / "export.json").write_text(json.dumps(tasks))
+    return len(shots)
+
+
 @pytest.mark.slow
 def test_readme_walkthrough_runs_as_written(tmp_path, monkeypatch):
     counts = {
         "my_labelme": labelme_folder(tmp_path),
         "labelimg/annotations": labelimg_folder(tmp_path),
         "tf/train.record": tf_folder(tmp_path),
+        "cvat_task": cvat_folder(tmp_path),
+        "label_studio/export.json": label_studio_folder(tmp_path),
     }
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
@@ -155,7 +198,8 @@ def test_readme_walkthrough_runs_as_written(tmp_path, monkeypatch):
     for src, n in counts.items():  # every image of every layout was read
         assert len(read(tmp_path / src)) == n, src
     assert len(read(tmp_path / "tf_coco")) == counts["tf/train.record"]
-    for run in ("labelme", "labelimg", "tf"):
+    assert len(read(tmp_path / "ls_yolo")) == counts["label_studio/export.json"]
+    for run in ("labelme", "labelimg", "tf", "cvat"):
         assert (tmp_path / "runs" / "train" / run / "weights" / "best.pt").is_file()
     assert (tmp_path / "runs" / "train" / "tf" / "weights" / "best.onnx").is_file()
     split = json.loads((tmp_path / "labelimg_shards" / "train" / "index.json").read_text())

@@ -8,11 +8,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from detforge.data.formats import coco, csv, folders, labelme, tfrecord, voc, yolo
+from detforge.data.formats import (
+    coco,
+    csv,
+    cvat,
+    folders,
+    labelme,
+    labelstudio,
+    tfrecord,
+    voc,
+    yolo,
+)
 from detforge.data.image import IMAGE_EXTS
 from detforge.errors import UnknownFormatError
 
-FORMATS = {m.NAME: m for m in (labelme, voc, coco, yolo, csv, tfrecord, folders)}
+FORMATS = {m.NAME: m for m in (labelme, voc, coco, yolo, csv, tfrecord, folders, cvat, labelstudio)}
 FORMAT_HINT = (
     "data commands take --format NAME; in a data YAML write the split as "
     "{path: ..., format: NAME} (NAME: " + ", ".join(FORMATS) + ")"
@@ -40,6 +50,8 @@ def _json_kind(p: Path) -> str | None:
         return "labelme"
     if coco.is_coco(obj):
         return "coco"
+    if labelstudio.is_labelstudio(obj):
+        return "labelstudio"
     return None
 
 
@@ -61,7 +73,7 @@ def detect(path) -> str:
             if kind:
                 return kind
         elif suffix == ".xml":
-            return "voc"
+            return "cvat" if cvat.sniff(p) else "voc"
         elif suffix == ".csv":
             if csv.csv_kind(p):
                 return "csv"
@@ -110,6 +122,10 @@ def _detect_dir(p: Path) -> str:
         return "tfrecord"
     if coco.find_json(p) and _json_kind(coco.find_json(p)) == "coco":
         return "coco"
+    if cvat.find_xml(p):
+        return "cvat"
+    if labelstudio.find_json(p):
+        return "labelstudio"
     for j in sorted(p.rglob("*.json"))[:20]:
         if _json_kind(j) == "labelme":
             return "labelme"
