@@ -16,3 +16,4 @@ class AugmentConfig:
     hue: float = 0.02  # hue jitter
     mosaic: float = 0.0  # probability of a 4-image mosaic (needs the whole dataset: Mosaic)
     close_mosaic: float = 0.15  # share of the run (epochs or --time) at the end without mosaic
+    crop_scale: tuple[float, float] = (0.5, 1.0)  # classifiers: random crop's share of the area

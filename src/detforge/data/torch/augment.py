@@ -133,7 +133,11 @@ class ClassifyAugment:
 
     def __init__(self, imgsz: int, cfg: AugmentConfig | None = None):
         cfg = cfg or AugmentConfig()
-        ops: list = [v2.RandomResizedCrop(imgsz, scale=(0.5, 1.0), antialias=True)]
+        lo, hi = cfg.crop_scale
+        if lo < 1:
+            ops: list = [v2.RandomResizedCrop(imgsz, scale=(lo, hi), antialias=True)]
+        else:  # the whole image, at the size and scale eval sees it
+            ops = [v2.Resize((imgsz, imgsz), antialias=True)]
         if cfg.hflip > 0:
             ops.append(v2.RandomHorizontalFlip(cfg.hflip))
         if cfg.vflip > 0:

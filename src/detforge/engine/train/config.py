@@ -79,10 +79,21 @@ class TrainConfig:
             ("ema_tau", self.ema_tau > 0, "positive"),
             ("val_split", 0 < self.val_split < 1, "in (0, 1)"),
             ("data", bool(self.data), "a dataset path"),
+            (
+                "augment.crop_scale",
+                len(self.augment.crop_scale) == 2
+                and 0 < self.augment.crop_scale[0] <= self.augment.crop_scale[1] <= 1,
+                "two shares of the area, 0 < low <= high <= 1 (1, 1 = no crop)",
+            ),
         ]
         for name, ok, want in checks:
             if not ok:
-                raise ConfigError(f"config field {name!r} = {getattr(self, name)!r} must be {want}")
+                value = (
+                    getattr(self.augment, name[8:])
+                    if name.startswith("augment.")
+                    else getattr(self, name)
+                )
+                raise ConfigError(f"config field {name!r} = {value!r} must be {want}")
         return self
 
     @property
