@@ -150,3 +150,40 @@ def test_save_labelme_round_trips_and_keeps_user_files(det, image, tmp_path):
         assert len(r) > 0
         np.testing.assert_allclose(smp.boxes, r.boxes, atol=1e-3)
         assert [back.classes[i] for i in smp.labels] == [det.names[i] for i in r.labels]
+
+
+def test_preannotations_for_cvat_and_label_studio_load_back(det, image, tmp_path):
+    imgs = tmp_path / "imgs"
+    (imgs / "sub").mkdir(parents=True)
+    for k in range(3):
+        where = imgs / "sub" if k == 2 else imgs
+        Image.fromarray(np.roll(image, 30 * k, axis=0)).save(where / f"p{k}.jpg", quality=95)
+    out = tmp_path / "out"
+    s = predict_files(det, str(imgs), out, conf=0.05, save_cvat=True, save_labelstudio=True,
+                      progress=False, model="detforge m.pt")  # fmt: skip
+    assert sorted(Path(p).name for p in s["preannotations"]) == [
+        "cvat_annotations.xml", "labelstudio_tasks.json"]  # fmt: skip
+    preds = {Path(r.source).name: r for r in det.predict(imgs, conf=0.05)}
+    # CVAT: names relative to the source folder, found there with --images
+    cvat = detforge.read(out / "cvat_annotations.xml", images=imgs, names=det.names)
+    ls = detforge.read(out / "labelstudio_tasks.json", images=imgs, names=det.names,
+                       predictions=True)  # fmt: skip
+    for back in (cvat, ls):
+        assert sorted(s.name for s in back) == ["p0.jpg", "p1.jpg", "p2.jpg"]
+        for smp in back:
+            r = preds[smp.name]
+            assert len(r) > 0
+            np.testing.assert_allclose(smp.boxes, r.boxes, atol=1e-3)
+            assert [back.classes[i] for i in smp.labels] == [det.names[i] for i in r.labels]
+    tasks = json.loads((out / "labelstudio_tasks.json").read_text())
+    t = next(t for t in tasks if t["data"]["image"].endswith("sub/p2.jpg"))
+    assert t["data"]["image"] == "/data/local-files/?d=sub/p2.jpg" and "annotations" not in t
+    (pred,) = t["predictions"]
+    assert pred["model_version"] == "detforge m.pt"
+    scores = [item["score"] for item in pred["result"]]
+    np.testing.assert_allclose(scores, preds["p2.jpg"].scores, atol=1e-4)
+    assert 'source="auto"' in (out / "cvat_annotations.xml").read_text()
+    # a video has no image files to annotate
+    clip, _, _ = video(tmp_path / "v.mp4", frames=4, size=(64, 48), fps=4)
+    with pytest.raises(DetforgeError, match="--save-cvat needs image files"):
+        predict_files(det, clip, tmp_path / "v", save_cvat=True, progress=False)

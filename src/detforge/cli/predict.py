@@ -40,6 +40,14 @@ def predict(
         False, "--save-labelme", help="Write a labelme JSON beside each image (kept if present)."
     ),
     overwrite_labelme: bool = typer.Option(False, help="Replace existing labelme JSON files."),
+    save_cvat: bool = typer.Option(
+        False, "--save-cvat", help="Write cvat_annotations.xml: boxes to upload to a CVAT task."
+    ),
+    save_labelstudio: bool = typer.Option(
+        False,
+        "--save-labelstudio",
+        help="Write labelstudio_tasks.json: tasks with the boxes as Label Studio predictions.",
+    ),
     show: bool = typer.Option(False, "--show", help="Live window (needs a display)."),
     track: bool = typer.Option(
         False,
@@ -80,6 +88,8 @@ def predict(
         save=not no_save,
         save_labelme=save_labelme,
         overwrite_labelme=overwrite_labelme,
+        save_cvat=save_cvat,
+        save_labelstudio=save_labelstudio,
         show=show,
         track=track,
     )
@@ -99,11 +109,14 @@ def _print_summary(s: dict, track: bool, save_labelme: bool) -> None:
         kept = s.get("labelme_kept", 0)
         keep = f", {kept} existing kept (--overwrite-labelme replaces them)" * bool(kept)
         out.print(f"labelme files written beside the images: {s['labelme_written']}{keep}")
+    for path in s.get("preannotations", []):
+        out.print(f"pre-annotations: [bold]{path}[/]")
     out.print(f"results in [bold]{s['save_dir']}[/]")
 
 
 def _predict_on_ray(a: dict) -> None:
-    unused = [f for f in ("track", "show", "save_labelme", "overwrite_labelme") if a[f]]
+    flags = ("track", "show", "save_labelme", "overwrite_labelme", "save_cvat", "save_labelstudio")
+    unused = [f for f in flags if a[f]]
     if unused:
         flags = ", ".join("--" + f.replace("_", "-") for f in unused)
         raise DetforgeError(f"{flags}: not with --ray, which writes one row per image",

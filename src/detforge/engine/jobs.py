@@ -277,6 +277,7 @@ def predict(
     det = load(weights, device=device)
     made = save_dir is None or not Path(save_dir).exists()
     save_dir = Path(save_dir) if save_dir is not None else new_run_dir("predict", name, project)
+    options.setdefault("model", f"detforge {Path(weights).name}")
     try:
         return predict_files(det, source, save_dir, **options)
     except BaseException:

@@ -100,10 +100,11 @@ def _value_box(v: dict, kind: str, w: float, h: float) -> np.ndarray:
     return np.concatenate([pts.min(0), pts.max(0)])
 
 
-def _results(task: dict) -> list | None:
+def _results(task: dict, predictions: bool = False) -> list | None:
     """The result list of a task's first annotation that was not cancelled (``completions``
-    in exports of Label Studio before 1.0); None when nobody labeled the task."""
-    for key in ("annotations", "completions"):
+    in exports of Label Studio before 1.0; ``predictions``: its first prediction); None when
+    there is none."""
+    for key in ("predictions",) if predictions else ("annotations", "completions"):
         for ann in task.get(key) or []:
             if isinstance(ann, dict) and not ann.get("was_cancelled"):
                 return list(ann.get("result") or [])
@@ -124,13 +125,13 @@ def _min_results(row: dict) -> list:
     return out
 
 
-def _task_sample(jpath, k, task, minimal, index, images, within, issues):
+def _task_sample(jpath, k, task, minimal, index, images, within, issues, predictions=False):
     value = task.get("image") if minimal else (task.get("data") or {}).get("image")
     where = f"task {task.get('id', k)}"
     if not isinstance(value, str) or not value:
         raise FormatError(jpath, f"{where}: no image in {'image' if minimal else 'data.image'}",
                           "export the project again (JSON or JSON-MIN)")  # fmt: skip
-    results = _min_results(task) if minimal else _results(task)
+    results = _min_results(task) if minimal else _results(task, predictions)
     if results is None:
         return "unlabeled"
     ref = _find_image(jpath, value, images, within, issues)
@@ -181,8 +182,11 @@ def load(jpath: Path):
         raise FormatError(jpath, f"not valid JSON: {e}", "export the project again") from None
 
 
-def read(path, *, images=None, names=None, outside_paths: str = "error", **_) -> Dataset:
-    """Read a Label Studio JSON or JSON-MIN export (the file, or a folder holding one)."""
+def read(path, *, images=None, names=None, outside_paths: str = "error", predictions=False,
+         **_) -> Dataset:  # fmt: skip
+    """Read a Label Studio JSON or JSON-MIN export (the file, or a folder holding one);
+    ``predictions``: each task's first prediction instead of its annotation (pre-annotations,
+    e.g. from ``predict --save-labelstudio``)."""
     path = Path(path)
     jpath = path if path.is_file() else find_json(path)
     if jpath is None:
@@ -199,7 +203,7 @@ def read(path, *, images=None, names=None, outside_paths: str = "error", **_) ->
     for k, task in enumerate(tasks):
         if not isinstance(task, dict):
             raise FormatError(jpath, f"task {k} is not an object", "export the project again")
-        s = _task_sample(jpath, k, task, minimal, index, images, within, issues)
+        s = _task_sample(jpath, k, task, minimal, index, images, within, issues, predictions)
         unlabeled += s == "unlabeled"
         if isinstance(s, Sample):
             samples.append(s)

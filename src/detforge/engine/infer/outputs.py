@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from detforge.engine.infer.inputs import Source
+from detforge.engine.infer.preannotations import Preannotations
 from detforge.errors import DetforgeError
 from detforge.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, disk_errors
 
@@ -179,7 +180,7 @@ class PredictionWriter:
     annotated video or images, labelme files beside the images, the live window."""
 
     def __init__(self, det, src: Source, save_dir: Path, *, fmt, save, labelme, show,
-                 track=False):  # fmt: skip
+                 track=False, cvat=False, labelstudio=False, model="detforge"):  # fmt: skip
         formats = det.result_type.table_formats
         if fmt not in formats:
             raise DetforgeError(
@@ -188,9 +189,13 @@ class PredictionWriter:
             )
         if track and not det.result_type.has_boxes:
             raise DetforgeError(f"--track needs a detector; this is a {det.task} model")
-        if labelme and (src.video is not None or not det.result_type.has_boxes):
-            what = "image files" if src.video is not None else "a detector"
-            raise DetforgeError(f"--save-labelme needs {what}", "drop --save-labelme")
+        for flag, on in (("--save-labelme", labelme), ("--save-cvat", cvat),
+                         ("--save-labelstudio", labelstudio)):  # fmt: skip
+            if on and (src.video is not None or not det.result_type.has_boxes):
+                what = "image files" if src.video is not None else "a detector"
+                raise DetforgeError(f"{flag} needs {what}", f"drop {flag}")
+        self.pre = Preannotations(save_dir, det.names, src.spec, cvat=cvat,
+                                  labelstudio=labelstudio, model=model)  # fmt: skip
         self.det, self.dir, self.save, self.labelme = det, save_dir, save, labelme
         self.table = TableSink(save_dir, fmt)
         self.mot = MotSink(save_dir / "tracks.txt") if track else None
@@ -218,6 +223,8 @@ class PredictionWriter:
             self.used.add(name)
             _, jpg = cv2.imencode(".jpg", r.draw()[..., ::-1])
             atomic_write_bytes(self.dir / name, jpg.tobytes())
+        if self.pre.wanted:
+            self.pre.add(r)
         if self.labelme:
             wrote = _labelme_beside(r, self.det.names, overwrite_labelme)
             self.labelme_written += wrote
@@ -234,6 +241,7 @@ class PredictionWriter:
             self.mot.close(keep=keep_video)
         if self.window:
             cv2.destroyAllWindows()
+        self.preannotations = self.pre.close()
         return self.table.close(self.det.names)
 
 
@@ -267,15 +275,21 @@ def predict_files(
     progress: bool = True,
     track: bool = False,
     tracker: dict | None = None,
+    save_cvat: bool = False,
+    save_labelstudio: bool = False,
+    model: str = "detforge",
 ) -> dict:
     """Run ``det`` over ``source`` (opened once) and write what was asked into ``save_dir``;
     returns a summary (also ``summary.json``). ``track``: ids across frames (ByteTrack;
-    ``tracker`` its options), in the table, the drawings and ``tracks.txt`` (MOTChallenge)."""
+    ``tracker`` its options), in the table, the drawings and ``tracks.txt`` (MOTChallenge).
+    ``save_cvat`` / ``save_labelstudio``: the boxes as pre-annotations for those tools
+    (:mod:`~detforge.engine.infer.preannotations`; ``model`` names the model in them)."""
     src = Source(source)
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     out = PredictionWriter(det, src, save_dir, fmt=fmt, save=save, labelme=save_labelme,
-                           show=show, track=track)  # fmt: skip
+                           show=show, track=track, cvat=save_cvat, labelstudio=save_labelstudio,
+                           model=model)  # fmt: skip
     skipped: list = []
     counts: Counter = Counter()
     tracks: set = set()
@@ -314,6 +328,7 @@ def predict_files(
         "track_ids": len(tracks),
         "labelme_written": out.labelme_written,
         "labelme_kept": out.labelme_kept,
+        "preannotations": [str(p) for p in getattr(out, "preannotations", [])],
         "skipped": [{"source": f.source, "error": f.error} for f in skipped],
         "save_dir": str(save_dir),
     }

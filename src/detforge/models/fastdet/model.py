@@ -11,7 +11,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, nms
 
 from detforge.errors import DetforgeError
 from detforge.models.base import Detector, Normalize, to_float
@@ -119,8 +119,11 @@ class FastDet(Detector):
             b = boxes[i][anchor].clamp(0, self.imgsz)
             if not self._keep_all:
                 kept = batched_nms(b, top, label, self.options["iou_thresh"])
-                kept = kept[: self.options["max_det"]]
                 b, top, label = b[kept], top[kept], label[kept]
+                if self.options["agnostic_iou"] < 1:  # one object scored under two classes
+                    kept = nms(b, top, self.options["agnostic_iou"])
+                    b, top, label = b[kept], top[kept], label[kept]
+                b, top, label = (t[: self.options["max_det"]] for t in (b, top, label))
             out_b.append(b)
             out_s.append(top)
             out_l.append(label)
@@ -202,6 +205,7 @@ def _register(size: str, summary: str) -> None:
         max_det: int = 100,
         score_thresh: float = 0.005,
         iou_thresh: float = 0.6,
+        agnostic_iou: float = 1.0,
         reg_max: int = 15,
         static_steps: int = 150,
         backbone: str = "own",
@@ -214,6 +218,7 @@ def _register(size: str, summary: str) -> None:
             max_det=max_det,
             score_thresh=score_thresh,
             iou_thresh=iou_thresh,
+            agnostic_iou=agnostic_iou,
             reg_max=reg_max,
             static_steps=static_steps,
             backbone=backbone,
