@@ -17,6 +17,7 @@ import numpy as np
 from detforge.data import image as imageio
 from detforge.data.dataset import Issue
 from detforge.data.formats._common import OUTSIDE
+from detforge.data.formats.cvat_shapes import Objects, shape_box
 from detforge.errors import FormatError
 
 FRAME_NAME = "frame_{:06d}"
@@ -35,8 +36,6 @@ def _task_frames(root, keyed: set[int]) -> list[int]:
 
 def _keyframes(track, xml: Path):
     """(frame, box or None when outside, element) per ``<box>`` of a track, in frame order."""
-    from detforge.data.formats.cvat import shape_box
-
     out = []
     for el in track.iterfind("box"):
         try:
@@ -79,13 +78,11 @@ def _frame_image(xml: Path, frame: int, images, within, issues):
 
 
 def read_tracks(root, xml: Path, index, images, within) -> tuple[list, list]:
-    from detforge.data.formats.cvat import _Objects
-
     tracks = list(root.iterfind("track"))
     keys = {t: _keyframes(t, xml) for t in tracks}
     keyed = {f for k in keys.values() for f, _, _ in k}
     frames = _task_frames(root, keyed)
-    per_frame: dict[int, _Objects] = {f: _Objects() for f in frames}
+    per_frame: dict[int, Objects] = {f: Objects() for f in frames}
     skipped = 0
     for t in tracks:
         if not keys[t]:
