@@ -300,6 +300,17 @@ def predict(weights, source, **options) -> dict:
     return _predict(weights, source, **options)
 
 
+def select(weights, source, out, n: int = 100, *, device: str = "auto", **options) -> dict:
+    """Pick the ``n`` images of ``source`` the model is least sure of (and most unlike each
+    other) and put them, with pre-annotations, into ``out`` for labeling; see
+    :func:`detforge.engine.select.select_batch` for ``options`` and the measure."""
+    from detforge.engine.jobs import load
+    from detforge.engine.select import select_batch
+
+    options.setdefault("model", f"detforge {Path(weights).name}")
+    return select_batch(load(weights, device=device), source, out, n, **options)
+
+
 def predict_dataset(weights, source, out, **options) -> dict:
     """Predict on a corpus with a pool of Ray actors (local, or a cluster at ``address``) and
     write one row per image with Ray's writers; see
@@ -352,6 +363,7 @@ __all__ = [
     "list_models",
     "predict",
     "predict_dataset",
+    "select",
     "task_info",
     "train",
     "train_config",

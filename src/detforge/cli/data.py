@@ -8,10 +8,11 @@ from collections import Counter
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 import detforge
-from detforge.cli.common import out
+from detforge.cli.common import err, out
 from detforge.errors import DetforgeError
 
 app = typer.Typer(no_args_is_help=True, help="Read, check, split, convert and pack datasets.")
@@ -398,3 +399,36 @@ def data_collect(
     """Save webcam frames with unique names, ready to label."""
     saved = detforge.collect(out_dir, camera, count, interval)
     out.print(f"saved {len(saved)} frames to [bold]{out_dir}[/]")
+
+
+@app.command("select")
+def data_select(
+    weights: Path = typer.Argument(..., help="A trained model (.pt, .onnx or OpenVINO .xml)."),
+    source: str = typer.Option(..., "--source", help="Unlabeled images: a folder or a glob."),
+    n: int = typer.Option(100, "--n", min=1, help="How many images to pick."),
+    out_dir: Path = typer.Option(..., "--out", help="New folder for the batch to label."),
+    seed: int = typer.Option(0, help="Breaks ties (the same seed picks the same images)."),
+    link: bool = typer.Option(False, "--link", help="Hard-link the images instead of copying."),
+    save_labelme: bool = typer.Option(False, "--save-labelme", help="labelme JSON beside each."),
+    save_cvat: bool = typer.Option(False, "--save-cvat", help="cvat_annotations.xml in --out."),
+    save_labelstudio: bool = typer.Option(
+        False, "--save-labelstudio", help="labelstudio_tasks.json in --out."
+    ),
+    device: str = typer.Option("auto", help="auto (a GPU when there is one), cpu, cuda, mps."),
+):
+    """Pick the unlabeled images worth labeling next: those the model is least sure of (its
+    boxes change when the image is mirrored, or score near its threshold), spread over
+    different scenes; copies them with the model's boxes as pre-annotations into --out."""
+    s = detforge.select(
+        weights, source, out_dir, n, seed=seed, link=link, labelme=save_labelme, cvat=save_cvat,
+        labelstudio=save_labelstudio, device=device,
+    )  # fmt: skip
+    for path in s["unreadable"][:20]:
+        err.print(f"[yellow]could not read[/] {escape(path)}", highlight=False)
+    out.print(f"{s['selected']} of {s['images']} images picked into [bold]{s['out']}[/] "
+              f"(threshold {s['threshold']:g})")  # fmt: skip
+    out.print(f"how: {s['how']}")
+    for row in s["picks"][:5]:
+        parts = f"flip {row['disagreement']:.2f}, borderline {row['borderline']:.2f}"
+        out.print(f"  {row['rank']}. {escape(row['source'])}: {row['uncertainty']:.2f} ({parts})")
+    out.print(f"the full list: {s['out']}/selection.json")
