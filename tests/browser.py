@@ -39,7 +39,9 @@ def opened(page_path: Path, screenshot: str | None = None):
             )
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
             page.on("requestfailed", lambda r: problems.append(f"failed: {r.url}"))
-            page.goto(Path(page_path).resolve().as_uri(), wait_until="load")
+            url = str(page_path)
+            url = url if url.startswith("http") else Path(page_path).resolve().as_uri()
+            page.goto(url, wait_until="load")
             yield page, problems
             folder = os.environ.get("DETFORGE_SCREENSHOTS")
             if screenshot and folder:

@@ -311,6 +311,22 @@ def select(weights, source, out, n: int = 100, *, device: str = "auto", **option
     return select_batch(load(weights, device=device), source, out, n, **options)
 
 
+def serve(weights, **options) -> None:
+    """Serve ``weights`` over HTTP until SIGTERM or Ctrl-C; see
+    :func:`detforge.engine.serve.serve`. Needs ``pip install 'detforge[serve]'``."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+
+        from detforge.engine.serve import serve as _serve
+    except ImportError as e:
+        raise DetforgeError(
+            f"detforge serve needs FastAPI and uvicorn ({e.name} is not installed)",
+            "pip install 'detforge[serve]'",
+        ) from None
+    _serve(weights, **options)
+
+
 def predict_dataset(weights, source, out, **options) -> dict:
     """Predict on a corpus with a pool of Ray actors (local, or a cluster at ``address``) and
     write one row per image with Ray's writers; see
@@ -364,6 +380,7 @@ __all__ = [
     "predict",
     "predict_dataset",
     "select",
+    "serve",
     "task_info",
     "train",
     "train_config",

@@ -29,6 +29,7 @@ app = typer.Typer(
 app.add_typer(data_cli.app, name="data")
 app.command("predict")(predict_cli.predict)
 app.command("eval-track")(predict_cli.eval_track)
+app.command("serve")(predict_cli.serve)
 _state = {"verbose": False}
 
 

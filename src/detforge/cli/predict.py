@@ -163,3 +163,29 @@ def eval_track(
         f"{m['false_positives']} false positives, {m['misses']} misses; precision "
         f"{m['precision']:.4f}, recall {m['recall']:.4f}"
     )
+
+
+def serve(
+    weights: Path = typer.Argument(..., help="best.pt, an exported .onnx or OpenVINO .xml."),
+    host: str = typer.Option(
+        "127.0.0.1", help="Address to bind (another than loopback needs --api-key or --insecure)."
+    ),  # fmt: skip
+    port: int = typer.Option(8000, help="Port."),
+    api_key: str = typer.Option(
+        None, "--api-key", envvar="DETFORGE_API_KEY", help="Key clients send as X-API-Key."
+    ),
+    insecure: bool = typer.Option(False, "--insecure", help="Serve another address without a key."),
+    max_body_mb: float = typer.Option(32.0, help="Largest request body, MB."),
+    timeout: float = typer.Option(30.0, help="Seconds a request may take."),
+    batch: int = typer.Option(8, min=1, help="Images from concurrent requests run together."),
+    wait_ms: float = typer.Option(5.0, help="How long a batch waits to fill, ms."),
+    device: str = typer.Option("auto", help="auto (a GPU when there is one), cpu, cuda, mps."),
+):
+    """Serve a model over HTTP: POST /predict (an image as the body, or multipart files),
+    GET /model, GET /health, and a page at / to try it. SIGTERM finishes the requests in
+    flight and exits."""
+    detforge.api.serve(
+        weights, host=host, port=port, device=device, insecure=insecure, api_key=api_key,
+        max_body=int(max_body_mb * (1 << 20)), timeout=timeout, batch=batch, wait_ms=wait_ms,
+        say=out.print,
+    )  # fmt: skip

@@ -1,0 +1,306 @@
+"""``detforge serve``: one loaded model behind HTTP (FastAPI under uvicorn).
+
+``POST /predict`` takes an image as the request body or one or more multipart files and
+answers what ``predict`` writes to ``predictions.jsonl`` for each (boxes, scores, labels and
+names; a classifier's top 5) with the image's size and the time taken. Requests that arrive
+together are answered from one batch (:class:`MicroBatcher`: up to ``batch`` images, or what
+arrived within ``wait_ms``); the model runs on a worker thread, never on the event loop.
+``GET /health`` (with the batching counters), ``GET /model`` (task, classes, input size,
+default threshold, version, the weights' SHA-256) and a page at ``/`` to try it.
+
+Every bad request is a 4xx with ``{"error": "..."}`` naming the problem: no image or not an
+image (400), truncated (400), too many pixels (413), a body over the limit (413), a wrong or
+missing API key (401), a bad parameter (422), a request that took longer than ``timeout``
+(504).
+"""
+
+import asyncio
+import hashlib
+import hmac
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from detforge.data.image import decode
+from detforge.engine.infer.inputs import Frame
+from detforge.errors import DetforgeError, ImageError
+
+PAGE = Path(__file__).with_name("serve_page.html")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class ServeOptions:
+    api_key: str | None = None  # required in X-API-Key (or Authorization: Bearer) when set
+    max_body: int = 32 << 20  # bytes a request body may hold
+    timeout: float = 30.0  # seconds a request may take, queueing included
+    batch: int = 8  # images run together at most
+    wait_ms: float = 5.0  # how long the first image of a batch waits for company
+    stats: dict = field(default_factory=lambda: {"requests": 0, "images": 0, "batches": 0})
+
+
+class MicroBatcher:
+    """Collects images from concurrent requests into batches for one Predictor; each batch
+    runs on a single worker thread (the model is not re-entrant)."""
+
+    def __init__(self, det, opts: ServeOptions):
+        self.det, self.opts = det, opts
+        self.queue: asyncio.Queue | None = None
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="detforge-model")
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.queue = asyncio.Queue()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+        self.pool.shutdown(wait=True)
+
+    async def predict(self, frame: Frame, conf, max_det: int):
+        fut = asyncio.get_running_loop().create_future()
+        await self.queue.put((frame, conf, max_det, fut))
+        return await fut
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            items = [await self.queue.get()]
+            deadline = loop.time() + self.opts.wait_ms / 1000
+            while len(items) < self.opts.batch:
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    items.append(await asyncio.wait_for(self.queue.get(), left))
+                except asyncio.TimeoutError:
+                    break
+            items = [it for it in items if not it[3].done()]  # timed-out requests are gone
+            for (conf, max_det), group in _groups(items).items():
+                try:
+                    results = await loop.run_in_executor(
+                        self.pool, lambda g=group, c=conf, m=max_det: self._batch(g, c, m)
+                    )
+                except Exception as e:  # noqa: BLE001 - every waiting request gets the error
+                    for it in group:
+                        if not it[3].done():
+                            it[3].set_exception(e)
+                    continue
+                for it, r in zip(group, results):
+                    if not it[3].done():
+                        it[3].set_result(r)
+
+    def _batch(self, group, conf, max_det):
+        self.opts.stats["batches"] += 1
+        self.opts.stats["images"] += len(group)
+        return self.det.run([it[0] for it in group], conf=conf, max_det=max_det)
+
+
+def _groups(items) -> dict:
+    """Requests that share their parameters run as one batch."""
+    out: dict = {}
+    for it in items:
+        out.setdefault((it[1], it[2]), []).append(it)
+    return out
+
+
+def model_info(det, weights: Path) -> dict:
+    from detforge._version import __version__
+
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return {
+        "task": det.task,
+        "classes": list(det.names),
+        "imgsz": det.imgsz,
+        "conf": det.conf,
+        "weights": Path(weights).name,
+        "sha256": digest.hexdigest(),
+        "detforge": __version__,
+    }
+
+
+def _error(status: int, message: str):
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _authorized(request, key: str | None) -> bool:
+    if not key:
+        return True
+    given = request.headers.get("x-api-key") or ""
+    auth = request.headers.get("authorization") or ""
+    if auth.lower().startswith("bearer "):
+        given = given or auth[7:]
+    return hmac.compare_digest(given.encode(), key.encode())
+
+
+async def _read_body(request, limit: int) -> bytes:
+    """The body, refused past ``limit`` bytes without reading the rest."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _TooBig(int(declared))
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooBig(size)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _TooBig(Exception):
+    def __init__(self, size: int):
+        self.size = size
+
+
+async def _images(request, body: bytes) -> list[tuple[str, bytes]]:
+    """(name, bytes) of the request's images: multipart files, or the body itself."""
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        from starlette.datastructures import UploadFile
+        from starlette.requests import Request
+
+        async def replay():
+            yield {"type": "http.request", "body": body, "more_body": False}
+
+        form = await Request(request.scope, replay().__anext__).form()
+        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+        return [(f.filename or f"file{k}", await f.read()) for k, f in enumerate(files)]
+    return [("body", body)] if body else []
+
+
+def _decode(name: str, data: bytes) -> Frame:
+    try:
+        return Frame(decode(data, name), name)
+    except ImageError as e:
+        raise _BadImage(e) from None
+
+
+class _BadImage(Exception):
+    def __init__(self, e: ImageError):
+        self.e = e
+        text = str(e)
+        self.status = 413 if "pixels" in text else 400
+
+
+def _params(request) -> tuple[float | None, int]:
+    q = request.query_params
+    conf = q.get("conf")
+    max_det = q.get("max_det", "100")
+    try:
+        c = None if conf in (None, "") else float(conf)
+        m = int(max_det)
+    except ValueError:
+        raise DetforgeError(f"conf={conf!r}, max_det={max_det!r}: conf is a number in [0, 1], "
+                            "max_det a positive integer") from None  # fmt: skip
+    if (c is not None and not 0 <= c <= 1) or not 1 <= m <= 10000:
+        raise DetforgeError(f"conf={conf!r}, max_det={max_det!r}: conf is a number in [0, 1], "
+                            "max_det a positive integer")  # fmt: skip
+    return c, m
+
+
+def build_app(det, weights, opts: ServeOptions | None = None):
+    """The FastAPI app serving Predictor ``det`` (loaded from ``weights``)."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import HTMLResponse
+
+    opts = opts or ServeOptions()
+    info = model_info(det, Path(weights))
+    batcher = MicroBatcher(det, opts)
+
+    async def lifespan(app):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="detforge", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.batcher, app.state.opts = batcher, opts
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page():
+        return PAGE.read_text(encoding="utf-8")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", **opts.stats}
+
+    @app.get("/model")
+    async def model(request: Request):
+        if not _authorized(request, opts.api_key):
+            return _error(401, "missing or wrong API key (send it as X-API-Key)")
+        return info
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        if not _authorized(request, opts.api_key):
+            return _error(401, "missing or wrong API key (send it as X-API-Key)")
+        t0 = time.perf_counter()
+        try:
+            conf, max_det = _params(request)
+            body = await _read_body(request, opts.max_body)
+            files = await _images(request, body)
+            if not files:
+                return _error(400, "no image: send one as the body or as multipart files")
+            frames = [_decode(n, d) for n, d in files]
+            opts.stats["requests"] += 1
+            waits = [batcher.predict(f, conf, max_det) for f in frames]
+            results = await asyncio.wait_for(asyncio.gather(*waits), opts.timeout)
+        except _TooBig as e:
+            return _error(413, f"request body of {e.size} bytes is over the {opts.max_body} "
+                               "byte limit (--max-body-mb)")  # fmt: skip
+        except _BadImage as e:
+            return _error(e.status, str(e.e))
+        except DetforgeError as e:
+            return _error(422, str(e))
+        except asyncio.TimeoutError:
+            return _error(504, f"no answer within {opts.timeout:g} s (--timeout)")
+        ms = round((time.perf_counter() - t0) * 1000, 2)
+        out = []
+        for (name, _), f, r in zip(files, frames, results):
+            d = r.to_dict()
+            d["source"] = name
+            d["width"], d["height"] = int(f.hw[1]), int(f.hw[0])
+            out.append(d)
+        return {"results": out, "ms": ms, "conf": det.conf if conf is None else conf}
+
+    return app
+
+
+def check_bind(host: str, api_key: str | None, insecure: bool) -> str | None:
+    """None when binding ``host`` is safe as asked; else what to do (a non-loopback address
+    needs an API key or ``--insecure``). With ``insecure``, the warning to print."""
+    if host in LOOPBACK:
+        return None
+    if api_key:
+        return None
+    if insecure:
+        return f"serving on {host} without an API key: anyone who reaches it can use the model"
+    raise DetforgeError(
+        f"--host {host} opens the model to the network without an API key",
+        "pass --api-key KEY (or set DETFORGE_API_KEY), or --insecure to serve without one",
+    )
+
+
+def serve(weights, *, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
+          insecure: bool = False, say=print, **options) -> None:  # fmt: skip
+    """Load ``weights`` once and serve it until SIGTERM or Ctrl-C (finishing requests in
+    flight, then exiting)."""
+    import uvicorn
+
+    from detforge.engine.jobs import load
+
+    opts = ServeOptions(**options)
+    warning = check_bind(host, opts.api_key, insecure)
+    det = load(weights, device=device)
+    app = build_app(det, weights, opts)
+    if warning:
+        say(f"warning: {warning}")
+    what = f"{Path(weights).name} ({det.task}, {len(det.names)} classes, conf {det.conf:g})"
+    say(f"serving {what} on http://{host}:{port}/ ; POST /predict, GET /model, GET /health")
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)

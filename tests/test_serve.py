@@ -1,0 +1,193 @@
+"""`detforge serve` tested as its clients use it: a real server process on loopback, real HTTP
+clients (httpx, threads, headless Chromium), bad requests, micro-batching, SIGTERM."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import detforge
+from detforge.data.synth import render
+
+from conftest import jittered_checkpoint
+
+httpx = pytest.importorskip("httpx", reason="the serve extra is not installed")
+pytest.importorskip("fastapi", reason="the serve extra is not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def server(weights: Path, *args: str, env=None):
+    """``detforge serve`` in its own process; yields (base URL, process)."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "detforge", "serve", str(weights), "--port", str(port), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                if proc.poll() is not None:
+                    raise AssertionError(proc.stdout.read()) from None
+                time.sleep(0.1)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+
+
+def _png(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return jittered_checkpoint(tmp_path_factory.mktemp("serve") / "m.pt")
+
+
+@pytest.fixture(scope="module")
+def images():
+    return [np.asarray(render(np.random.default_rng(k), 200, 150, 4)[0]) for k in range(3)]
+
+
+@pytest.mark.slow
+def test_serve_answers_as_predict_does(weights, images):
+    det = detforge.load(weights)
+    with server(weights) as (url, _):
+        info = httpx.get(url + "/model").json()
+        assert info["task"] == "detect" and info["classes"] == det.names
+        assert info["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+        assert info["conf"] == det.conf and info["imgsz"] == det.imgsz
+        r = httpx.post(url + "/predict?conf=0.05", content=_png(images[0]),
+                       headers={"Content-Type": "image/png"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        (got,) = r.json()["results"]
+        want = det.predict(images[0], conf=0.05)[0].to_dict()["detections"]
+        assert len(want) > 0 and (got["width"], got["height"]) == (200, 150)
+        assert [d["name"] for d in got["detections"]] == [d["name"] for d in want]
+        np.testing.assert_allclose([d["box"] for d in got["detections"]],
+                                   [d["box"] for d in want], atol=0.02)  # fmt: skip
+        files = [("files", (f"{k}.png", _png(im), "image/png")) for k, im in enumerate(images)]
+        r = httpx.post(url + "/predict", files=files)
+        assert r.status_code == 200 and [x["source"] for x in r.json()["results"]] == [
+            "0.png", "1.png", "2.png"]  # fmt: skip
+        assert r.json()["conf"] == det.conf  # the model's own threshold by default
+
+
+def _huge_png() -> bytes:
+    """A blank 10000 x 9000 PNG: 90 megapixels (over the default limit) in about 90 KB."""
+    buf = io.BytesIO()
+    Image.new("1", (10_000, 9_000)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.slow
+def test_every_bad_request_gets_a_4xx_and_the_server_keeps_serving(weights, images):
+    import psutil
+
+    jpeg = io.BytesIO()
+    Image.fromarray(images[0]).save(jpeg, "JPEG")
+    cases = [
+        ("body", b"", 400, "no image"),
+        ("body", b"hello, not an image", 400, "not an image"),
+        ("body", jpeg.getvalue()[:600], 400, "truncated"),
+        ("body", _huge_png(), 413, "megapixels"),
+        ("body", b"\0" * (2 << 20), 413, "over the"),
+        ("conf", _png(images[0]), 422, "conf"),
+        ("key", _png(images[0]), 401, "API key"),
+    ]
+    with server(weights, "--max-body-mb", "1", "--api-key", "s3cret") as (url, proc):
+        ok = {"X-API-Key": "s3cret"}
+        rss = psutil.Process(proc.pid).memory_info().rss
+        for _ in range(5):
+            for kind, body, status, words in cases:
+                params = {"conf": "2"} if kind == "conf" else {}
+                headers = {} if kind == "key" else ok
+                r = httpx.post(url + "/predict", content=body, params=params, headers=headers)
+                assert r.status_code == status, (kind, words, r.text)
+                assert words in r.json()["error"], r.json()
+        grown = psutil.Process(proc.pid).memory_info().rss - rss
+        assert grown < 64 << 20  # 35 bad requests leave no memory behind
+        assert httpx.post(url + "/predict", content=_png(images[1]), headers=ok).status_code == 200
+        assert httpx.get(url + "/model").status_code == 401
+        assert httpx.get(url + "/model", headers={"Authorization": "Bearer s3cret"}).is_success
+
+
+@pytest.mark.slow
+def test_concurrent_requests_share_batches_and_sigterm_finishes_them(weights, images):
+    body = _png(images[2])
+    with server(weights, "--wait-ms", "300", "--batch", "8") as (url, proc):
+        answers: list = []
+
+        def ask():
+            answers.append(httpx.post(url + "/predict", content=body, timeout=60).status_code)
+
+        threads = [threading.Thread(target=ask) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stats = httpx.get(url + "/health").json()
+        assert answers == [200] * 12
+        assert stats["images"] == 12 and stats["batches"] < 12  # requests were batched
+        late = threading.Thread(target=ask)  # in flight (waiting 300 ms for company) ...
+        late.start()
+        time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)  # ... when the server is told to stop
+        late.join()
+        assert answers[-1] == 200 and proc.wait(30) == 0
+
+
+def test_binding_beyond_loopback_needs_a_key():
+    from detforge.engine.serve import check_bind
+    from detforge.errors import DetforgeError
+
+    assert check_bind("127.0.0.1", None, False) is None
+    assert check_bind("0.0.0.0", "key", False) is None
+    with pytest.raises(DetforgeError, match="--api-key"):
+        check_bind("0.0.0.0", None, False)
+    assert "without an API key" in check_bind("0.0.0.0", None, True)
+
+
+@pytest.mark.slow
+def test_the_page_shows_boxes_and_a_table_in_a_browser(weights, images, tmp_path):
+    from browser import opened
+
+    Image.fromarray(images[0]).save(tmp_path / "try.png")
+    with server(weights) as (url, _), opened(url + "/", "serve-page") as (page, problems):
+        page.wait_for_function("document.getElementById('model').textContent.includes('classes')")
+        page.fill("#conf", "0.05")
+        page.set_input_files("#file", str(tmp_path / "try.png"))
+        page.click("button[type=submit]")
+        page.wait_for_function("document.querySelectorAll('#results tbody tr').length > 0")
+        rows = page.locator("#results tbody tr").count()
+        assert page.evaluate("document.getElementById('view').width") == 200
+        assert "boxes at conf 0.05" in page.text_content("#timing")
+        assert rows == len(detforge.load(weights).predict(images[0], conf=0.05)[0])
+        assert problems == []
