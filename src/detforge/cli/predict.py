@@ -49,6 +49,11 @@ def predict(
         help="Write labelstudio_tasks.json: tasks with the boxes as Label Studio predictions.",
     ),
     show: bool = typer.Option(False, "--show", help="Live window (needs a display)."),
+    reconnect: int = typer.Option(
+        -1,
+        help="Network streams (rtsp://, http://): reconnect this many times after a drop or "
+        "stall (-1: for ever).",
+    ),
     track: bool = typer.Option(
         False,
         "--track",
@@ -90,6 +95,7 @@ def predict(
         overwrite_labelme=overwrite_labelme,
         save_cvat=save_cvat,
         save_labelstudio=save_labelstudio,
+        reconnect=None if reconnect < 0 else reconnect,
         show=show,
         track=track,
     )
@@ -103,6 +109,12 @@ def _print_summary(s: dict, track: bool, save_labelme: bool) -> None:
     counted = detforge.api.task_info(s["task"]).counted
     per = ", ".join(f"{c} {k}" for c, k in s["counts"].items()) or "none"
     out.print(f"{s['frames']} images/frames, {counted}: {per}, {s['fps']} frames/s")
+    if "stream" in s:
+        st = s["stream"]
+        out.print(
+            f"stream: {st['received']} frames received, {st['processed']} processed, "
+            f"{st['dropped']} dropped (the model was behind), {st['reconnects']} reconnects"
+        )
     if track:
         out.print(f"{s['track_ids']} tracks; MOTChallenge file [bold]{s['tracks']}[/]")
     if s["labelme_written"] or save_labelme:

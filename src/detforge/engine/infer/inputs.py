@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from detforge.data.image import IMAGE_EXTS, decode, find_images, to_rgb
-from detforge.data.video import VideoSource, is_video
+from detforge.data.video import LiveSource, VideoSource, is_network, is_video
 from detforge.errors import DetforgeError, ImageError
 
 RANGES = {(0, 1): (0.0, 255.0), (-1, 1): (1.0, 127.5), (0, 255): (0.0, 1.0)}  # (x + a) * b
@@ -160,14 +160,24 @@ def load_item(item, k: int, *, bgr: bool = False, value_range=None) -> Frame:
 
 class Source:
     """An input source parsed and opened once: a camera index or video file (``video`` is the
-    opened :class:`~detforge.data.video.VideoSource`), or images (a path, folder, glob, list,
-    arrays). ``total`` is the frame or image count (None when unknown)."""
+    opened :class:`~detforge.data.video.VideoSource`), a network stream
+    (:class:`~detforge.data.video.LiveSource`: ``reconnect`` times after a drop, None for
+    ever), or images (a path, folder, glob, list, arrays). ``total`` is the frame or image
+    count (None when unknown)."""
 
-    def __init__(self, spec):
+    @property
+    def live(self) -> bool:
+        return getattr(self.video, "live", False)
+
+    def __init__(self, spec, reconnect: int | None = None):
         self.spec = spec
-        self.video: VideoSource | None = None
+        self.video: VideoSource | LiveSource | None = None
         self.items: list | None = None
-        if isinstance(spec, (int, str, os.PathLike)) and is_video(spec):
+        if isinstance(spec, str) and is_network(spec):
+            self.video = LiveSource(spec, reconnect)  # newest frame only, reconnects
+            self.name = self.video.name
+            self.total = None
+        elif isinstance(spec, (int, str, os.PathLike)) and is_video(spec):
             self.video = VideoSource(spec)
             self.name = self.video.name
             self.total = self.video.frames or None

@@ -278,13 +278,16 @@ def predict_files(
     save_cvat: bool = False,
     save_labelstudio: bool = False,
     model: str = "detforge",
+    reconnect: int | None = None,
 ) -> dict:
     """Run ``det`` over ``source`` (opened once) and write what was asked into ``save_dir``;
     returns a summary (also ``summary.json``). ``track``: ids across frames (ByteTrack;
     ``tracker`` its options), in the table, the drawings and ``tracks.txt`` (MOTChallenge).
     ``save_cvat`` / ``save_labelstudio``: the boxes as pre-annotations for those tools
-    (:mod:`~detforge.engine.infer.preannotations`; ``model`` names the model in them)."""
-    src = Source(source)
+    (:mod:`~detforge.engine.infer.preannotations`; ``model`` names the model in them).
+    A network stream reconnects ``reconnect`` times after a drop (None: for ever); its
+    frames received, processed and dropped and its reconnects are in the summary."""
+    src = Source(source, reconnect=reconnect)
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     out = PredictionWriter(det, src, save_dir, fmt=fmt, save=save, labelme=save_labelme,
@@ -315,7 +318,7 @@ def predict_files(
             table.unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
     summary = {
-        "source": str(source),
+        "source": src.name if src.live else str(source),  # a stream's password never shown
         "task": det.task,
         "frames": n,
         "counts": dict(counts.most_common()),
@@ -332,5 +335,7 @@ def predict_files(
         "skipped": [{"source": f.source, "error": f.error} for f in skipped],
         "save_dir": str(save_dir),
     }
+    if src.live:
+        summary["stream"] = dict(src.video.stats)
     atomic_write_text(save_dir / "summary.json", json.dumps(summary, indent=2))
     return summary

@@ -122,14 +122,19 @@ class Predictor:
     ) -> Iterator:
         """Yield results for a video file, a webcam (int index), a folder, a glob, a list, or
         an opened :class:`~detforge.engine.infer.inputs.Source`, decoding ahead on a thread
-        while the model runs (at most a few batches in memory). Unreadable images in a folder
+        while the model runs (at most a few batches in memory). A network stream (rtsp://,
+        http(s)://) runs one frame at a time on the newest frame, dropping what it cannot
+        keep up with, and reconnects when the stream drops. Unreadable images in a folder
         are passed to ``on_error(frame)`` (default: a warning) and skipped."""
 
         def warn(f):
             warnings.warn(f"skipped {f.source}: {f.error}", stacklevel=3)
 
         src = source if isinstance(source, inputs.Source) else inputs.Source(source)
-        frames = inputs.prefetch(src.frames(bgr=bgr, value_range=value_range), 2 * batch)
+        if src.live:  # a network stream: one frame at a time, the newest (bounded latency)
+            batch = 1
+        ahead = 1 if src.live else 2 * batch
+        frames = inputs.prefetch(src.frames(bgr=bgr, value_range=value_range), ahead)
         opts = {"conf": conf, "iou": iou, "max_det": max_det}
         yield from self._batches(frames, batch, on_error or warn, **opts)
 
