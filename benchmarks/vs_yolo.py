@@ -94,10 +94,10 @@ def score(preds: list[dict], val_ds) -> dict:
     return {"mAP50-95": round(m["mAP50-95"], 4), "mAP50": round(m["mAP50"], 4)}
 
 
-def train_detn(tmp: Path, data: Path, val_ds, minutes: float, seed: int) -> dict:
-
+def train_detn(tmp: Path, data: Path, val_ds, minutes: float, seed: int, extra=(),
+               name: str = "") -> dict:  # fmt: skip
     project = tmp / "runs"
-    name = f"detn-{seed}"
+    name = name or f"detn-{seed}"
     rss = run_measured(
         [
             sys.executable,
@@ -116,6 +116,7 @@ def train_detn(tmp: Path, data: Path, val_ds, minutes: float, seed: int) -> dict
             str(project),
             "--name",
             name,
+            *extra,
         ],
         stdout=subprocess.DEVNULL,
     )
@@ -142,8 +143,10 @@ def reuse_detn(run: Path, val_ds) -> dict:
     }
 
 
-def train_peer(tmp: Path, py: Path, peer: str, yaml_path: Path, val_ds, minutes, seed) -> dict:
-    out = tmp / f"{peer}-{seed}"
+def train_peer(tmp: Path, py: Path, peer: str, yaml_path: Path, val_ds, minutes, seed,
+               imgsz: int = 320, keep: bool = False) -> dict:  # fmt: skip
+    """``keep``: also return the val predictions (``preds``, conf 0.001)."""
+    out = tmp / f"{peer}-{seed}-{yaml_path.parent.name}"
     images = tmp / "val_images.json"
     images.write_text(json.dumps([str(s.path) for s in val_ds.samples]))
     script = tmp / "peer_train.py"
@@ -157,7 +160,7 @@ def train_peer(tmp: Path, py: Path, peer: str, yaml_path: Path, val_ds, minutes,
             str(out),
             str(minutes),
             str(seed),
-            "320",
+            str(imgsz),
             str(images),
         ],
         stdout=subprocess.DEVNULL,
@@ -171,6 +174,7 @@ def train_peer(tmp: Path, py: Path, peer: str, yaml_path: Path, val_ds, minutes,
         "epochs": got["epochs"],
         "peak_rss_gib": round(rss, 2),
         "weights": got["best"],
+        **({"preds": preds} if keep else {}),
     }
 
 
