@@ -195,8 +195,17 @@ def synth(
     seed: int = 0,
     size: int = 320,
     overwrite: bool = False,
+    pretrain: bool = False,
+    classes: int = 128,
 ) -> Dataset:
-    """Write a deterministic synthetic shapes dataset (3 classes, some negatives)."""
+    """Write a deterministic synthetic shapes dataset (3 classes, some negatives); with
+    ``pretrain``, formula-driven pretraining scenes of ``classes`` classes (see
+    :mod:`detforge.data.formula`)."""
+    if pretrain:
+        from detforge.data.formula import write_scenes
+
+        return write_scenes(out, n, format, seed=seed, size=size, classes=classes,
+                            overwrite=overwrite)  # fmt: skip
     from detforge.data.synth import synth as _synth
 
     return _synth(out, n, format, seed=seed, size=(size, size), overwrite=overwrite)

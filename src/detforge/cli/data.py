@@ -374,6 +374,13 @@ def data_synth(
         help="With --video: the background's seed (default --seed); clips of one scene are "
         "one fixed camera's footage of other objects.",
     ),
+    pretrain: bool = typer.Option(
+        False,
+        "--pretrain",
+        help="Formula-driven pretraining scenes (fractals and contours, one class per formula) "
+        "instead of shapes: to look at what pretraining sees.",
+    ),
+    classes: int = typer.Option(128, help="With --pretrain: how many formula classes."),
 ):
     """Write a deterministic synthetic shapes dataset (circle, square, triangle; negatives),
     or with --video a tracking video and its ground truth."""
@@ -382,7 +389,8 @@ def data_synth(
         out.print(f"{v['frames']} frames, {v['objects']} objects -> [bold]{v['video']}[/], "
                   f"ground truth [bold]{v['gt']}[/]")  # fmt: skip
         return
-    ds = detforge.synth(dst, n, format, seed=seed, size=size, overwrite=overwrite)
+    ds = detforge.synth(dst, n, format, seed=seed, size=size, overwrite=overwrite,
+                        pretrain=pretrain, classes=classes)  # fmt: skip
     out.print(
         f"{len(ds)} images, {ds.num_boxes} boxes, {ds.num_negatives} negatives -> "
         f"[bold]{dst}[/] ({format})"
