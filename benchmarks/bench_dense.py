@@ -136,12 +136,13 @@ def judge(preds, val_ds, default_conf: float) -> dict:
     }
 
 
-def detn_side(tmp: Path, data: Path, val_ds, minutes: float, seed: int, imgsz: int | None):
+def detn_side(tmp: Path, data: Path, val_ds, minutes: float, seed: int, imgsz: int | None,
+              which: str = ""):  # fmt: skip
     import detforge
     from detforge.engine.evaluate.detection import detections
     from vs_yolo import train_detn
 
-    name = f"detn-{seed}-{imgsz or 'auto'}"
+    name = f"detn-{which}-{seed}-{imgsz or 'auto'}"  # one folder a set and side
     extra = ["--imgsz", str(imgsz)] if imgsz else []
     r = train_detn(tmp, data, val_ds, minutes, seed, extra=extra, name=name)
     det = detforge.load(r["weights"], device="cpu")
@@ -191,12 +192,13 @@ def main() -> None:
         got = results[which] = {}
         imgsz = 320
         if "det-n" in sides:
-            got["det-n"], _ = detn_side(tmp, data, val_ds, minutes, args.seed, None)
+            got["det-n"], _ = detn_side(tmp, data, val_ds, minutes, args.seed, None, which)
             imgsz = got["det-n"]["imgsz"]
             print(which, "det-n", json.dumps(got["det-n"]), flush=True)
             if which == "dense" and args.fixed_imgsz:
                 key = f"det-n@{args.fixed_imgsz}"
-                got[key], _ = detn_side(tmp, data, val_ds, minutes, args.seed, args.fixed_imgsz)
+                got[key], _ = detn_side(tmp, data, val_ds, minutes, args.seed, args.fixed_imgsz,
+                                        which)  # fmt: skip
                 print(which, key, json.dumps(got[key]), flush=True)
         if "yolo11n" in sides:
             got["yolo11n"] = peer_side(tmp, py, ultra, val_ds, minutes, args.seed, imgsz)
