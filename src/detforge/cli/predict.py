@@ -11,6 +11,20 @@ import detforge
 from detforge.cli.common import err, out
 from detforge.errors import DetforgeError
 
+SAVE_CVAT = typer.Option(
+    False, "--save-cvat", help="Write cvat_annotations.xml: boxes to upload to a CVAT task."
+)
+SAVE_LABELSTUDIO = typer.Option(
+    False,
+    "--save-labelstudio",
+    help="Write labelstudio_tasks.json: tasks with the boxes as Label Studio predictions.",
+)
+RECONNECT = typer.Option(
+    -1,
+    help="Network streams (rtsp://, http://): reconnect this many times after a drop or "
+    "stall (-1: for ever).",
+)
+
 
 def predict(
     weights: Path = typer.Argument(..., help="best.pt, an exported .onnx or OpenVINO .xml."),
@@ -40,20 +54,10 @@ def predict(
         False, "--save-labelme", help="Write a labelme JSON beside each image (kept if present)."
     ),
     overwrite_labelme: bool = typer.Option(False, help="Replace existing labelme JSON files."),
-    save_cvat: bool = typer.Option(
-        False, "--save-cvat", help="Write cvat_annotations.xml: boxes to upload to a CVAT task."
-    ),
-    save_labelstudio: bool = typer.Option(
-        False,
-        "--save-labelstudio",
-        help="Write labelstudio_tasks.json: tasks with the boxes as Label Studio predictions.",
-    ),
+    save_cvat: bool = SAVE_CVAT,
+    save_labelstudio: bool = SAVE_LABELSTUDIO,
     show: bool = typer.Option(False, "--show", help="Live window (needs a display)."),
-    reconnect: int = typer.Option(
-        -1,
-        help="Network streams (rtsp://, http://): reconnect this many times after a drop or "
-        "stall (-1: for ever).",
-    ),
+    reconnect: int = RECONNECT,
     track: bool = typer.Option(
         False,
         "--track",
