@@ -184,7 +184,8 @@ def test_labelstudio_local_files_min_negatives_unlabeled_and_clipping(tmp_path):
          "annotations": [{"result": [{"type": "rectanglelabels", "value": value,
                                       "original_width": 100, "original_height": 50},
                                      {"type": "choices", "value": {"choices": ["blurry"]}}]}]},
-        {"id": 2, "data": {"image": "photos\\b.jpg"}, "annotations": [{"result": []}]},
+        {"id": 2, "data": {"image": "/data/local-files/?d=photos%5Cb.jpg"},
+         "annotations": [{"result": []}]},
         {"id": 3, "data": {"image": "photos/c.jpg"}, "annotations": [],
          "predictions": [{"result": []}]},
     ]  # fmt: skip
@@ -231,3 +232,18 @@ def test_round_trip_keeps_boxes_classes_and_flags(tmp_path, fmt):
         if fmt == "cvat":  # CVAT holds both flags; Label Studio's rectangles hold neither
             assert t.difficult.tolist() == s.difficult.tolist()
             assert t.truncated.tolist() == s.truncated.tolist()
+
+
+def test_convert_finds_images_in_the_folder_given(tmp_path):
+    from typer.testing import CliRunner
+
+    from detforge.cli import app
+
+    _ls_images(tmp_path / "pics", ["image1.jpg", "image2.jpg"])
+    (tmp_path / "ls").mkdir()
+    shutil.copy(FIX / "labelstudio" / "boxes.json", tmp_path / "ls" / "export.json")
+    r = CliRunner().invoke(app, ["data", "convert", str(tmp_path / "ls" / "export.json"),
+                                 str(tmp_path / "out"), "--to", "yolo", "--images",
+                                 str(tmp_path / "pics")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert len(read(tmp_path / "out")) == 2

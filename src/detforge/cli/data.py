@@ -177,7 +177,9 @@ def data_convert(
     no_images: bool = typer.Option(False, "--no-images", help="Write annotations only."),
     overwrite: bool = typer.Option(False, help="Allow writing into a non-empty DST."),
 ):
-    """Convert between labelme, voc, coco, yolo, csv, tfrecord and folders."""
+    """Convert between labelme, voc, coco, yolo, csv, tfrecord, folders, cvat and
+    labelstudio."""
+    opts = _src_opts(images, label_map, negatives, allow_outside)
     path = detforge.convert(
         src,
         dst,
@@ -186,7 +188,8 @@ def data_convert(
         images=_image_mode(link, no_images),
         overwrite=overwrite,
         strict=strict,
-        **_src_opts(images, label_map, negatives, allow_outside),
+        images_dir=opts.pop("images", None),
+        **opts,
     )
     out.print(f"written {to} to [bold]{path}[/]")
 

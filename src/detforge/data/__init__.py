@@ -63,11 +63,16 @@ def convert(
     images: str = "copy",
     overwrite: bool = False,
     strict: bool = False,
+    images_dir=None,
     **read_opts,
 ) -> Path:
-    """Read ``src`` and write it to ``dst`` in the format ``to`` (see :func:`write`)."""
+    """Read ``src`` and write it to ``dst`` in the format ``to`` (see :func:`write`);
+    ``images`` is how the images are written (copy, link, none), ``images_dir`` where the
+    reader finds them (a reader's ``images=``)."""
     formats.get(to)  # fail on a typo before reading anything
     refuse_overlap(dst, [src])
+    if images_dir is not None:
+        read_opts["images"] = images_dir
     ds = read(src, format, **read_opts)
     return write(ds, dst, to, images=images, overwrite=overwrite, strict=strict)
 

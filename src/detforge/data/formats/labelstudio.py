@@ -58,13 +58,12 @@ def _image_ref(value: str) -> str:
     """The path part of a ``data.image`` value (see the module docstring)."""
     value = str(value).strip()
     url = urlparse(value)
-    if url.path.endswith("/data/local-files/") or "local-files" in url.path:
-        d = parse_qs(url.query).get("d")
-        if d:
-            return unquote(d[0])
-    if url.scheme in ("http", "https", "s3", "gs", "azure-blob"):
-        return unquote(url.path).lstrip("/")
-    return unquote(value).replace("\\", "/")
+    path = unquote(value)
+    if "local-files" in url.path and parse_qs(url.query).get("d"):
+        path = parse_qs(url.query)["d"][0]  # parse_qs has decoded it
+    elif url.scheme in ("http", "https", "s3", "gs", "azure-blob"):
+        path = unquote(url.path).lstrip("/")
+    return path.replace("\\", "/")  # Windows separators, wherever they came from
 
 
 def _find_image(jpath: Path, value: str, images: Path | None, within: Within, issues: list):
