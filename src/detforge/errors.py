@@ -57,6 +57,10 @@ class ImageError(DetforgeError):
         super().__init__(_where(path) + message, hint)
 
 
+class TooManyPixelsError(ImageError):
+    """An image declares more pixels than the limit (a decompression bomb?)."""
+
+
 class DestinationError(DetforgeError):
     """Refusing to write where user data would be overwritten."""
 

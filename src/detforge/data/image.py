@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from detforge.errors import ImageError
+from detforge.errors import ImageError, TooManyPixelsError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 _TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
@@ -47,7 +47,7 @@ def set_max_pixels(n: int) -> None:
 def _check_pixels(img: Image.Image, where) -> None:
     w, h = img.size
     if w * h > max_pixels():
-        raise ImageError(
+        raise TooManyPixelsError(
             where,
             f"image is {w}x{h} = {w * h / 1e6:.0f} megapixels, over the limit of "
             f"{max_pixels() / 1e6:.0f} (a decompression bomb?)",

@@ -39,10 +39,11 @@ def relative_sides(ds: Dataset) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def small_at(ds: Dataset, imgsz: int, min_side: float = MIN_SIDE) -> dict:
+def small_at(ds: Dataset, imgsz: int, min_side: float = MIN_SIDE, sides=None) -> dict:
     """How the boxes fare at input size ``imgsz``: the 10th-percentile shorter side in
-    pixels and the share of boxes under ``min_side`` pixels."""
-    r = relative_sides(ds) * imgsz
+    pixels and the share of boxes under ``min_side`` pixels (``sides``: ``relative_sides``
+    when already computed)."""
+    r = (relative_sides(ds) if sides is None else sides) * imgsz
     if not len(r):
         return {"imgsz": imgsz, "p10_side": None, "under": 0.0, "min_side": min_side}
     return {
@@ -53,14 +54,16 @@ def small_at(ds: Dataset, imgsz: int, min_side: float = MIN_SIDE) -> dict:
     }
 
 
-def input_size_for(ds: Dataset, floor: int, cap: int, min_side: float = MIN_SIDE) -> dict:
+def input_size_for(
+    ds: Dataset, floor: int, cap: int, min_side: float = MIN_SIDE, sides=None
+) -> dict:
     """The input size a detector should train at: the smallest multiple of 32 from ``floor``
     (the model's recipe size) up to ``cap`` at which the 10th-percentile box keeps
     ``min_side`` pixels (its shorter side); ``cap`` when even that is not enough. Returns
     ``{imgsz, reason, floor, cap}`` plus :func:`small_at` at the chosen size."""
-    r = relative_sides(ds)
+    r = relative_sides(ds) if sides is None else sides
     if not len(r):
-        return {**small_at(ds, floor), "floor": floor, "cap": cap, "reason": "no boxes"}
+        return {**small_at(ds, floor, sides=r), "floor": floor, "cap": cap, "reason": "no boxes"}
     p10 = float(np.percentile(r, SMALL_QUANTILE))
     need = min_side / max(p10, 1e-9)
     size = int(min(max(np.ceil(need / SIZE_STEP) * SIZE_STEP, floor), max(cap, floor)))
@@ -76,7 +79,7 @@ def input_size_for(ds: Dataset, floor: int, cap: int, min_side: float = MIN_SIDE
         reason = (
             f"the 10th-percentile box has {at_floor:.1f} px at {floor}, {p10 * size:.1f} at {size}"
         )
-    return {**small_at(ds, size, min_side), "floor": floor, "cap": cap, "reason": reason}
+    return {**small_at(ds, size, min_side, r), "floor": floor, "cap": cap, "reason": reason}
 
 
 def stats(ds: Dataset, imgsz: int = 320) -> dict:
@@ -123,7 +126,11 @@ def stats(ds: Dataset, imgsz: int = 320) -> dict:
         },
     }
     if ds.task == "detect" and len(all_boxes):
-        out["small"] = {**small_at(ds, imgsz), "suggested": input_size_for(ds, imgsz, 4 * imgsz)}
+        sides = relative_sides(ds)  # one pass over the samples for both
+        out["small"] = {
+            **small_at(ds, imgsz, sides=sides),
+            "suggested": input_size_for(ds, imgsz, 4 * imgsz, sides=sides),
+        }
     counts = images_per_class if ds.task == "classify" else boxes_per_class
     if nc and counts.min() > 0:
         out["imbalance"] = round(float(counts.max() / counts.min()), 2)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from detforge.data.image import decode
 from detforge.engine.infer.inputs import Frame
-from detforge.errors import DetforgeError, ImageError
+from detforge.errors import DetforgeError, ImageError, TooManyPixelsError
 
 PAGE = Path(__file__).with_name("serve_page.html")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -185,8 +185,7 @@ def _decode(name: str, data: bytes) -> Frame:
 class _BadImage(Exception):
     def __init__(self, e: ImageError):
         self.e = e
-        text = str(e)
-        self.status = 413 if "pixels" in text else 400
+        self.status = 413 if isinstance(e, TooManyPixelsError) else 400
 
 
 def _params(request) -> tuple[float | None, int]:
