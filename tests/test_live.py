@@ -126,7 +126,7 @@ def test_live_stream_drops_old_frames_reconnects_and_hides_the_password(tmp_path
 
     threading.Thread(target=outage, daemon=True).start()
     t0 = time.perf_counter()
-    s = predict_files(det, url, tmp_path / "out", reconnect=2, progress=False)
+    s = predict_files(det, url, tmp_path / "out", reconnect=4, progress=False)
     took = time.perf_counter() - t0
     st = s["stream"]
     assert st["reconnects"] >= 1 and st["processed"] == s["frames"] > 10
