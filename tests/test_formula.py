@@ -16,8 +16,11 @@ def test_an_objects_box_is_the_extent_of_its_pixels():
         placed = _place(shape, kind, rng, 200, 160, side=rng.uniform(10, 120))
         if placed is None:
             continue
-        mask, box = placed
-        on = np.argwhere(np.asarray(mask) > 0)
+        crop, box = placed  # the mask of the box's crop only
+        assert crop.size == (box[2] - box[0], box[3] - box[1])
+        mask = np.zeros((160, 200), np.uint8)
+        mask[box[1] : box[3], box[0] : box[2]] = np.asarray(crop)
+        on = np.argwhere(mask > 0)
         (y0, x0), (y1, x1) = on.min(0), on.max(0)
         assert box == (x0, y0, x1 + 1, y1 + 1), k
 

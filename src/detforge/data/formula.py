@@ -17,6 +17,11 @@ nothing is stored. Torch-free.
 
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
@@ -95,8 +100,9 @@ def _noise_background(rng, w: int, h: int) -> Image.Image:
 
 
 def _place(shape: np.ndarray, kind: str, rng, w: int, h: int, side: float):
-    """The shape transformed into scene pixels: (mask image, integer box x0, y0, x1, y1) or
-    None when it falls outside."""
+    """The shape transformed into scene pixels: (mask of the box's crop, integer box x0, y0,
+    x1, y1 in the scene) or None when it falls outside. Drawn within the box only, so small
+    objects cost little."""
     aspect = np.exp(rng.uniform(-0.4, 0.4))
     sx, sy = side * aspect**0.5, side / aspect**0.5
     t = rng.uniform(0, 2 * np.pi)
@@ -104,13 +110,19 @@ def _place(shape: np.ndarray, kind: str, rng, w: int, h: int, side: float):
     p = ((shape - 0.5) * [sx, sy]) @ rot.T
     cx, cy = rng.uniform(0, w), rng.uniform(0, h)
     p = p + [cx, cy]
-    mask = Image.new("L", (w, h), 0)
+    lo = np.maximum(np.floor(p.min(0)).astype(int) - 2, 0)
+    hi = np.minimum(np.ceil(p.max(0)).astype(int) + 2, [w, h])
+    if (hi <= lo).any():
+        return None
+    p = p - lo
+    cw, ch = (hi - lo).tolist()
     if kind == "contour":
+        mask = Image.new("L", (cw, ch), 0)
         ImageDraw.Draw(mask).polygon([tuple(q) for q in p], fill=255)
     else:
         xy = np.floor(p).astype(np.int64)
-        keep = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
-        m = np.zeros((h, w), np.uint8)
+        keep = (xy[:, 0] >= 0) & (xy[:, 0] < cw) & (xy[:, 1] >= 0) & (xy[:, 1] < ch)
+        m = np.zeros((ch, cw), np.uint8)
         m[xy[keep, 1], xy[keep, 0]] = 255
         mask = Image.fromarray(m)
         if side > 40:  # sparse points at large scales: thicken so the fractal reads as a shape
@@ -118,11 +130,19 @@ def _place(shape: np.ndarray, kind: str, rng, w: int, h: int, side: float):
     box = mask.getbbox()
     if box is None:
         return None
-    return mask, box
+    x0, y0, x1, y1 = box
+    return mask.crop(box), (x0 + int(lo[0]), y0 + int(lo[1]), x1 + int(lo[0]), y1 + int(lo[1]))
 
 
-def _paint(img: Image.Image, mask: Image.Image, rng, blur: bool) -> None:
-    w, h = img.size
+def _paint(img: Image.Image, mask: Image.Image, box, rng, blur: bool) -> None:
+    """Fill the object's pixels (``mask``, the crop at ``box``) flat, with a gradient or a
+    noise texture; ``blur`` softens its edges a little (its box stays the sharp one)."""
+    pad = 3 if blur else 0
+    if blur:
+        padded = Image.new("L", (mask.width + 2 * pad, mask.height + 2 * pad), 0)
+        padded.paste(mask, (pad, pad))
+        mask = padded.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
+    w, h = mask.size
     style = rng.integers(0, 3)
     c = rng.uniform(0, 255, 3)
     if style == 0:
@@ -134,9 +154,7 @@ def _paint(img: Image.Image, mask: Image.Image, rng, blur: bool) -> None:
     else:  # noise texture around the colour
         noise = rng.normal(0, rng.uniform(10, 50), (h, w, 3))
         fill = Image.fromarray((c + noise).clip(0, 255).astype(np.uint8))
-    if blur:
-        mask = mask.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
-    img.paste(fill, (0, 0), mask)
+    img.paste(fill, (box[0] - pad, box[1] - pad), mask)
 
 
 class FormulaScenes:
@@ -157,7 +175,7 @@ class FormulaScenes:
             shape, kind = self.formulas.clutter[int(rng.integers(len(self.formulas.clutter)))]
             placed = _place(shape, kind, rng, w, h, rng.uniform(0.1, 0.5) * w)
             if placed:
-                _paint(img, placed[0].point(lambda v: v // 3), rng, blur=True)
+                _paint(img, placed[0].point(lambda v: v // 3), placed[1], rng, blur=True)
         boxes, labels, areas = [], [], []
         owner = np.full((h, w), -1, np.int32)  # which object a pixel shows, for occlusion
         for _ in range(int(rng.integers(1, self.max_objects + 1))):
@@ -168,9 +186,10 @@ class FormulaScenes:
             if placed is None:
                 continue
             mask, box = placed
-            _paint(img, mask, rng, blur=rng.random() < 0.3)
+            _paint(img, mask, box, rng, blur=rng.random() < 0.3)
             on = np.asarray(mask) > 127
-            owner[on] = len(boxes)
+            x0, y0, x1, y1 = box
+            owner[y0:y1, x0:x1][on] = len(boxes)
             boxes.append(box)
             labels.append(k)
             areas.append(int(on.sum()))
@@ -188,7 +207,6 @@ def write_scenes(out, n: int = 64, format: str = "yolo", *, seed: int = 0, size:
     """Render scenes ``0..n-1`` to ``out`` in ``format`` (to look at them: ``data show``;
     pretraining makes its scenes on the fly instead) and return the Dataset read back."""
     import shutil
-    from pathlib import Path
 
     from detforge.data import read, write
     from detforge.data.dataset import Dataset, Sample
@@ -211,3 +229,115 @@ def write_scenes(out, n: int = 64, format: str = "yolo", *, seed: int = 0, size:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return read(out, format)
+
+
+# --- a training source: ``--data formula`` streams scenes instead of reading files --------
+
+FORMULA = "formula"  # the data spec: ``formula`` or ``formula:classes=256,seed=0``
+# scenes: new ones each epoch (an epoch only paces validation); val: fixed ones scored
+FORMULA_DEFAULTS = {"classes": 256, "seed": 0, "scenes": 4096, "val": 128}
+VAL_OFFSET = 1 << 40  # val scenes come from indices no epoch reaches
+
+
+def is_formula(spec) -> bool:
+    s = str(spec)
+    return s == FORMULA or s.startswith(FORMULA + ":")
+
+
+def parse_formula(spec) -> dict:
+    """``formula:classes=256,seed=0`` -> ``{"classes": 256, "seed": 0}`` (defaults filled in);
+    a bad option raises ValueError naming it."""
+    out = dict(FORMULA_DEFAULTS)
+    rest = str(spec)[len(FORMULA) + 1 :]
+    for part in filter(None, rest.split(",")):
+        key, _, value = part.partition("=")
+        low = {"classes": 2, "seed": 0, "scenes": 1, "val": 1}.get(key)
+        if low is None or not value.strip().isdigit() or int(value) < low:
+            raise ValueError(
+                f"bad option {part!r} in {spec!r}: use formula:classes=N,seed=S,scenes=N,val=N"
+            )
+        out[key] = int(value)
+    return out
+
+
+@lru_cache(maxsize=4)
+def formula_scenes(classes: int, seed: int, size: int) -> FormulaScenes:
+    """One FormulaScenes per process and setting (its classes take a moment to compute)."""
+    return FormulaScenes(classes, seed, size)
+
+
+@dataclass(frozen=True)
+class SceneImage:
+    """Scene ``index`` of ``FormulaScenes(classes, seed, size)`` as an image reference: read()
+    renders it (PNG bytes); nothing is stored."""
+
+    classes: int
+    seed: int
+    size: int
+    index: int
+
+    @property
+    def path(self) -> Path:
+        return Path(f"{FORMULA}-{self.classes}-{self.seed}") / f"scene_{self.index:013d}.png"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def pixels(self):
+        return formula_scenes(self.classes, self.seed, self.size).scene(self.index)
+
+    def read(self) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(self.pixels()[0]).save(buf, "PNG", compress_level=1)
+        return buf.getvalue()
+
+    def size_hint(self) -> int:
+        return self.size * self.size * 3
+
+    def exists(self) -> bool:
+        return True
+
+
+def formula_splits(spec, size: int):
+    """(train, val) for ``--data formula``: train is a :class:`FormulaStream` of ``scenes``
+    scenes rendered as they are trained on, different each epoch; val is a fixed set of
+    ``val`` scenes (rendered once here for their boxes)."""
+    from detforge.data.dataset import Dataset, Sample
+
+    opts = parse_formula(spec)
+    scenes = formula_scenes(opts["classes"], opts["seed"], size)
+    val = []
+    for j in range(opts["val"]):
+        ref = SceneImage(opts["classes"], opts["seed"], size, VAL_OFFSET + j)
+        _, boxes, labels = ref.pixels()
+        val.append(Sample(ref, size, size, boxes, labels))
+    return FormulaStream(scenes, opts, opts["scenes"]), Dataset(list(scenes.names), val, Path(FORMULA))
+
+
+class FormulaStream:
+    """The training side of ``--data formula``: what the training loop asks of a Dataset
+    (classes, task, length, samples for BatchNorm statistics), with ``scenes`` to render from.
+    Scene ``epoch * len + i`` is item ``i`` of an epoch (set by ``set_epoch``)."""
+
+    task = "detect"
+
+    def __init__(self, scenes: FormulaScenes, opts: dict, n: int):
+        from detforge.data.dataset import Sample
+
+        self.scenes, self.opts, self.classes = scenes, opts, list(scenes.names)
+        self.root = Path(FORMULA)
+        empty = np.zeros((0, 4), np.float32)
+        self.samples = [
+            Sample(SceneImage(opts["classes"], opts["seed"], scenes.size, i), scenes.size,
+                   scenes.size, empty, np.zeros(0, np.int64))  # fmt: skip
+            for i in range(n)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def subset(self, indices):
+        from detforge.data.dataset import Dataset
+
+        return Dataset(self.classes, [self.samples[i] for i in indices], self.root)

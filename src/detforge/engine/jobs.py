@@ -55,8 +55,11 @@ def eval_split(data, split: str | None, weights=None, **opts) -> tuple[Dataset, 
     without splits all of it, or with ``split`` train/val the part the run that wrote
     ``weights`` (a .pt) trained or validated on (its seed and ratio are in the checkpoint)."""
     from detforge.data import read
+    from detforge.data.formula import formula_splits, is_formula
     from detforge.data.reading import is_data_yaml, read_splits
 
+    if is_formula(data):  # pretraining scenes: their fixed val set, at the model's size
+        return formula_splits(data, _trained_imgsz(weights))[1], "val"
     if is_data_yaml(Path(data)):
         parts = read_splits(data, **opts)
         split = split or ("val" if "val" in parts else "test" if "test" in parts else "train")
@@ -69,6 +72,14 @@ def eval_split(data, split: str | None, weights=None, **opts) -> tuple[Dataset, 
     if split in (None, "all"):
         return ds, "all"
     return _held_out_part(ds, data, split, weights), split
+
+
+def _trained_imgsz(weights, default: int = 320) -> int:
+    from detforge.models.checkpoint import read_checkpoint
+
+    if weights is None or Path(weights).suffix.lower() != ".pt":
+        return default
+    return int(read_checkpoint(weights)["model"].get("options", {}).get("imgsz", default))
 
 
 def _held_out_part(ds: Dataset, data, split: str, weights) -> Dataset:

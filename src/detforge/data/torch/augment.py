@@ -64,6 +64,10 @@ class Mosaic(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)
+
     def __getitem__(self, i: int):
         if self.p <= 0 or float(torch.rand(())) >= self.p:
             item = self.base[i]
@@ -110,12 +114,14 @@ def training_view(ds, cfg: AugmentConfig | None = None, imgsz: int = 640, cache:
     decoded images in memory (shrunk to what ``imgsz`` needs) when they fit the budget of
     :mod:`detforge.data.torch.cache`."""
     from detforge.data.torch import cache as decoded
-    from detforge.data.torch.loader import SampleDataset
+    from detforge.data.torch.loader import SampleDataset, SceneStream
 
     cfg = cfg or AugmentConfig()
     side = imgsz * 3 // 2 if ds.task == "classify" else imgsz  # crops need the margin
 
     def source(transform=None):
+        if hasattr(ds, "scenes"):  # --data formula: rendered as trained on
+            return SceneStream(ds, transform)
         if cache and decoded.fits(ds, side):
             return decoded.DecodedSamples(ds, side, transform)
         return SampleDataset(ds, transform)

@@ -61,6 +61,27 @@ class SampleDataset(TorchDataset):
         raise ImageError(self.ds.samples[i].path, "this and the next images do not decode")
 
 
+class SceneStream(TorchDataset):
+    """Items rendered from a :class:`~detforge.data.formula.FormulaStream`'s scenes: item ``i``
+    of epoch ``e`` is scene ``e * len + i`` (``set_epoch`` before iterating), so each epoch
+    trains on new scenes and a resumed run on the same ones."""
+
+    def __init__(self, stream, transform=None):
+        self.stream, self.transform, self.classes = stream, transform, stream.classes
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.stream)
+
+    def __getitem__(self, i: int):
+        pixels, boxes, labels = self.stream.scenes.scene(self.epoch * len(self.stream) + i)
+        item = _item(pixels, boxes, labels, np.zeros(len(labels), bool), i)
+        return self.transform(*item) if self.transform else item
+
+
 def _skip_warning(e: ImageError) -> None:
     """An image that decoded in the up-front check but not now (changed during the run)."""
     warnings.warn(f"skipping an image that no longer decodes: {e.message}", stacklevel=3)

@@ -33,7 +33,7 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     workers: int = -1  # DataLoader worker processes; -1 = auto (0 on a CPU with cached images)
     cache: bool = True  # hold decoded training images in memory when they fit in 384 MiB
-    pretrained: str = "none"  # none, imagenet or coco
+    pretrained: str = "none"  # none, imagenet, coco or synthetic (det-n: shipped)
     name: str = "exp"  # run name under project/train/
     project: str = "runs"  # root folder of runs
     optimizer: str = "adamw"  # adamw or sgd
@@ -71,8 +71,8 @@ class TrainConfig:
             ("lr", self.lr > 0, "positive"),
             (
                 "pretrained",
-                self.pretrained in ("none", "imagenet", "coco"),
-                "none, imagenet or coco",
+                self.pretrained in ("none", "imagenet", "coco", "synthetic"),
+                "none, imagenet, coco or synthetic",
             ),
             ("accumulate", self.accumulate >= 1, "at least 1"),
             ("ema", 0 <= self.ema < 1, "in [0, 1)"),

@@ -16,8 +16,18 @@ def load_data(cfg: TrainConfig, say) -> tuple:
     of the data (or of a YAML's train split when it names no val), announced. Images that do
     not decode are left out up front, each named once (cached: a second run decodes nothing)."""
     from detforge.data.check import without_invalid_boxes
+    from detforge.data.formula import formula_splits, is_formula
     from detforge.data.verify import usable
 
+    if is_formula(cfg.data):
+        try:
+            train, val = formula_splits(cfg.data, cfg.imgsz)
+        except ValueError as e:
+            raise ConfigError(str(e), "e.g. --data formula:classes=256,seed=0") from None
+        cfg.auto_imgsz = False  # scenes are drawn at the size asked for
+        say(f"pretraining on formula scenes ({train.opts['classes']} classes, seed "
+            f"{train.opts['seed']}): {len(train)} new ones each epoch, {len(val)} fixed for val")  # fmt: skip
+        return train, val
     train, val = _splits(cfg, say)
     train = without_invalid_boxes(usable(train)[0], "trained on")
     return train, without_invalid_boxes(usable(val)[0], "scored")

@@ -292,6 +292,8 @@ def _loop(s: Session, console) -> str | None:
                 break
             if s.data.sampler is not None:
                 s.data.sampler.set_epoch(state.epoch)
+            if hasattr(s.data.loader.dataset, "set_epoch"):  # streamed scenes: new each epoch
+                s.data.loader.dataset.set_epoch(state.epoch)
             _mosaic_phase(s)
             losses = _train_epoch(s, stopping, bar, spent)
             clock()
