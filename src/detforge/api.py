@@ -280,7 +280,7 @@ def data_report(src, out=None, *, format: str = "auto", **opts) -> Path:
 
 def report(run, *, device: str = "auto", progress: bool = False) -> Path:
     """Write (again) a run folder's ``report.html`` and return its path; see
-    :func:`detforge.engine.jobs.report`. ``train`` and ``eval`` write it themselves."""
+    :func:`detforge.engine.report.report_run`. ``train`` and ``eval`` write it themselves."""
     from detforge.engine.jobs import report as _report
 
     return _report(run, device=device, progress=progress)

@@ -103,7 +103,7 @@ class PredictActor:
 
         import ray
 
-        from detforge.engine.jobs import load
+        from detforge.engine.loading import load
 
         files = ray.get(model) if isinstance(model, ray.ObjectRef) else model
         # removed as soon as the model is loaded: Ray ends actors without their finalizers,
@@ -297,7 +297,7 @@ def predict_dataset(
     ray = import_ray()
     weights = Path(weights).resolve()
     paths = input_paths(source)
-    from detforge.engine.jobs import load
+    from detforge.engine.loading import load
 
     meta = load(weights, device="cpu")  # checks the file here, once, with a clear error
     if out is None:

@@ -6,7 +6,7 @@ per-class AP with box counts, PR curves, confusion matrix; for classifiers per-c
 precision/recall/F1), and a gallery of the validation images with ground truth and
 predictions, worst first: images sorted by false positives plus misses (classifiers: the
 misclassified ones, by how sure the model was), filterable by class. Built from the same
-Scored result ``detforge eval`` writes (:mod:`detforge.engine.jobs` scores, this module
+Scored result ``detforge eval`` writes (:mod:`detforge.engine.tasks` scores, this module
 draws), so page and results.json never disagree.
 """
 
@@ -20,9 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from detforge._version import __version__
+from detforge.data.reading import is_data_yaml
 from detforge.data.report.page import THUMBS, Thumbnails, box_rows, figure, svg, write_page
 from detforge.engine.evaluate.plots import confusion_figure, f1_figure, image_errors, pr_figure
+from detforge.engine.loading import load
+from detforge.engine.scoring import scoring_set
 from detforge.engine.tasks import task as task_of
+from detforge.errors import DetforgeError
 
 DETECT_SORTS = [
     {"key": "err", "label": "most errors first"},
@@ -246,3 +250,101 @@ def try_report(make) -> Path | None:
         first = str(e).splitlines()[0] if str(e) else ""
         warnings.warn(f"the HTML report was not written: {type(e).__name__}: {first}", stacklevel=2)
         return None
+
+
+# --- the report job: (re)score a run folder and write its page ------------------------------
+
+
+def eval_info(results: dict) -> dict:
+    rows = [
+        ("weights", results["weights"]),
+        ("data", results.get("data", "(a Dataset in memory)")),
+        ("split", results["split"]),
+        ("images", results["images"]),
+    ]
+    return {"kind": "evaluation", "split": results["split"], "rows": rows}
+
+
+def _train_info(run: Path, cfg: dict, weights: Path, split: str, rows: list[dict], t) -> dict:
+    key = t.fitness
+    best = max((r for r in rows if key in r), key=lambda r: r[key], default=None)
+    started = (run / "config.yaml").stat().st_mtime
+    ended = max((p.stat().st_mtime for p in (run / "weights").glob("*.pt")), default=started)
+    stamp = datetime.datetime.fromtimestamp
+    info_rows = [
+        ("model", cfg.get("model")),
+        ("data", cfg.get("data")),
+        ("epochs run", len(rows)),
+        (
+            "best epoch",
+            f"{int(best['epoch'])} ({key} {best[key]:.4f})" if best else "no epoch finished",
+        ),
+        ("image size, batch", f"{cfg.get('imgsz')} px, {cfg.get('batch')}"),
+        ("started", stamp(started).isoformat(timespec="seconds")),
+        ("last checkpoint", f"{stamp(ended).isoformat(timespec='seconds')}"
+         f" ({(ended - started) / 60:.1f} min after the start)"),
+        ("scored", f"{weights.name} on the {split} split"),
+    ]  # fmt: skip
+    return {"kind": "training", "split": split, "rows": info_rows, "config": cfg}
+
+
+def _what_to_score(run: Path) -> dict:
+    """What a run folder's report scores: weights, data, split, thresholds, and what the
+    page says about the run."""
+    import yaml
+
+    if (run / "results.json").is_file():
+        res = json.loads((run / "results.json").read_text(encoding="utf-8"))
+        if not res.get("data"):
+            raise DetforgeError(
+                f"{run / 'results.json'} does not name the data it scored",
+                "evaluate again with detforge eval (it writes the report itself)",
+            )
+        return {
+            "weights": Path(res["weights"]),
+            "data": res["data"],
+            "split": res["split"],
+            "conf": res.get("conf"),
+            "iou": res.get("iou", 0.5),
+            "results": res,
+        }
+    if not (run / "config.yaml").is_file():
+        raise DetforgeError(
+            f"{run}: not a run folder (no config.yaml or results.json)",
+            "pass a folder under runs/train or runs/eval",
+        )
+    cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+    found = [run / "weights" / n for n in ("best.pt", "last.pt")]
+    weights = next((p for p in found if p.is_file()), None)
+    if weights is None:
+        raise DetforgeError(f"{run}: no weights yet", "train at least one epoch first")
+    data = cfg.get("data")
+    env = run / "environment.json"
+    return {
+        "weights": weights,
+        "data": data,
+        "conf": None,  # the model's own
+        "iou": 0.5,
+        "config": cfg,
+        "split": None if is_data_yaml(Path(data)) else "val",
+        "environment": json.loads(env.read_text(encoding="utf-8")) if env.is_file() else {},
+    }
+
+
+def report_run(run, *, device: str = "auto", progress: bool = False) -> Path:
+    """Write (again) ``report.html`` of a run folder: a training run's best.pt (else
+    last.pt) scored on its validation images, or an eval run's model on its data and split.
+    Returns the page's path."""
+    run = Path(run)
+    w = _what_to_score(run)
+    det = load(w["weights"], device=device)
+    ds, split = scoring_set(det, w["weights"], w["data"], w["split"])
+    t = task_of(det.task)
+    scored = t.score(det, ds, conf=w["conf"], iou=w["iou"], progress=progress)
+    rows = [] if "results" in w else read_metrics(run)
+    if "results" in w:
+        info = eval_info({**w["results"], "images": len(ds)})
+    else:
+        info = _train_info(run, w["config"], w["weights"], split, rows, t)
+        info["environment"] = w["environment"]
+    return write_run_report(run, info=info, task=t.name, scored=scored, ds=ds, rows=rows)

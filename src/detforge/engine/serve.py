@@ -292,7 +292,7 @@ def serve(weights, *, host: str = "127.0.0.1", port: int = 8000, device: str = "
     flight, then exiting)."""
     import uvicorn
 
-    from detforge.engine.jobs import load
+    from detforge.engine.loading import load
 
     opts = ServeOptions(**options)
     warning = check_bind(host, opts.api_key, insecure)

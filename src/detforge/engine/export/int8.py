@@ -107,7 +107,7 @@ def export_int8(weights, fp32: Path, out: Path | None = None, data=None) -> dict
     """Quantize the exported ``fp32`` graph of checkpoint ``weights``: calibrate on training
     images of ``data`` (default: the data the run trained on), then report the mAP of both
     graphs on its validation split and their speed (ms/image, batch 1, interleaved)."""
-    from detforge.engine.jobs import eval_split
+    from detforge.engine.scoring import eval_split
     from detforge.models.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(weights)
@@ -133,7 +133,7 @@ def export_int8(weights, fp32: Path, out: Path | None = None, data=None) -> dict
 
 
 def _compare(fp32: Path, int8: Path, val_ds, backend) -> dict:
-    from detforge.engine.jobs import predictor
+    from detforge.engine.loading import predictor
     from detforge.engine.tasks import task
 
     t = task(backend.task)

@@ -19,8 +19,8 @@ from rich.console import Console
 
 from detforge.engine.evaluate.detection import EVAL_BATCH
 from detforge.engine.infer.backends import TorchBackend
-from detforge.engine.jobs import predictor
-from detforge.engine.jobs import report as run_report
+from detforge.engine.loading import predictor
+from detforge.engine.report import report_run as run_report
 from detforge.engine.report import try_report
 from detforge.engine.tasks import task
 from detforge.engine.train import data as trainset
