@@ -271,3 +271,25 @@ def test_batch_auto_probe_trains_one_step_for_each_task(name):
     probe_step(model, 2, 64, torch.device("cpu"))
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None for g in grads[-4:])
+
+
+def test_piped_progress_prints_at_most_one_line_per_ten_seconds(monkeypatch):
+    from detforge.engine.train import runlog
+
+    clock = [0.0]
+    monkeypatch.setattr(runlog.time, "monotonic", lambda: clock[0])
+    lines = []
+    bar = runlog.PlainProgress(lambda line: lines.append((clock[0], line)), batch=8)
+    k = bar.add_task("epoch 1/3", total=100)
+    for _ in range(100):  # 100 batches in 50 s: a tenth every 5 s
+        clock[0] += 0.5
+        bar.update(k)
+    times = [t for t, _ in lines]
+    assert times == [10.0, 20.0, 30.0, 40.0]
+    assert lines[0][1] == "epoch 1/3: 20/100 batches (20%), 16.0 images/s, 40s left in this epoch"
+    lines.clear()
+    k = bar.add_task("epoch 2/3", total=10)
+    for _ in range(10):  # a slow epoch: a line every 30 s, tenths or not
+        clock[0] += 31
+        bar.update(k)
+    assert len(lines) == 9  # the last batch ends the epoch, whose own line follows

@@ -123,11 +123,12 @@ def save_environment(run: Path, cfg) -> None:
 
 class PlainProgress:
     """Progress as plain lines, for output that is not a terminal (a pipe, a log file, a
-    notebook, CI): one line every ``interval`` seconds and at every tenth of a task, with
-    images/s and the time left. Same calls as rich's Progress, as the loop uses them."""
+    notebook, CI): one line every ``interval`` seconds, and at a tenth of a task when the last
+    line is ``gap`` seconds old (never more than one line per ``gap``), with images/s and the
+    time left. Same calls as rich's Progress, as the loop uses them."""
 
-    def __init__(self, say, batch: int = 1, interval: float = 30.0):
-        self.say, self.batch, self.interval = say, batch, interval
+    def __init__(self, say, batch: int = 1, interval: float = 30.0, gap: float = 10.0):
+        self.say, self.batch, self.interval, self.gap = say, batch, interval, gap
         self.tasks: dict[int, dict] = {}
 
     def __enter__(self):
@@ -155,7 +156,9 @@ class PlainProgress:
         t["done"] += advance
         t["desc"] = description or t["desc"]
         now, tenth = time.monotonic(), t["done"] * 10 // max(t["total"], 1)
-        if now - t["last"] >= self.interval or (tenth > t["tenth"] and t["done"] < t["total"]):
+        waited = now - t["last"]
+        at_tenth = tenth > t["tenth"] and waited >= self.gap
+        if t["done"] < t["total"] and (waited >= self.interval or at_tenth):
             t["last"], t["tenth"] = now, tenth
             rate = (t["done"] - t["first"]) / max(now - t["start"], 1e-9)
             left = (t["total"] - t["done"]) / rate if rate > 0 else float("nan")
@@ -183,7 +186,10 @@ def progress(console, disable: bool = False, batch: int = 1):
 
         console = console or Console()
         if not console.is_terminal:
-            return PlainProgress(lambda line: console.print(line, highlight=False), batch)
+            return PlainProgress(
+                lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True),
+                batch,
+            )
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
