@@ -57,18 +57,20 @@ def version():
 @app.command()
 def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """List the models `detforge train --model` builds, with their options (type = default;
-    set them with --set model_options.NAME=VALUE) and the training fields their recipe sets
-    when you do not."""
+    set them with --set model_options.NAME=VALUE), the training fields their recipe sets
+    when you do not, and the weights shipped inside the package."""
     table = detforge.list_models()
     if as_json:
         print(json.dumps(table, indent=2, default=str))
         return
     t = Table()
-    for col in ("model", "task", "what it is", "options (type = default)", "training recipe"):
+    cols = ("model", "task", "what it is", "options (type = default)", "training recipe")
+    for col in (*cols, "shipped weights"):
         t.add_column(col)
     for name, m in table.items():
         opts = ", ".join(f"{o['name']}: {o['type']} = {o['default']!r}" for o in m["options"])
-        t.add_row(name, m["task"], m["summary"], opts, _recipe_text(m["recipe"]))
+        shipped = f"{m['shipped']} (--pretrained synthetic)" if m["shipped"] else ""
+        t.add_row(name, m["task"], m["summary"], opts, _recipe_text(m["recipe"]), shipped)
     out.print(t)
 
 

@@ -312,7 +312,8 @@ def formula_splits(spec, size: int):
         ref = SceneImage(opts["classes"], opts["seed"], size, VAL_OFFSET + j)
         _, boxes, labels = ref.pixels()
         val.append(Sample(ref, size, size, boxes, labels))
-    return FormulaStream(scenes, opts, opts["scenes"]), Dataset(list(scenes.names), val, Path(FORMULA))
+    stream = FormulaStream(scenes, opts, opts["scenes"])
+    return stream, Dataset(list(scenes.names), val, Path(FORMULA))
 
 
 class FormulaStream:
@@ -329,8 +330,13 @@ class FormulaStream:
         self.root = Path(FORMULA)
         empty = np.zeros((0, 4), np.float32)
         self.samples = [
-            Sample(SceneImage(opts["classes"], opts["seed"], scenes.size, i), scenes.size,
-                   scenes.size, empty, np.zeros(0, np.int64))  # fmt: skip
+            Sample(
+                SceneImage(opts["classes"], opts["seed"], scenes.size, i),
+                scenes.size,
+                scenes.size,
+                empty,
+                np.zeros(0, np.int64),
+            )  # fmt: skip
             for i in range(n)
         ]
 

@@ -138,8 +138,11 @@ def names(task: str | None = None) -> list[str]:
 
 
 def describe() -> dict[str, dict]:
-    """``{name: {task, summary, options: [{name, type, default}], recipe}}`` from the
-    builders and their registrations."""
+    """``{name: {task, summary, options: [{name, type, default}], recipe, shipped}}`` from the
+    builders and their registrations; ``shipped`` names the weights inside the package
+    (``--pretrained synthetic``), else None."""
+    from detforge.models.weights import SHIPPED
+
     by_task = sorted(REGISTRY.values(), key=lambda e: e.task != "detect")  # stable
     return {
         e.name: {
@@ -147,6 +150,7 @@ def describe() -> dict[str, dict]:
             "summary": e.summary,
             "options": [o.__dict__ for o in e.options()],
             "recipe": e.recipe,
+            "shipped": SHIPPED[e.name][0] if e.name in SHIPPED else None,
         }
         for e in by_task
     }

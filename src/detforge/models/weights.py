@@ -9,7 +9,7 @@ import torch
 
 from detforge.errors import DetforgeError
 
-PRETRAINED = ("none", "imagenet", "coco")
+PRETRAINED = ("none", "imagenet", "coco", "synthetic")
 
 
 def check_pretrained(value: str) -> str:
@@ -48,3 +48,63 @@ def ensure_downloaded(weights) -> None:
             f"offline? download {url} elsewhere and place it at {target} "
             "(or set TORCH_HOME), or train with --pretrained none",
         ) from e
+
+
+# --- weights shipped inside the package ------------------------------------------------------
+
+SHIPPED_DIR = Path(__file__).parent / "shipped"
+# model -> (file in SHIPPED_DIR, its SHA-256): pretrained on formula scenes only (no real
+# image), Apache-2.0 like the code; how they were made: shipped/det-n-formula.md
+SHIPPED = {
+    "det-n": (
+        "det-n-formula.pt",
+        "9eba5e114d868a258ee3a7e7dcb6840fed73f4cf045418466287f9ee5e8c6903",
+    ),
+}
+# the class head is the user's; the step counter restarts so the warm start runs again
+NOT_LOADED = ("head.cls.", "steps")
+
+
+def shipped_file(name: str) -> tuple[Path, str]:
+    if name not in SHIPPED:
+        have = ", ".join(SHIPPED)
+        raise DetforgeError(
+            f"{name} has no synthetic pretrained weights (shipped for: {have})",
+            "use --pretrained none, or pick --model " + have,
+        )
+    file, sha = SHIPPED[name]
+    return SHIPPED_DIR / file, sha
+
+
+def load_shipped(model: torch.nn.Module, name: str, path: Path | None = None) -> int:
+    """Load the shipped weights of ``name`` into ``model`` (its SHA-256 checked first; the class
+    head and the step counter left as built, so any class list fits); returns the number of
+    tensors loaded. ``path`` reads another copy (checked against the same SHA-256)."""
+    import hashlib
+    import io
+
+    default, sha = shipped_file(name)
+    path = Path(path or default)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DetforgeError(
+            f"{path}: cannot read the shipped weights ({e.strerror})",
+            "reinstall detforge (pip install --force-reinstall detforge) or use --pretrained none",
+        ) from e
+    got = hashlib.sha256(data).hexdigest()
+    if got != sha:
+        raise DetforgeError(
+            f"{path}: SHA-256 {got[:12]}... is not the shipped weights' {sha[:12]}... "
+            "(a damaged or altered copy; not loaded)",
+            "reinstall detforge (pip install --force-reinstall detforge) or use --pretrained none",
+        )
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    own = model.state_dict()
+    keep = {
+        k: v.to(own[k].dtype)
+        for k, v in state.items()
+        if k in own and own[k].shape == v.shape and not k.startswith(NOT_LOADED)
+    }
+    model.load_state_dict(keep, strict=False)
+    return len(keep)

@@ -25,8 +25,9 @@ def load_data(cfg: TrainConfig, say) -> tuple:
         except ValueError as e:
             raise ConfigError(str(e), "e.g. --data formula:classes=256,seed=0") from None
         cfg.auto_imgsz = False  # scenes are drawn at the size asked for
-        say(f"pretraining on formula scenes ({train.opts['classes']} classes, seed "
-            f"{train.opts['seed']}): {len(train)} new ones each epoch, {len(val)} fixed for val")  # fmt: skip
+        o = train.opts
+        say(f"pretraining on formula scenes ({o['classes']} classes, seed {o['seed']}): "
+            f"{len(train)} new ones each epoch, {len(val)} fixed for val")  # fmt: skip
         return train, val
     train, val = _splits(cfg, say)
     train = without_invalid_boxes(usable(train)[0], "trained on")

@@ -28,7 +28,7 @@ from detforge.models.fastdet.network import (
     decode,
 )
 from detforge.models.registry import register_model
-from detforge.models.weights import check_pretrained, ensure_downloaded
+from detforge.models.weights import check_pretrained, ensure_downloaded, load_shipped
 
 PRE_NMS = 1000  # candidates (anchor, class) kept per image before NMS
 
@@ -52,6 +52,8 @@ class FastDet(Detector):
         # optimizer steps taken (saved, so a resumed run switches assignment at the same step)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         self._keep_all = False
+        if pretrained == "synthetic":  # formula-pretrained, shipped in the package
+            load_shipped(self, name)
 
     def _raw(self, x: torch.Tensor):
         """Normalized float batch (B, 3, S, S) -> class logits, side logits, sides, boxes."""
@@ -146,6 +148,10 @@ def _backbone(name: str, size, backbone: str, pretrained: str):
         raise DetforgeError(f"{name}: unknown backbone {backbone!r}", f"use {', '.join(BACKBONES)}")
     if pretrained == "coco":
         raise DetforgeError(f"{name} has no COCO weights", "use --pretrained imagenet or none")
+    if pretrained == "synthetic" and backbone != "own":
+        raise DetforgeError(
+            f"the synthetic weights are {name}'s own backbone's", "drop model_options.backbone"
+        )
     if backbone == "own":
         if pretrained == "imagenet":
             raise DetforgeError(
