@@ -179,3 +179,11 @@ def test_data_side_does_not_import_torch():
         "assert 'torch' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_paths_with_brackets_print_as_they_are(tmp_path):
+    """A folder named like Rich markup (``exp[1]``, ``[bold]``) is printed as itself."""
+    for name in ("exp[1]", "[bold]x"):
+        r = detforge("data", "synth", tmp_path / name, "--n", "2", "--size", "64")
+        assert r.returncode == 0, r.stderr
+        assert f"{tmp_path / name} (yolo)" in r.stdout.replace("\n", "")

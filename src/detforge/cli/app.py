@@ -17,7 +17,7 @@ from rich.table import Table
 import detforge
 from detforge.cli import data as data_cli
 from detforge.cli import predict as predict_cli
-from detforge.cli.common import config_options, err, out, parse_sets, with_options
+from detforge.cli.common import config_options, err, esc, out, parse_sets, with_options
 from detforge.errors import DetforgeError, DiskFullError
 
 app = typer.Typer(
@@ -112,7 +112,7 @@ def train(
         if result["best_epoch"] >= 1
         else "no epoch finished yet"
     )
-    out.print(f"{best}; weights in [bold]{result['run_dir']}/weights[/]")
+    out.print(f"{best}; weights in [bold]{esc(result['run_dir'])}/weights[/]")
 
 
 def _register_train() -> None:
@@ -177,7 +177,7 @@ def report(
     validation images with ground truth and predictions, worst first. train and eval write
     it themselves; this one re-scores the run's weights."""
     page = detforge.report(run, device=device, progress=True)
-    out.print(f"report: [bold]{page}[/] (open it in a browser)")
+    out.print(f"report: [bold]{esc(page)}[/] (open it in a browser)")
 
 
 def _print_eval(m: dict) -> None:
@@ -204,9 +204,9 @@ def _print_eval(m: dict) -> None:
             line += (f"; best F1 here {th['f1']:.2f} at conf {th['conf']:g} (precision "
                      f"{th['precision']:.2f}, recall {th['recall']:.2f})")  # fmt: skip
         out.print(f"{line} on {m['split']}")
-    out.print(f"{t.headline(m)}; results in [bold]{m['run_dir']}[/]")
+    out.print(f"{t.headline(m)}; results in [bold]{esc(m['run_dir'])}[/]")
     if m.get("report"):
-        out.print(f"report: [bold]{m['report']}[/]")
+        out.print(f"report: [bold]{esc(m['report'])}[/]")
 
 
 @app.command()
@@ -225,8 +225,9 @@ def export(
     int8: bool = typer.Option(
         False,
         "--int8",
-        help="Also write NAME-int8.onnx (static INT8, calibrated on training "
-        "images) and print its mAP change and speedup on the val split.",
+        help="Also write NAME-int8.onnx (onnxruntime static INT8) or NAME-int8.xml (OpenVINO: "
+        "NNCF post-training quantization), calibrated on training images, and print its mAP "
+        "change and speedup on the val split.",
     ),
     data: str = typer.Option(None, help="With --int8: the training data (default: the run's)."),
 ):
@@ -235,12 +236,11 @@ def export(
     if fmt not in ("onnx", "openvino"):
         raise DetforgeError(f"unknown export format {fmt!r}", "use --format onnx or openvino")
     kw = dict(imgsz=imgsz, batch=batch, opset=opset, nms=nms, overwrite=overwrite)
+    kw.update(int8=int8, data=data)
     if fmt == "onnx":
-        kw.update(dynamic_batch=dynamic_batch, int8=int8, data=data)
-    elif dynamic_batch or int8:
-        raise DetforgeError(
-            "--dynamic-batch and --int8 are ONNX options", "drop them for --format openvino"
-        )
+        kw.update(dynamic_batch=dynamic_batch)
+    elif dynamic_batch:
+        raise DetforgeError("--dynamic-batch is an ONNX option", "drop it for --format openvino")
     r = detforge.export(weights, output, format=fmt, **kw)
     p = r["parity"]
     check = (
@@ -251,13 +251,13 @@ def export(
     )
     post = f", NMS {'inside' if r['nms'] else 'left out'}" if "detections" in p else ""
     out.print(
-        f"wrote [bold]{r['path']}[/] (input uint8 {r['batch']}x3x{r['imgsz']}x{r['imgsz']}"
+        f"wrote [bold]{esc(r['path'])}[/] (input uint8 {r['batch']}x3x{r['imgsz']}x{r['imgsz']}"
         f"{post})\nparity with PyTorch: {check}"
     )
     if "int8" in r:
         q = r["int8"]
         out.print(
-            f"wrote [bold]{q['path']}[/] (INT8, calibrated on {q['calibration_images']} "
+            f"wrote [bold]{esc(q['path'])}[/] (INT8, calibrated on {q['calibration_images']} "
             f"training images)\n{q['val_split']} {q['metric']}: fp32 {q['fp32']:.4f}, int8 "
             f"{q['int8']:.4f} ({q['change']:+.4f}); {q['ms_fp32']:.1f} -> {q['ms_int8']:.1f} "
             f"ms/image: {q['speedup']:.2f}x"
@@ -274,7 +274,7 @@ def demo(
 ):
     """Synthesize, check, split, pack, train, evaluate, export to ONNX, run on a video."""
     summary = detforge.run_demo(project, n=n, epochs=epochs, imgsz=imgsz, console=out, task=task)
-    out.print(f"\n[bold green]demo done[/]: everything is in [bold]{summary['run_dir']}[/]")
+    out.print(f"\n[bold green]demo done[/]: everything is in [bold]{esc(summary['run_dir'])}[/]")
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None):

@@ -12,6 +12,16 @@ import typer
 from rich.console import Console
 
 out = Console()
+
+
+def esc(value) -> str:
+    """A path (or any value) as text in a Rich line: its brackets printed, never read as
+    markup (a folder named ``exp[1]`` prints as itself)."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
 err = Console(stderr=True, soft_wrap=True)  # an error is one line, however long its path
 
 

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import detforge
-from detforge.cli.common import err, out
+from detforge.cli.common import err, esc, out
 from detforge.errors import DetforgeError
 
 app = typer.Typer(no_args_is_help=True, help="Read, check, split, convert and pack datasets.")
@@ -84,7 +84,7 @@ def data_check(
                 out.print(f"  {line}", highlight=False)
             if len(after.changes) > 50:
                 out.print(f"  ... and {len(after.changes) - 50} more (--json lists all)")
-            out.print(f"fixed copy written to [bold]{dst}[/] ({len(after.changes)} changes)")
+            out.print(f"fixed copy written to [bold]{esc(dst)}[/] ({len(after.changes)} changes)")
         report = after
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -159,7 +159,7 @@ def data_split(
             f"{name:>5}: {len(ds):6d} images, {ds.num_boxes:7d} boxes, "
             f"{ds.num_negatives:5d} negatives"
         )
-    out.print(f"written to [bold]{out_dir}[/] (data.yaml names the splits)")
+    out.print(f"written to [bold]{esc(out_dir)}[/] (data.yaml names the splits)")
 
 
 @app.command("convert")
@@ -191,7 +191,7 @@ def data_convert(
         images_dir=opts.pop("images", None),
         **opts,
     )
-    out.print(f"written {to} to [bold]{path}[/]")
+    out.print(f"written {to} to [bold]{esc(path)}[/]")
 
 
 @app.command("report")
@@ -223,7 +223,7 @@ def data_report(
         decode=not no_decode,
         **_src_opts(images, label_map, negatives, allow_outside),
     )
-    out.print(f"report: [bold]{page}[/] (open it in a browser)")
+    out.print(f"report: [bold]{esc(page)}[/] (open it in a browser)")
 
 
 @app.command("stats")
@@ -251,9 +251,9 @@ def data_stats(
 
 def _print_stats(s: dict) -> None:
     classify = s["task"] == "classify"
-    head = f"[bold]{s['images']}[/] images"
+    head = f"[bold]{esc(s['images'])}[/] images"
     if not classify:
-        head += f" ({s['negatives']} negatives), [bold]{s['boxes']}[/] boxes"
+        head += f" ({s['negatives']} negatives), [bold]{esc(s['boxes'])}[/] boxes"
     out.print(f"{head}, format {s['format']}, task {s['task']}")
     t = Table()
     cols = ("class", "images", "share") if classify else ("class", "boxes", "images")
@@ -316,7 +316,7 @@ def data_show(
     path = detforge.show(
         src, out_png, n=n, seed=seed, augment=aug, imgsz=imgsz, format=format, **opts
     )
-    out.print(f"saved [bold]{path}[/]")
+    out.print(f"saved [bold]{esc(path)}[/]")
 
 
 @app.command("pack")
@@ -351,11 +351,11 @@ def data_pack(
     skipped = f", {index['skipped']} images that do not decode left out" * bool(index["skipped"])
     out.print(
         f"{index['records']} records, {index['boxes']} boxes in {len(index['shards'])} "
-        f"shards -> [bold]{dst}[/] (index.json, label_map.pbtxt){skipped}"
+        f"shards -> [bold]{esc(dst)}[/] (index.json, label_map.pbtxt){skipped}"
     )
     if "splits" in index:
         each = ", ".join(f"{k} {v['records']}" for k, v in index["splits"].items())
-        out.print(f"one folder per split ({each}); [bold]{index['data_yaml']}[/] trains as is")
+        out.print(f"one folder per split ({each}); [bold]{esc(index['data_yaml'])}[/] trains as is")
 
 
 @app.command("synth")
@@ -389,14 +389,14 @@ def data_synth(
     or with --video a tracking video and its ground truth."""
     if video:
         v = detforge.synth_video(dst, n, seed=seed, size=size, scene=scene, overwrite=overwrite)
-        out.print(f"{v['frames']} frames, {v['objects']} objects -> [bold]{v['video']}[/], "
-                  f"ground truth [bold]{v['gt']}[/]")  # fmt: skip
+        out.print(f"{v['frames']} frames, {v['objects']} objects -> [bold]{esc(v['video'])}[/], "
+                  f"ground truth [bold]{esc(v['gt'])}[/]")  # fmt: skip
         return
     ds = detforge.synth(dst, n, format, seed=seed, size=size, overwrite=overwrite,
                         pretrain=pretrain, classes=classes)  # fmt: skip
     out.print(
         f"{len(ds)} images, {ds.num_boxes} boxes, {ds.num_negatives} negatives -> "
-        f"[bold]{dst}[/] ({format})"
+        f"[bold]{esc(dst)}[/] ({format})"
     )
 
 
@@ -409,7 +409,7 @@ def data_collect(
 ):
     """Save webcam frames with unique names, ready to label."""
     saved = detforge.collect(out_dir, camera, count, interval)
-    out.print(f"saved {len(saved)} frames to [bold]{out_dir}[/]")
+    out.print(f"saved {len(saved)} frames to [bold]{esc(out_dir)}[/]")
 
 
 @app.command("select")
@@ -436,7 +436,7 @@ def data_select(
     )  # fmt: skip
     for path in s["unreadable"][:20]:
         err.print(f"[yellow]could not read[/] {escape(path)}", highlight=False)
-    out.print(f"{s['selected']} of {s['images']} images picked into [bold]{s['out']}[/] "
+    out.print(f"{s['selected']} of {s['images']} images picked into [bold]{esc(s['out'])}[/] "
               f"(threshold {s['threshold']:g})")  # fmt: skip
     out.print(f"how: {s['how']}")
     for row in s["picks"][:5]:

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 import detforge
-from detforge.cli.common import err, out
+from detforge.cli.common import err, esc, out
 from detforge.errors import DetforgeError
 
 SAVE_CVAT = typer.Option(
@@ -120,14 +120,14 @@ def _print_summary(s: dict, track: bool, save_labelme: bool) -> None:
             f"{st['dropped']} dropped (the model was behind), {st['reconnects']} reconnects"
         )
     if track:
-        out.print(f"{s['track_ids']} tracks; MOTChallenge file [bold]{s['tracks']}[/]")
+        out.print(f"{s['track_ids']} tracks; MOTChallenge file [bold]{esc(s['tracks'])}[/]")
     if s["labelme_written"] or save_labelme:
         kept = s.get("labelme_kept", 0)
         keep = f", {kept} existing kept (--overwrite-labelme replaces them)" * bool(kept)
         out.print(f"labelme files written beside the images: {s['labelme_written']}{keep}")
     for path in s.get("preannotations", []):
-        out.print(f"pre-annotations: [bold]{path}[/]")
-    out.print(f"results in [bold]{s['save_dir']}[/]")
+        out.print(f"pre-annotations: [bold]{esc(path)}[/]")
+    out.print(f"results in [bold]{esc(s['save_dir'])}[/]")
 
 
 def _predict_on_ray(a: dict) -> None:
@@ -151,7 +151,7 @@ def _predict_on_ray(a: dict) -> None:
         f"{s['images']} images, {bad} could not be read, {s['images_per_s']} images/s on "
         f"{s['actors']} actors x {s['threads']} threads"
     )
-    out.print(f"results in [bold]{s['out']}[/] ({s['format']})")
+    out.print(f"results in [bold]{esc(s['out'])}[/] ({s['format']})")
 
 
 def eval_track(

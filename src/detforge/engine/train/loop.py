@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from detforge.engine.evaluate.detection import EVAL_BATCH
 from detforge.engine.infer.backends import TorchBackend
@@ -203,10 +204,10 @@ def _setup(cfg, resume, console, overrides) -> Session:
     state = State() if ckpt is None else _load_state(ckpt, optim, data.gen)
     run = _open_run(cfg, run, rank, world)
     if ckpt is not None:
-        say(f"resuming {run} after epoch {state.epoch} (step {state.step})")
+        say(f"resuming {escape(str(run))} after epoch {state.epoch} (step {state.step})")
     say(
-        f"run folder: [bold]{run}[/] | {cfg.model} on {device} x{world} | {len(train_ds)} "
-        f"train, {len(val_ds)} val images, {len(train_ds.classes)} classes"
+        f"run folder: [bold]{escape(str(run))}[/] | {cfg.model} on {device} x{world} | "
+        f"{len(train_ds)} train, {len(val_ds)} val images, {len(train_ds.classes)} classes"
     )
     writer = tensorboard(run, state.step) if rank == 0 else NullWriter()
     return Session(
@@ -230,7 +231,7 @@ def train(
         raise
     s.writer.close()
     if stopped:
-        s.say(stopped + f"; resume with: detforge train --resume {s.run}")
+        s.say(stopped + f"; resume with: detforge train --resume {escape(str(s.run))}")
     th = s.best_threshold
     if th:
         s.say(f"default conf {th['conf']:g}: precision {th['precision']:.2f}, recall "
