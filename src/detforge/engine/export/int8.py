@@ -92,8 +92,8 @@ def quantize(fp32: Path, out: Path, calibration: list[np.ndarray]) -> Path:
     return out
 
 
-def _ms_per_image(path: Path, images: list[np.ndarray], rounds: int = 3) -> float:
-    backend = OnnxBackend(path)
+def _ms_per_image(open_backend, path: Path, images: list[np.ndarray], rounds: int = 3) -> float:
+    backend = open_backend(path)
     for b in images[:2]:
         backend.run(b)
     t = time.perf_counter()
@@ -103,10 +103,9 @@ def _ms_per_image(path: Path, images: list[np.ndarray], rounds: int = 3) -> floa
     return (time.perf_counter() - t) / (rounds * len(images)) * 1000
 
 
-def export_int8(weights, fp32: Path, out: Path | None = None, data=None) -> dict:
-    """Quantize the exported ``fp32`` graph of checkpoint ``weights``: calibrate on training
-    images of ``data`` (default: the data the run trained on), then report the mAP of both
-    graphs on its validation split and their speed (ms/image, batch 1, interleaved)."""
+def calibration_and_val(weights, data, imgsz: int, resize: str) -> tuple[list, object, str]:
+    """(prepared calibration batches from the training images of ``data``, default the data
+    the run trained on; the validation split and its name)."""
     from detforge.engine.scoring import eval_split
     from detforge.models.checkpoint import read_checkpoint
 
@@ -117,32 +116,42 @@ def export_int8(weights, fp32: Path, out: Path | None = None, data=None) -> dict
             f"{weights}: the checkpoint does not say what it trained on",
             "pass --data with the training data for calibration",
         )
+    train_ds, _ = eval_split(data, "train", weights)
+    val_ds, split = eval_split(data, "val", weights)
+    return _images(train_ds, CALIBRATION_IMAGES, imgsz, resize), val_ds, split
+
+
+def export_int8(weights, fp32: Path, out: Path | None = None, data=None) -> dict:
+    """Quantize the exported ``fp32`` graph of checkpoint ``weights``: calibrate on training
+    images of ``data`` (default: the data the run trained on), then report the mAP of both
+    graphs on its validation split and their speed (ms/image, batch 1, interleaved)."""
     fp32 = Path(fp32)
     out = Path(out) if out else fp32.with_name(fp32.stem + "-int8.onnx")
     backend = OnnxBackend(fp32)
-    train_ds, _ = eval_split(data, "train", weights)
-    val_ds, split = eval_split(data, "val", weights)
-    calib = _images(train_ds, CALIBRATION_IMAGES, backend.imgsz, backend.resize)
+    calib, val_ds, split = calibration_and_val(weights, data, backend.imgsz, backend.resize)
     quantize(fp32, out, calib)
     try:
-        report = _compare(fp32, out, val_ds, backend)
+        report = compare(OnnxBackend, fp32, out, val_ds, backend)
     except BaseException:
         out.unlink(missing_ok=True)
         raise
     return {"path": str(out), "calibration_images": len(calib), "val_split": split, **report}
 
 
-def _compare(fp32: Path, int8: Path, val_ds, backend) -> dict:
+def compare(open_backend, fp32: Path, int8: Path, val_ds, backend) -> dict:
+    """The task's metric of both models on ``val_ds`` and their ms per image (batch 1, the
+    fp32 model timed before and after the int8 one, the faster kept)."""
     from detforge.engine.loading import predictor
     from detforge.engine.tasks import task
 
     t = task(backend.task)
     scores = {}
     for name, path in (("fp32", fp32), ("int8", int8)):
-        scores[name] = t.score(predictor(OnnxBackend(path)), val_ds).metrics[t.fitness]
+        scores[name] = t.score(predictor(open_backend(path)), val_ds).metrics[t.fitness]
     timing = _images(val_ds, 16, backend.imgsz, backend.resize, seed=1)
-    ms32, ms8 = _ms_per_image(fp32, timing), _ms_per_image(int8, timing)
-    ms32 = min(ms32, _ms_per_image(fp32, timing))  # fp32 measured on both sides of int8
+    ms32 = _ms_per_image(open_backend, fp32, timing)
+    ms8 = _ms_per_image(open_backend, int8, timing)
+    ms32 = min(ms32, _ms_per_image(open_backend, fp32, timing))
     return {
         "metric": t.fitness,
         "fp32": round(scores["fp32"], 4),
