@@ -62,7 +62,7 @@ def train_and_score(tmp: Path, data: Path, side: str, minutes: float, seed: int)
     det = detforge.load(weights, device="cpu")
     val, _ = eval_split(data, "val")
     m = coco_metrics(coco_gt(val), coco_dt(detections(det, val)))
-    return {"mAP50-95": m["mAP50-95"], "mAP50": m["mAP50"], "conf": det.default_conf}
+    return {"mAP50-95": m["mAP50-95"], "mAP50": m["mAP50"], "conf": det.backend.default_conf}
 
 
 def main() -> None:

@@ -52,6 +52,7 @@ def main() -> None:
             name=name,
             model_options=opts,
             lr=1e-3,
+            pretrained="none",  # every model from scratch (det-n's recipe would start pretrained)
         )
         import csv
 

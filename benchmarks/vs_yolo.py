@@ -108,6 +108,8 @@ def train_detn(tmp: Path, data: Path, val_ds, minutes: float, seed: int, extra=(
             str(data),
             "--model",
             "det-n",
+            "--pretrained",  # scratch against scratch (the peers train with pretrained=False)
+            "none",
             "--time",
             str(minutes),
             "--seed",

@@ -141,7 +141,7 @@ def trained(tmp_path_factory):
     aug = {"mosaic": 0.0, "scale_jitter": [0.75, 1.25]}  # mosaic at 160 px: 10 px shapes
     r = detforge.train(data=str(root / "data"), model="det-n", imgsz=160, epochs=15, batch=8,
                        workers=0, augment=aug, project=str(root / "runs"),
-                       seed=LEARN_SEED)  # fmt: skip
+                       pretrained="none", seed=LEARN_SEED)  # fmt: skip
     return root, r["run_dir"] + "/weights/best.pt"
 
 

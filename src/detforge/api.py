@@ -196,11 +196,11 @@ def synth(
     size: int = 320,
     overwrite: bool = False,
     pretrain: bool = False,
-    classes: int = 128,
+    classes: int | None = None,
 ) -> Dataset:
     """Write a deterministic synthetic shapes dataset (3 classes, some negatives); with
-    ``pretrain``, formula-driven pretraining scenes of ``classes`` classes (see
-    :mod:`detforge.data.formula`)."""
+    ``pretrain``, formula-driven pretraining scenes of ``classes`` classes (default 256, as
+    det-n's shipped weights saw; see :mod:`detforge.data.formula`)."""
     if pretrain:
         from detforge.data.formula import write_scenes
 

@@ -383,7 +383,11 @@ def data_synth(
         help="Formula-driven pretraining scenes (fractals and contours, one class per formula) "
         "instead of shapes: to look at what pretraining sees.",
     ),
-    classes: int = typer.Option(128, help="With --pretrain: how many formula classes."),
+    classes: int = typer.Option(
+        None,
+        help="With --pretrain: how many formula classes "
+        "(default 256, as det-n's shipped weights saw).",
+    ),
 ):
     """Write a deterministic synthetic shapes dataset (circle, square, triangle; negatives),
     or with --video a tracking video and its ground truth."""

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+DEFAULT_CLASSES = 256  # what the shipped det-n weights were pretrained on
 IFS_POINTS = 6000  # chaos-game points of a canonical fractal (in the unit square)
 CONTOUR_POINTS = 96
 
@@ -72,7 +73,7 @@ class FormulaClasses:
     square (points of a fractal, or a contour polygon), ``kinds[k]`` ``ifs`` or ``contour``,
     ``names[k]`` e.g. ``ifs017``; ``clutter`` more shapes of neither list."""
 
-    def __init__(self, n: int = 128, seed: int = 0, clutter: int = 16):
+    def __init__(self, n: int = DEFAULT_CLASSES, seed: int = 0, clutter: int = 16):
         rng = np.random.default_rng([seed, 7919])
         n_ifs = n // 2
         self.kinds = ["ifs"] * n_ifs + ["contour"] * (n - n_ifs)
@@ -162,7 +163,9 @@ class FormulaScenes:
     labels (N,) int64), the same for the same ``(seed, i)``. ``size`` is the scene's side;
     objects per scene 1 to ``max_objects`` (a third of them small: 6-24 px)."""
 
-    def __init__(self, classes: int = 128, seed: int = 0, size: int = 320, max_objects: int = 12):
+    def __init__(
+        self, classes: int = DEFAULT_CLASSES, seed: int = 0, size: int = 320, max_objects: int = 12
+    ):
         self.formulas = FormulaClasses(classes, seed)
         self.names = self.formulas.names
         self.seed, self.size, self.max_objects = seed, size, max_objects
@@ -203,7 +206,7 @@ class FormulaScenes:
 
 
 def write_scenes(out, n: int = 64, format: str = "yolo", *, seed: int = 0, size: int = 320,
-                 classes: int = 128, overwrite: bool = False):  # fmt: skip
+                 classes: int | None = None, overwrite: bool = False):  # fmt: skip
     """Render scenes ``0..n-1`` to ``out`` in ``format`` (to look at them: ``data show``;
     pretraining makes its scenes on the fly instead) and return the Dataset read back."""
     import shutil
@@ -217,7 +220,7 @@ def write_scenes(out, n: int = 64, format: str = "yolo", *, seed: int = 0, size:
     tmp = Path(out).parent / f".{Path(out).name}.formula-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    scenes = FormulaScenes(classes, seed, size)
+    scenes = FormulaScenes(classes or DEFAULT_CLASSES, seed, size)
     try:
         samples = []
         for i in range(n):
@@ -235,7 +238,7 @@ def write_scenes(out, n: int = 64, format: str = "yolo", *, seed: int = 0, size:
 
 FORMULA = "formula"  # the data spec: ``formula`` or ``formula:classes=256,seed=0``
 # scenes: new ones each epoch (an epoch only paces validation); val: fixed ones scored
-FORMULA_DEFAULTS = {"classes": 256, "seed": 0, "scenes": 4096, "val": 128}
+FORMULA_DEFAULTS = {"classes": DEFAULT_CLASSES, "seed": 0, "scenes": 4096, "val": 128}
 VAL_OFFSET = 1 << 40  # val scenes come from indices no epoch reaches
 
 

@@ -150,7 +150,8 @@ def _backbone(name: str, size, backbone: str, pretrained: str):
         raise DetforgeError(f"{name} has no COCO weights", "use --pretrained imagenet or none")
     if pretrained == "synthetic" and backbone != "own":
         raise DetforgeError(
-            f"the synthetic weights are {name}'s own backbone's", "drop model_options.backbone"
+            f"the synthetic weights are for {name}'s own backbone, not {backbone}",
+            "pass --pretrained imagenet (or none) with model_options.backbone, or drop it",
         )
     if backbone == "own":
         if pretrained == "imagenet":
@@ -186,7 +187,9 @@ RECIPE = {
 # scale and colour for s, and m at 416 px too (the published families scale them the same
 # way). det-n's recipe is the one measured (benchmarks/vs_yolo.py); s and m follow its form.
 RECIPES = {
-    "n": RECIPE,
+    # det-n starts from its formula-pretrained weights shipped in the package (measured:
+    # benchmarks/bench_pretrain.py); --pretrained none trains from scratch
+    "n": {**RECIPE, "pretrained": "synthetic"},
     "s": {
         **RECIPE,
         "augment": {"mosaic": 0.6, "scale_jitter": [0.4, 1.6], "color": 0.35, "hue": 0.015},
