@@ -154,7 +154,8 @@ def test_openvino_int8_export_quantizes_all_but_the_head_outputs(tmp_path, synth
     q = r["int8"]
     assert q["path"] == str(tmp_path / "m-int8.xml") and (tmp_path / "m-int8.bin").is_file()
     assert q["calibration_images"] == 16 and q["metric"] == "mAP50-95"
-    assert q["ms_int8"] > 0 and q["speedup"] == round(q["ms_fp32"] / q["ms_int8"], 2)
+    assert q["ms_int8"] > 0  # the speedup comes from the unrounded times
+    assert q["speedup"] == pytest.approx(q["ms_fp32"] / q["ms_int8"], abs=0.03)
     model = ov.Core().read_model(q["path"])
     fq = [op for op in model.get_ops() if op.get_type_name() == "FakeQuantize"]
     assert len(fq) > 20
