@@ -97,6 +97,9 @@ def import_nncf():
             "INT8 for OpenVINO needs NNCF",
             "pip install 'detforge[openvino]' (or: pip install nncf)",
         ) from e
+    import logging
+
+    nncf.set_log_level(logging.ERROR)  # its INFO lists every ignored node; detforge reports
     return nncf
 
 
