@@ -127,13 +127,21 @@ def export_int8(weights, fp32: Path, out: Path | None = None, data=None) -> dict
     graphs on its validation split and their speed (ms/image, batch 1, interleaved)."""
     fp32 = Path(fp32)
     out = Path(out) if out else fp32.with_name(fp32.stem + "-int8.onnx")
-    backend = OnnxBackend(fp32)
+    return quantized_report(OnnxBackend, quantize, weights, fp32, out, data, [out])
+
+
+def quantized_report(open_backend, quantize_fn, weights, fp32: Path, out: Path, data, files):
+    """Calibrate on ``data``'s training images, ``quantize_fn(fp32, out, calibration)``, then
+    score and time both models (:func:`compare`); ``files`` (what quantizing wrote) are
+    removed when scoring fails, so no unchecked int8 model is left behind."""
+    backend = open_backend(fp32)
     calib, val_ds, split = calibration_and_val(weights, data, backend.imgsz, backend.resize)
-    quantize(fp32, out, calib)
+    quantize_fn(fp32, out, calib)
     try:
-        report = compare(OnnxBackend, fp32, out, val_ds, backend)
+        report = compare(open_backend, fp32, out, val_ds, backend)
     except BaseException:
-        out.unlink(missing_ok=True)
+        for f in files:
+            Path(f).unlink(missing_ok=True)
         raise
     return {"path": str(out), "calibration_images": len(calib), "val_split": split, **report}
 

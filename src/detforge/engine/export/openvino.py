@@ -135,19 +135,11 @@ def quantize_ir(xml: Path, out: Path, calibration: list) -> Path:
 def export_openvino_int8(weights, xml: Path, out=None, data=None, overwrite=False) -> dict:
     """``xml`` (the fp32 IR of ``weights``) quantized to ``<name>-int8.xml``, and both scored
     on the validation split and timed (batch 1, interleaved)."""
-    from detforge.engine.export.int8 import calibration_and_val, compare
+    from detforge.engine.export.int8 import quantized_report
 
     xml = Path(xml)
     out = Path(out) if out else xml.with_name(xml.stem + "-int8.xml")
     if out.exists() and not overwrite:
         raise DetforgeError(f"{out}: already exists", "pass --overwrite or another --output")
-    backend = OpenVinoBackend(xml)
-    calib, val_ds, split = calibration_and_val(weights, data, backend.imgsz, backend.resize)
-    quantize_ir(xml, out, calib)
-    try:
-        report = compare(OpenVinoBackend, xml, out, val_ds, backend)
-    except BaseException:
-        out.unlink(missing_ok=True)
-        out.with_suffix(".bin").unlink(missing_ok=True)
-        raise
-    return {"path": str(out), "calibration_images": len(calib), "val_split": split, **report}
+    files = [out, out.with_suffix(".bin")]
+    return quantized_report(OpenVinoBackend, quantize_ir, weights, xml, out, data, files)
