@@ -33,6 +33,7 @@ def test_cvat_for_images_as_cvat_exports_it(tmp_path):
     assert (a.name, a.width, a.height) == ("img0.jpg", 8, 8)
     np.testing.assert_array_equal(a.boxes, [[0, 2, 4, 4]])
     assert a.labels.tolist() == [0] and a.truncated.tolist() == [True]  # occluded="1"
+    assert a.attributes == ({"a1": "true", "a2": "v3", "a3": "0003", "a4": "2.4"},)
     assert b.is_negative  # an unlabeled polygon and points: no box
     skipped = _issues(ds, "skipped_shape")
     assert len(skipped) == 2 and "unlabeled polyline" in skipped[0].message
@@ -57,6 +58,7 @@ def test_cvat_for_video_tracks_become_frames(tmp_path):
     assert [s.name for s in ds.samples] == [f"frame_0000{f}.png" for f in (10, 13, 16)]
     f10, f13, f16 = ds.samples
     assert ds.classes[f10.labels[0]] == "II" and f10.truncated.tolist() == [True]
+    assert f10.attributes == ({"track_id": "0"},)
     np.testing.assert_array_equal(f10.boxes, [[3, 4, 10, 5]])
     assert f13.is_negative and f16.is_negative  # outside from frame 13 on
     assert "skeleton" not in ds.classes
@@ -64,7 +66,7 @@ def test_cvat_for_video_tracks_become_frames(tmp_path):
 
 
 def _frames(tmp_path, n):
-    (tmp_path / "images").mkdir()
+    (tmp_path / "images").mkdir(parents=True)
     for f in range(n):
         Image.new("RGB", (40, 40)).save(tmp_path / "images" / f"frame_{f:06d}.jpg")
 
@@ -75,7 +77,8 @@ def test_cvat_track_interpolates_leaves_and_comes_back(tmp_path):
 <annotations><version>1.1</version><meta><task><start_frame>0</start_frame>
 <stop_frame>9</stop_frame><labels><label><name>car</name></label></labels></task></meta>
 <track id="7" label="car">
- <box frame="0" outside="0" occluded="0" keyframe="1" xtl="0" ytl="0" xbr="10" ybr="10"/>
+ <box frame="0" outside="0" occluded="0" keyframe="1" xtl="0" ytl="0" xbr="10" ybr="10">
+  <attribute name="colour">red</attribute></box>
  <box frame="4" outside="0" occluded="0" keyframe="1" xtl="4" ytl="0" xbr="14" ybr="10"/>
  <box frame="5" outside="1" occluded="0" keyframe="1" xtl="4" ytl="0" xbr="14" ybr="10"/>
  <box frame="8" outside="0" occluded="0" keyframe="1" xtl="20" ytl="20" xbr="30" ybr="30"/>
@@ -86,6 +89,38 @@ def test_cvat_track_interpolates_leaves_and_comes_back(tmp_path):
     assert boxes[4] == [[4, 0, 14, 10]]
     assert boxes[5] == boxes[6] == boxes[7] == []  # left the view
     assert boxes[8] == boxes[9] == [[20, 20, 30, 30]]  # came back, kept to the end
+    attrs = {int(s.name[6:12]): s.attributes for s in ds.samples}
+    assert attrs[2] == ({"track_id": "7", "colour": "red"},)  # the keyframe's, with the id
+    assert attrs[5] is None and attrs[9] == ({"track_id": "7"},)
+
+
+@pytest.mark.parametrize("fmt", ["cvat", "coco"])
+def test_track_ids_and_attributes_survive_conversion(tmp_path, fmt):
+    """CVAT video -> CVAT for images or COCO -> back: every box keeps its track id and its
+    attributes (CVAT declares them in <meta>; COCO holds them as CVAT's COCO export does)."""
+    _frames(tmp_path / "src", 3)
+    (tmp_path / "src" / "annotations.xml").write_text("""<annotations><version>1.1</version>
+<meta><task><start_frame>0</start_frame><stop_frame>2</stop_frame><labels>
+<label><name>car</name></label><label><name>bus</name></label></labels></task></meta>
+<track id="3" label="bus">
+ <box frame="0" outside="0" occluded="1" keyframe="1" xtl="1" ytl="1" xbr="9" ybr="9">
+  <attribute name="difficult">true</attribute><attribute name="plate">AB 12</attribute></box>
+</track><track id="11" label="car">
+ <box frame="1" outside="0" occluded="0" keyframe="1" xtl="5" ytl="5" xbr="25" ybr="15"/>
+</track></annotations>""")
+    src = read(tmp_path / "src" / "annotations.xml")
+    out = write(src, tmp_path / "out", fmt)
+    if fmt == "cvat":  # declared for CVAT's import: a text attribute of its label
+        text = (out / "annotations.xml").read_text()
+        assert "<name>plate</name>" in text and "<name>track_id</name>" in text
+    back = {s.name: s for s in read(out).samples}
+    for s in src.samples:
+        t = back[s.name]
+        np.testing.assert_allclose(t.boxes, s.boxes, atol=1e-3)
+        assert t.attributes == s.attributes, s.name
+        if fmt == "cvat":  # COCO has no difficult flag
+            assert t.difficult.tolist() == s.difficult.tolist()
+    assert back["frame_000000.jpg"].attributes == ({"plate": "AB 12", "track_id": "3"},)
 
 
 def test_cvat_rotated_box_windows_name_and_bad_numbers(tmp_path):

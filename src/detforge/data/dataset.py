@@ -27,6 +27,16 @@ def _false(n: int) -> np.ndarray:
     return _FALSE[n]
 
 
+def _attributes(values, n: int) -> tuple[dict, ...] | None:
+    """Per-box attributes ({name: value}, a dict a box) or None when no box has any."""
+    if values is None:
+        return None
+    out = tuple(dict(v or {}) for v in values)
+    if len(out) != n:
+        raise ValueError(f"expected {n} per-box attribute dicts, got {len(out)}")
+    return out if any(out) else None
+
+
 def _flags(values, n: int) -> np.ndarray:
     if values is None:
         return _false(n)
@@ -59,12 +69,16 @@ class Sample:
 
     ``boxes`` float32 (N, 4) absolute pixels xyxy in displayed orientation; ``labels`` int64 (N,)
     indices into the dataset's classes; ``difficult``/``truncated``/``iscrowd`` bool (N,).
+    ``attributes`` None, or a ``{name: value}`` dict a box of what the tool it came from held
+    beyond the flags (CVAT's attributes and track ids, COCO's ``attributes``), carried to the
+    formats that hold them.
     ``category`` is the image-level class index for classification datasets (else ``None``).
     An image with N == 0 is a negative. ``boxes`` and ``labels`` are writable views of one
     buffer; assign a new box list with :meth:`replace` (boxes and labels together).
     """
 
-    __slots__ = ("image", "width", "height", "_bl", "difficult", "truncated", "iscrowd", "category")
+    __slots__ = ("image", "width", "height", "_bl", "difficult", "truncated", "iscrowd",
+                 "category", "attributes")  # fmt: skip
 
     def __init__(
         self,
@@ -77,6 +91,7 @@ class Sample:
         truncated=None,
         iscrowd=None,
         category: int | None = None,
+        attributes=None,
     ):
         self.image = image
         self.width, self.height = int(width), int(height)
@@ -89,6 +104,7 @@ class Sample:
         self.truncated = _flags(truncated, n)
         self.iscrowd = _flags(iscrowd, n)
         self.category = None if category is None else int(category)
+        self.attributes = _attributes(attributes, n)
 
     @property
     def boxes(self) -> np.ndarray:
@@ -121,7 +137,7 @@ class Sample:
             raise ValueError("changing the number of boxes needs labels too")
         n_new = len(changes.get("boxes", self._bl))
         if n_new != len(self._bl):  # flags of the old boxes no longer apply
-            for k in ("difficult", "truncated", "iscrowd"):
+            for k in ("difficult", "truncated", "iscrowd", "attributes"):
                 fields[k] = None
         fields.update(changes)
         return Sample(**fields)
@@ -143,6 +159,7 @@ class Sample:
             self.truncated,
             self.iscrowd,
             self.category,
+            self.attributes,
         )
 
     @property
@@ -172,13 +189,18 @@ class Sample:
             difficult=self.difficult[keep],
             truncated=self.truncated[keep],
             iscrowd=self.iscrowd[keep],
+            attributes=None
+            if self.attributes is None
+            else [self.attributes[k] for k in np.arange(len(self._bl))[keep]],
         )
 
 
-def _restore(image, width, height, bl, difficult, truncated, iscrowd, category) -> Sample:
+def _restore(image, width, height, bl, difficult, truncated, iscrowd, category,
+             attributes=None) -> Sample:  # fmt: skip
     s = Sample.__new__(Sample)
     s.image, s.width, s.height, s._bl = image, width, height, bl
     s.difficult, s.truncated, s.iscrowd, s.category = difficult, truncated, iscrowd, category
+    s.attributes = attributes
     return s
 
 

@@ -1,4 +1,6 @@
-"""COCO instances JSON: xywh pixel boxes, any category ids, ``iscrowd``, image-only negatives."""
+"""COCO instances JSON: xywh pixel boxes, any category ids, ``iscrowd``, image-only negatives,
+and the per-annotation ``attributes`` object CVAT's COCO export writes (``occluded``,
+``track_id``, its own attributes), kept per box and written back."""
 
 from __future__ import annotations
 
@@ -155,7 +157,7 @@ def read(path, *, images=None, names=None, outside_paths: str = "error", **_) ->
                 )
             )
             continue
-        boxes, labels, crowd = [], [], []
+        boxes, labels, crowd, attrs = [], [], [], []
         for k, a in per_image.get(im_id, []):
             if a.get("category_id") not in cat_index:
                 raise FormatError(
@@ -167,6 +169,7 @@ def read(path, *, images=None, names=None, outside_paths: str = "error", **_) ->
             boxes.append(_bbox(a, k, jpath))
             labels.append(cat_index[a["category_id"]])
             crowd.append(bool(a.get("iscrowd", 0)))
+            attrs.append(a["attributes"] if isinstance(a.get("attributes"), dict) else None)
         w, h = _size(im, "width"), _size(im, "height")
         if not w or not h:
             if not (size := image_size(found, issues)):
@@ -174,7 +177,7 @@ def read(path, *, images=None, names=None, outside_paths: str = "error", **_) ->
             w, h = size
         xyxy = to_xyxy(np.array(boxes, np.float64).reshape(-1, 4), "xywh")
         image = imageio.FileImage(os.path.abspath(found))
-        samples.append(Sample(image, w, h, xyxy, labels, iscrowd=crowd))
+        samples.append(Sample(image, w, h, xyxy, labels, iscrowd=crowd, attributes=attrs))
     ds = Dataset(classes, samples, jpath.parent, issues=issues, format=NAME)
     return ds.with_classes(names) if names else ds
 
@@ -193,7 +196,10 @@ def to_dict(ds: Dataset, names: list[str]) -> dict:
     images, anns = [], []
     for i, (s, n) in enumerate(zip(ds.samples, names), start=1):
         images.append({"id": i, "file_name": n, "width": s.width, "height": s.height})
-        for b, lab, c, q in zip(from_xyxy(s.boxes, "xywh"), s.labels, s.iscrowd, s.boxes):
+        extra = s.attributes or ({},) * len(s.boxes)
+        for b, lab, c, q, attrs in zip(
+            from_xyxy(s.boxes, "xywh"), s.labels, s.iscrowd, s.boxes, extra
+        ):
             anns.append(
                 {
                     "id": len(anns) + 1,
@@ -214,6 +220,7 @@ def to_dict(ds: Dataset, names: list[str]) -> dict:
                             float(q[3]),
                         ]
                     ],
+                    **({"attributes": attrs} if attrs else {}),
                 }
             )
     cats = [{"id": i + 1, "name": c, "supercategory": "none"} for i, c in enumerate(ds.classes)]

@@ -6,10 +6,12 @@ boxes); ``<polyline>``, ``<points>``, ``<skeleton>`` and ``<tag>`` enclose no bo
 skipped with a note. For video: ``<track>`` of ``<box>`` keyframes; frames between two
 keyframes are interpolated linearly as CVAT does, a box with ``outside="1"`` ends the track
 until its next keyframe inside, and every frame in ``start_frame..stop_frame`` (with the task's
-``frame_filter`` step) becomes a sample of the video named in ``<source>`` (or of the frame
-images ``frame_000010.jpg`` CVAT writes in ``images/``). Class order comes from ``<meta>``'s
-labels (skeleton parts left out). ``occluded`` and the attributes ``difficult`` and
-``truncated`` map to detforge's flags (occluded as truncated); other attributes are not kept.
+``frame_filter`` step) becomes a sample of the frame images ``frame_000010.jpg`` CVAT writes in
+``images/`` (export with images), each box with its track's id as the attribute ``track_id``.
+Class order comes from ``<meta>``'s labels (skeleton parts left out). ``occluded`` and the
+attributes ``difficult`` and ``truncated`` map to detforge's flags (occluded as truncated);
+other attributes are kept per box (``Sample.attributes``, as text) and written back, declared
+in ``<meta>`` as text attributes of their labels.
 
 Images are looked up by their ``name`` under ``images/`` beside the XML, beside it, or in the
 folder given as ``images=``; names from Windows (``a\\b.jpg``) work. The writer writes CVAT
@@ -29,7 +31,7 @@ from defusedxml import DefusedXmlException
 from detforge.data import image as imageio
 from detforge.data.dataset import ClassIndex, Dataset, Issue
 from detforge.data.formats._common import OUTSIDE, Within, fmt_num, start_write, write_classes
-from detforge.data.formats.cvat_shapes import SHAPES, Objects, shape_box
+from detforge.data.formats.cvat_shapes import FLAGS, SHAPES, Objects, shape_box
 from detforge.errors import FormatError
 from detforge.fileio import atomic_write_text
 
@@ -176,6 +178,16 @@ def sniff(p: Path) -> bool:
     return "<annotations" in head and ("<version>1.1" in head or "<meta>" in head)
 
 
+def _attribute_names(ds: Dataset) -> list[list[str]]:
+    """Per class, the names of the attributes its boxes carry (but the flags), in first-seen
+    order."""
+    names: list[dict] = [{} for _ in ds.classes]
+    for s in ds.samples:
+        for lab, attrs in zip(s.labels, s.attributes or ()):
+            names[int(lab)].update(dict.fromkeys(k for k in attrs if k.lower() not in FLAGS))
+    return [list(n) for n in names]
+
+
 def to_xml(ds: Dataset, refs: list[str], source: str = "manual") -> str:
     """CVAT for images 1.1 as CVAT imports it; ``source`` ``auto`` marks pre-annotations."""
     a = ET.Element("annotations")
@@ -184,11 +196,19 @@ def to_xml(ds: Dataset, refs: list[str], source: str = "manual") -> str:
     ET.SubElement(task, "size").text = str(len(ds))
     ET.SubElement(task, "mode").text = "annotation"
     labels = ET.SubElement(task, "labels")
-    for c in ds.classes:
+    for c, names in zip(ds.classes, _attribute_names(ds)):
         lab = ET.SubElement(labels, "label")
         ET.SubElement(lab, "name").text = c
         ET.SubElement(lab, "type").text = "rectangle"
-        ET.SubElement(lab, "attributes")
+        spec = ET.SubElement(lab, "attributes")
+        for name in ("difficult", *names):  # every attribute a box may carry, declared
+            at = ET.SubElement(spec, "attribute")
+            ET.SubElement(at, "name").text = name
+            ET.SubElement(at, "mutable").text = "True"
+            checkbox = name == "difficult"
+            ET.SubElement(at, "input_type").text = "checkbox" if checkbox else "text"
+            ET.SubElement(at, "default_value").text = "false" if checkbox else ""
+            ET.SubElement(at, "values").text = "false" if checkbox else ""
     for i, (s, ref) in enumerate(zip(ds.samples, refs)):
         im = ET.SubElement(a, "image", id=str(i), name=ref, width=str(s.width),
                            height=str(s.height))  # fmt: skip
@@ -200,6 +220,9 @@ def to_xml(ds: Dataset, refs: list[str], source: str = "manual") -> str:
             box = ET.SubElement(im, "box", attrs)
             if s.difficult[k]:
                 ET.SubElement(box, "attribute", name="difficult").text = "true"
+            for name, value in (s.attributes[k] if s.attributes else {}).items():
+                text = str(value).lower() if isinstance(value, bool) else str(value)
+                ET.SubElement(box, "attribute", name=str(name)).text = text
     ET.indent(a, "  ")
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(a, encoding="unicode") + "\n"
 

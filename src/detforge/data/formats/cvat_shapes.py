@@ -62,32 +62,39 @@ def shape_box(el, xml: Path, where: str) -> np.ndarray | None:
     return None
 
 
-def _flags(el) -> tuple[bool, bool]:
-    """(difficult, truncated): the attributes of those names, or ``occluded`` as truncated."""
-    attrs = {
-        a.get("name", "").lower(): (a.text or "").strip().lower() for a in el.iter("attribute")
-    }
+FLAGS = ("difficult", "truncated")  # attributes that are detforge's own per-box flags
+
+
+def _attributes(el) -> tuple[bool, bool, dict]:
+    """(difficult, truncated, the other attributes): ``difficult`` and ``truncated`` are
+    detforge's flags (``occluded`` is truncated too); the rest kept by name, as text."""
+    attrs = {a.get("name", ""): (a.text or "").strip() for a in el.iter("attribute")}
+    flags = {k.lower(): v.lower() for k, v in attrs.items() if k.lower() in FLAGS}
     yes = ("1", "true", "yes")
     occluded = el.get("occluded", "0") in yes
-    return attrs.get("difficult") in yes, occluded or attrs.get("truncated") in yes
+    other = {k: v for k, v in attrs.items() if k and k.lower() not in FLAGS}
+    return flags.get("difficult") in yes, occluded or flags.get("truncated") in yes, other
 
 
 class Objects:
-    """Boxes, labels and flags gathered for one sample."""
+    """Boxes, labels, flags and attributes gathered for one sample."""
 
     def __init__(self):
         self.boxes, self.labels, self.difficult, self.truncated = [], [], [], []
+        self.attributes: list[dict] = []
         self.skipped: list[str] = []
 
-    def add(self, el, box, index: ClassIndex, label: str | None = None) -> None:
-        d, t = _flags(el)
+    def add(self, el, box, index: ClassIndex, label: str | None = None, **extra) -> None:
+        d, t, other = _attributes(el)
         self.boxes.append(box)
         self.labels.append(index(label or el.get("label").strip()))
         self.difficult.append(d)
         self.truncated.append(t)
+        self.attributes.append({**other, **extra})
 
     def sample(self, ref, w: int, h: int) -> Sample:
         boxes = np.array(self.boxes, np.float32).reshape(-1, 4)
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, w or None)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, h or None)
-        return Sample(ref, w, h, boxes, self.labels, self.difficult, self.truncated)
+        return Sample(ref, w, h, boxes, self.labels, self.difficult, self.truncated,
+                      attributes=self.attributes)  # fmt: skip

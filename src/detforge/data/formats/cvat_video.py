@@ -3,8 +3,8 @@
 Between two keyframes of a track CVAT interpolates linearly; a box with ``outside="1"`` ends the
 track until its next keyframe that is inside. The frames are those of the task
 (``start_frame`` to ``stop_frame``, every ``step`` of ``frame_filter``), read from the frame
-images CVAT exports with the annotations (``images/frame_000010.jpg``). Track ids are not
-kept: a detforge sample holds boxes, classes and flags, no per-box attributes.
+images CVAT exports with the annotations (``images/frame_000010.jpg``). Each box keeps its
+track's id as the attribute ``track_id``, with the attributes of its keyframe.
 """
 
 from __future__ import annotations
@@ -92,8 +92,9 @@ def read_tracks(root, xml: Path, index, images, within) -> tuple[list, list]:
         if not label:
             skipped += 1
             continue
+        track_id = (t.get("id") or "").strip()
         for f, (box, el) in boxes_at(keys[t], frames).items():
-            per_frame[f].add(el, box, index, label)
+            per_frame[f].add(el, box, index, label, **({"track_id": track_id} if track_id else {}))
     issues: list[Issue] = []
     if skipped:
         issues.append(
