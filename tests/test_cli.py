@@ -52,6 +52,30 @@ def test_data_commands_end_to_end(tmp_path):
     assert r.exit_code == 0 and cv2.imread(str(tmp_path / "g.png")) is not None
 
 
+def test_piped_tables_are_plain_lines_that_keep_whole_paths(tmp_path):
+    """Piped (not a terminal), `data check` and `models` print tab-separated lines: a long
+    path with brackets stays whole on one line for grep, never wrapped or read as markup."""
+    root = tmp_path / ("a_rather_long_folder_name_for_a_dataset_of_photos[2026]" * 2)
+    cli("data", "synth", root, "--n", 6, "--format", "csv", "--size", 64)
+    csv = root / "annotations.csv"
+    lines = csv.read_text().splitlines()
+    i = next(k for k, line in enumerate(lines) if line.split(",")[3])
+    cols = lines[i].split(",")
+    cols[4], cols[6] = cols[6], cols[4]  # an inverted box: a finding naming the file
+    lines[i] = ",".join(cols)
+    csv.write_text("\n".join(lines) + "\n")
+    r = detforge("data", "check", root, cwd=tmp_path.parent)
+    assert r.returncode == 1
+    header = "severity\tkind\tcount\tfirst example"
+    assert header in r.stdout.splitlines()
+    rows = [ln.split("\t") for ln in r.stdout.splitlines() if ln.startswith("error\t")]
+    assert rows and rows[0][3].startswith(str(root.relative_to(tmp_path.parent)) + "/images/")
+    r = detforge("models")
+    head, *rows = [ln for ln in r.stdout.splitlines() if "\t" in ln]
+    assert head.startswith("model\ttask") and {"det-n", "ssdlite"} <= {w[0] for w in (
+        row.split("\t") for row in rows)}  # fmt: skip
+
+
 def test_check_exit_code_and_fix(tmp_path):
     cli("data", "synth", tmp_path / "s", "--n", 10, "--format", "csv", "--size", 96)
     csv = tmp_path / "s" / "annotations.csv"

@@ -17,7 +17,7 @@ from rich.table import Table
 import detforge
 from detforge.cli import data as data_cli
 from detforge.cli import predict as predict_cli
-from detforge.cli.common import config_options, err, esc, out, parse_sets, with_options
+from detforge.cli.common import config_options, err, esc, out, parse_sets, show, with_options
 from detforge.errors import DetforgeError, DiskFullError
 
 app = typer.Typer(
@@ -70,8 +70,9 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     for name, m in table.items():
         opts = ", ".join(f"{o['name']}: {o['type']} = {o['default']!r}" for o in m["options"])
         shipped = f"{m['shipped']} (--pretrained synthetic)" if m["shipped"] else ""
-        t.add_row(name, m["task"], m["summary"], opts, _recipe_text(m["recipe"]), shipped)
-    out.print(t)
+        cells = (name, m["task"], m["summary"], opts, _recipe_text(m["recipe"]), shipped)
+        t.add_row(*(esc(c) for c in cells))
+    show(t)
 
 
 def _recipe_text(recipe: dict, prefix: str = "") -> str:
@@ -195,8 +196,8 @@ def _print_eval(m: dict) -> None:
     for col in cols:
         table.add_column(col)
     for c, v in m["per_class"].items():
-        table.add_row(c, *(f"{v[k]:.3f}" for k in keys), *([str(v[count])] if count else []))
-    out.print(table)
+        table.add_row(esc(c), *(f"{v[k]:.3f}" for k in keys), *([str(v[count])] if count else []))
+    show(table)
     if t.name == "detect":
         line = f"conf {m['conf']:g}: precision {m['precision']:.2f}, recall {m['recall']:.2f}"
         th = m.get("threshold")

@@ -25,6 +25,24 @@ def esc(value) -> str:
 err = Console(stderr=True, soft_wrap=True)  # an error is one line, however long its path
 
 
+def show(table) -> None:
+    """A Rich table in a terminal; piped, plain tab-separated lines (the title, the header,
+    a line a row) that keep whole paths for grep instead of wrapping them across lines."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    from rich.text import Text
+
+    def plain(cell) -> str:
+        return cell.plain if isinstance(cell, Text) else Text.from_markup(str(cell)).plain
+
+    if table.title:
+        print(plain(table.title))
+    print("\t".join(plain(c.header) for c in table.columns))
+    for row in zip(*(c._cells for c in table.columns)):
+        print("\t".join(plain(cell) for cell in row))
+
+
 def field_help(cls) -> dict[str, str]:
     """``{field: its one-line comment}`` from the dataclass's source (the config documents
     each field with a trailing comment; the CLI shows exactly that)."""

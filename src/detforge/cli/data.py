@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import detforge
-from detforge.cli.common import err, esc, out
+from detforge.cli.common import err, esc, out, show
 from detforge.errors import DetforgeError
 
 app = typer.Typer(no_args_is_help=True, help="Read, check, split, convert and pack datasets.")
@@ -110,8 +110,8 @@ def _print_report(report) -> None:
     sev = {f.kind: f.severity for f in report.findings}
     for kind, n in sorted(report.by_kind().items(), key=lambda kv: (sev[kv[0]] != "error", kv[0])):
         style = {"error": "red", "warning": "yellow"}.get(sev[kind], "dim")
-        t.add_row(f"[{style}]{sev[kind]}[/]", kind, str(n), first[kind])
-    out.print(t)
+        t.add_row(f"[{style}]{sev[kind]}[/]", kind, str(n), esc(first[kind]))
+    show(t)
     verdict = "[green]no errors[/]" if report.ok else f"[red]{report.errors} errors[/]"
     out.print(f"{verdict}, {report.count('warning')} warnings")
 
@@ -261,10 +261,10 @@ def _print_stats(s: dict) -> None:
         t.add_column(col)
     for c, v in s["classes"].items():
         if classify:
-            t.add_row(c, str(v["images"]), f"{100 * v['images'] / max(s['images'], 1):.1f}%")
+            t.add_row(esc(c), str(v["images"]), f"{100 * v['images'] / max(s['images'], 1):.1f}%")
         else:
-            t.add_row(c, str(v["boxes"]), str(v["images"]))
-    out.print(t)
+            t.add_row(esc(c), str(v["boxes"]), str(v["images"]))
+    show(t)
     what = "images" if classify else "boxes"
     if "imbalance" in s:
         out.print(f"imbalance {s['imbalance']}x (most / fewest {what} per class)")
