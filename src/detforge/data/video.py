@@ -138,7 +138,8 @@ class LiveSource:
     falls behind, older frames are dropped (counted), never queued, so latency stays bounded.
     When the stream drops or stalls (no frame for ``stall_s``), it reconnects with backoff
     (0.5 s doubling to 8 s), ``reconnect`` times (None: forever). ``stats``: frames
-    received, handed on (``processed``), dropped, and reconnects. ``name`` has any password
+    received, handed on (``processed``), dropped, reconnects, and ``gap_s``, the seconds
+    without frames around the drops (last frame before to first after). ``name`` has any password
     masked (:func:`redact`)."""
 
     live = True
@@ -146,7 +147,7 @@ class LiveSource:
     def __init__(self, url: str, reconnect: int | None = None, stall_s: float = 10.0):
         self.url, self.name = url, redact(url)
         self.reconnect, self.stall_s = reconnect, stall_s
-        self.stats = {"received": 0, "processed": 0, "dropped": 0, "reconnects": 0}
+        self.stats = {"received": 0, "processed": 0, "dropped": 0, "reconnects": 0, "gap_s": 0.0}
         self.cap = self._open()
         if self.cap is None:
             raise CameraError(
@@ -187,22 +188,27 @@ class LiveSource:
     def _work(self) -> None:
         import time
 
-        start, tries, wait = time.monotonic(), 0, 0.5
+        start, tries, wait = self._start, 0, 0.5
+        last, dropped_out = start, False  # the newest frame's arrival; a drop since then
         while not self._stop.is_set():
             ok, frame = self.cap.read() if self.cap is not None else (False, None)
             if ok:
-                tries, wait = 0, 0.5
+                tries, wait, now = 0, 0.5, time.monotonic()
+                if dropped_out:  # the gap: from the last frame before the drop to this one
+                    self.stats["gap_s"] = round(self.stats["gap_s"] + now - last, 3)
+                last, dropped_out = now, False
                 with self._cond:
                     if self._latest is not None:
                         self.stats["dropped"] += 1  # never handed on: inference was behind
                     self.stats["received"] += 1
                     k = self.stats["received"] - 1
-                    self._latest = (k, time.monotonic() - start, frame)
+                    self._latest = (k, now - start, frame)
                     self._cond.notify()
                 continue
             if self.cap is not None:
                 self.cap.release()
                 self.cap = None
+            dropped_out = True
             if self.reconnect is not None and tries >= self.reconnect:
                 break
             tries += 1
@@ -217,6 +223,14 @@ class LiveSource:
             self._cond.notify()
 
     def read(self) -> Iterator[tuple[int, float | None, np.ndarray]]:
+        """The newest frame each time it is asked for: (index, seconds since the stream
+        opened, RGB). On exit ``stats`` also holds the delay from a frame's arrival to its
+        result being done (the next ask), p50 and p99 in ms."""
+        import collections
+        import time
+
+        latency: collections.deque = collections.deque(maxlen=100_000)
+        self._start = time.monotonic()
         self._thread = threading.Thread(target=self._work, daemon=True, name="detforge-live")
         self._thread.start()
         try:
@@ -230,7 +244,13 @@ class LiveSource:
                     self._latest = None
                     self.stats["processed"] += 1
                 yield k, t, np.ascontiguousarray(frame[..., ::-1])
+                # back here when the frame's result is done: its delay since it arrived
+                latency.append(time.monotonic() - self._start - t)
         finally:
+            if latency:
+                ms = np.percentile(np.array(latency) * 1000, [50, 99])
+                self.stats["latency_ms_p50"], self.stats["latency_ms_p99"] = (
+                    round(float(ms[0]), 1), round(float(ms[1]), 1))  # fmt: skip
             self.close()
 
     def close(self) -> None:
