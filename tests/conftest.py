@@ -178,3 +178,11 @@ def assert_same_weights(a: dict, b: dict) -> None:
         torch.testing.assert_close(b["state_dict"][name], v, rtol=0, atol=0, msg=name)
     for name, v in (a["train"]["ema"] or {"module": {}})["module"].items():
         torch.testing.assert_close(b["train"]["ema"]["module"][name], v, rtol=0, atol=0, msg=name)
+
+
+def pytest_collection_modifyitems(items):
+    """A test that trains and holds a learning bar is slow too: the quick tier
+    (``-m "not slow"``, the everyday loop) leaves every training run to the full suite."""
+    for item in items:
+        if item.get_closest_marker("learning"):
+            item.add_marker(pytest.mark.slow)

@@ -3,6 +3,9 @@ the same Predictor, and refuses what it cannot be, in one line."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -95,6 +98,12 @@ def test_openvino_computes_in_f32_unless_asked(tmp_path):
         assert np.abs(got.probs - ref).max() <= 1e-5
     with pytest.raises(DetforgeError, match="precision 'int4' is not one of f32, bf16, f16"):
         detforge.load(xml, precision="int4")
+    for other in (weights, tmp_path / "m.onnx"):  # the CLI's --precision: OpenVINO's alone
+        with pytest.raises(DetforgeError, match=r"precision 'bf16' is for OpenVINO models"):
+            detforge.load(other, precision="bf16")
+    args = ["predict", str(weights), "--source", str(tmp_path), "--precision", "bf16"]
+    cli = subprocess.run([sys.executable, "-m", "detforge", *args], capture_output=True, text=True)
+    assert cli.returncode == 2 and "is for OpenVINO models (.xml)" in cli.stderr
     core = ov.Core()
     if "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         pytest.skip("this CPU has no bf16 units: OpenVINO computes f32 whatever is asked")

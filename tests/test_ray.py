@@ -56,6 +56,7 @@ def _rows(out: Path) -> list[dict]:
     return rows
 
 
+@pytest.mark.slow
 def test_cli_on_its_own_local_ray_gives_the_same_detections_as_predict(corpus, tmp_path):
     """`predict --ray` starts (and stops) a local Ray; every image is one row, the corrupt
     one an error row, and the boxes are exactly `stream`'s."""
@@ -105,6 +106,7 @@ def _actor_pids() -> list:
     ]
 
 
+@pytest.mark.slow
 def test_every_image_exactly_once_when_an_actor_is_killed(local_ray, corpus, tmp_path):
     """The actor is SIGKILLed once the first block is written; Ray restarts it and retries
     its batch. Parquet output this time, from a recursive glob."""

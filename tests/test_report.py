@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 import detforge
-from browser import broken_images, gallery_state, opened
 from detforge.data import read, write
 from detforge.data.synth import generate
 from detforge.engine.evaluate import classification, detection
@@ -20,6 +19,8 @@ from detforge.engine.evaluate.plots import image_errors
 from detforge.engine.infer.results import ClassResult, Result
 from detforge.engine.report import write_run_report
 from detforge.models.base import FALLBACK_CONF
+
+from browser import broken_images, gallery_state, opened
 
 
 def page_data(page: Path, gallery: str) -> dict:

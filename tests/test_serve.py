@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import re
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,18 +38,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_serve_lines() -> list[str]:
+    """The commands of the README's "Serving over HTTP" block, comments dropped."""
+    text = README.read_text(encoding="utf-8")
+    block = re.search(r"<!-- serve:start -->\n```bash\n(.*?)```", text, re.S).group(1)
+    return [ln.split("  #")[0].strip() for ln in block.splitlines() if ln.strip()]
+
+
 @contextmanager
-def server(weights: Path, *args: str, env=None):
+def server(weights: Path, *args: str, env=None, start_s: float = 30, cwd=None):
     """``detforge serve`` in its own process; yields (base URL, process)."""
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "detforge", "serve", str(weights), "--port", str(port), *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **(env or {})}, cwd=cwd,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
+        deadline = time.monotonic() + start_s
+        while time.monotonic() < deadline:
             try:
                 if httpx.get(url + "/health", timeout=1).status_code == 200:
                     break
@@ -162,6 +177,78 @@ def test_concurrent_requests_share_batches_and_sigterm_finishes_them(weights, im
         proc.send_signal(signal.SIGTERM)  # ... when the server is told to stop
         late.join()
         assert answers[-1] == 200 and proc.wait(30) == 0
+
+
+@pytest.mark.slow
+def test_ray_serve_replicas_answer_as_predict_does(weights, images):
+    """`serve --ray --replicas 2` on the local Ray it starts: both replicas answer, with
+    `predict`'s boxes; SIGTERM shuts Serve and Ray down and exits 0."""
+    pytest.importorskip("ray.serve", reason="Ray Serve is not installed (detforge[ray])")
+    (line,) = [ln for ln in readme_serve_lines() if "--ray" in ln]  # the README's, as written
+    args = shlex.split(line)
+    assert args[:2] == ["detforge", "serve"]
+    det = detforge.load(weights)
+    want = det.predict(images[1], conf=0.05)[0].to_dict()["detections"]
+    with server(weights, *args[3:], start_s=180) as (url, proc):
+        assert httpx.get(url + "/model").json()["sha256"] == hashlib.sha256(
+            weights.read_bytes()).hexdigest()  # fmt: skip
+        pids = set()
+        with httpx.Client(timeout=60) as c:
+            for _ in range(40):
+                r = c.post(url + "/predict?conf=0.05", content=_png(images[1]))
+                assert r.status_code == 200, r.text
+                got = r.json()["results"][0]["detections"]
+                assert [d["name"] for d in got] == [d["name"] for d in want]
+                np.testing.assert_allclose([d["box"] for d in got], [d["box"] for d in want],
+                                           atol=0.02)  # fmt: skip
+                pids.add(c.get(url + "/health").json()["pid"])
+                if len(pids) == 2:
+                    break
+        assert len(pids) == 2, "one replica answered every request"
+        assert httpx.post(url + "/predict", content=b"not an image").status_code == 400
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, proc.stdout.read()
+
+
+@pytest.mark.slow
+def test_the_readme_serve_commands_run_as_written(weights, images, tmp_path):
+    """Each `detforge serve` line of the README (but Ray's, in the test above) started in a
+    folder laid out as it says, on a free port; each curl line answered by the one before."""
+    pytest.importorskip("onnxruntime")
+    if not shutil.which("curl"):
+        pytest.skip("curl is not installed")
+    best = tmp_path / "runs" / "train" / "exp" / "weights" / "best.pt"
+    best.parent.mkdir(parents=True)
+    shutil.copy(weights, best)
+    detforge.export(best, tmp_path / "best.onnx", check=False)
+    for name, im in zip(("photo.jpg", "a.jpg", "b.jpg"), images):
+        Image.fromarray(im).save(tmp_path / name)
+    env = {"KEY": "s3cret-key"}
+    lines = [ln for ln in readme_serve_lines() if not ln.startswith("pip ") and "--ray" not in ln]
+    assert sum(ln.startswith("detforge serve") for ln in lines) == 2 and len(lines) == 5
+    answered, running = 0, None
+    try:
+        for line in lines:
+            if line.startswith("detforge serve"):
+                if running:
+                    running.__exit__(None, None, None)
+                args = shlex.split(line.replace('"$KEY"', env["KEY"]))
+                running = server(Path(args[2]), *args[3:], cwd=tmp_path)
+                url, _ = running.__enter__()
+                continue
+            cmd = line.replace("http://127.0.0.1:8000", url)
+            r = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env={**os.environ, **env},
+                               capture_output=True, text=True, timeout=60)  # fmt: skip
+            assert r.returncode == 0, line + r.stderr
+            want = 2 if "-F" in line else 1  # several files in one request, or one
+            assert len(json.loads(r.stdout)["results"]) == want, line
+            answered += 1
+        assert answered == 3
+        no_key = httpx.post(url + "/predict", content=(tmp_path / "photo.jpg").read_bytes())
+        assert no_key.status_code == 401  # the keyed server refuses a client without it
+    finally:
+        if running:
+            running.__exit__(None, None, None)
 
 
 def test_binding_beyond_loopback_needs_a_key():

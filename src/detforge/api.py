@@ -320,20 +320,26 @@ def select(weights, source, out, n: int = 100, *, device: str = "auto", **option
     return select_batch(load(weights, device=device), source, out, n, **options)
 
 
-def serve(weights, **options) -> None:
+def serve(weights, *, ray: bool = False, **options) -> None:
     """Serve ``weights`` over HTTP until SIGTERM or Ctrl-C; see
-    :func:`detforge.engine.serve.serve`. Needs ``pip install 'detforge[serve]'``."""
+    :func:`detforge.engine.serve.serve`. Needs ``pip install 'detforge[serve]'``. ``ray``:
+    deploy it on Ray Serve instead (``address``, ``replicas``); see
+    :func:`detforge.engine.serve.serve_on_ray`."""
     try:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
 
         from detforge.engine.serve import serve as _serve
+        from detforge.engine.serve import serve_on_ray
     except ImportError as e:
         raise DetforgeError(
             f"detforge serve needs FastAPI and uvicorn ({e.name} is not installed)",
             "pip install 'detforge[serve]'",
         ) from None
-    _serve(weights, **options)
+    if ray:
+        serve_on_ray(weights, **options)
+    else:
+        _serve(weights, **options)
 
 
 def predict_dataset(weights, source, out, **options) -> dict:

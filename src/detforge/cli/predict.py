@@ -19,6 +19,11 @@ SAVE_LABELSTUDIO = typer.Option(
     "--save-labelstudio",
     help="Write labelstudio_tasks.json: tasks with the boxes as Label Studio predictions.",
 )
+PRECISION = typer.Option(
+    "f32",
+    help="What an OpenVINO model (.xml) computes in: f32, or bf16 / f16 where the CPU has "
+    "them (faster; the accuracy change is printed by export --format openvino).",
+)
 RECONNECT = typer.Option(
     -1,
     help="Network streams (rtsp://, http://): reconnect this many times after a drop or "
@@ -44,6 +49,7 @@ def predict(
     iou: float = typer.Option(0.5, help="NMS IoU threshold."),
     batch: int = typer.Option(4, help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto (a GPU when there is one), cpu, cuda, mps."),
+    precision: str = PRECISION,
     fmt: str = typer.Option(
         "jsonl",
         "--format",
@@ -90,6 +96,7 @@ def predict(
         project=project,
         name=name,
         device=device,
+        precision=precision,
         conf=conf,
         iou=iou,
         batch=batch,
@@ -117,8 +124,11 @@ def _print_summary(s: dict, track: bool, save_labelme: bool) -> None:
         st = s["stream"]
         out.print(
             f"stream: {st['received']} frames received, {st['processed']} processed, "
-            f"{st['dropped']} dropped (the model was behind), {st['reconnects']} reconnects"
-        )
+            f"{st['dropped']} dropped (the model was behind), {st['reconnects']} reconnects "
+            f"({st['gap_s']:g} s without frames)"
+            + (f"; frame to result p50 {st['latency_ms_p50']} ms, p99 {st['latency_ms_p99']} ms"
+               if "latency_ms_p50" in st else "")
+        )  # fmt: skip
     if track:
         out.print(f"{s['track_ids']} tracks; MOTChallenge file [bold]{esc(s['tracks'])}[/]")
     if s["labelme_written"] or save_labelme:
@@ -196,12 +206,24 @@ def serve(
     batch: int = typer.Option(8, min=1, help="Images from concurrent requests run together."),
     wait_ms: float = typer.Option(5.0, help="How long a batch waits to fill, ms."),
     device: str = typer.Option("auto", help="auto (a GPU when there is one), cpu, cuda, mps."),
+    precision: str = PRECISION,
+    ray: bool = typer.Option(
+        False, "--ray", help="Deploy on Ray Serve (pip install 'detforge\\[ray]')."
+    ),
+    address: str = typer.Option(
+        None, help="With --ray: a Ray cluster's address (default: a local Ray)."
+    ),
+    replicas: int = typer.Option(1, min=1, help="With --ray: copies of the model."),
 ):
     """Serve a model over HTTP: POST /predict (an image as the body, or multipart files),
     GET /model, GET /health, and a page at / to try it. SIGTERM finishes the requests in
-    flight and exits."""
+    flight and exits. --ray deploys the same service on Ray Serve."""
+    if not ray and (address or replicas != 1):
+        raise DetforgeError("--address and --replicas go with --ray", "add --ray or drop them")
+    extra = {"ray": True, "address": address, "replicas": replicas} if ray else {}
     detforge.api.serve(
-        weights, host=host, port=port, device=device, insecure=insecure, api_key=api_key,
+        weights, host=host, port=port, device=device, precision=precision, insecure=insecure,
+        api_key=api_key,
         max_body=int(max_body_mb * (1 << 20)), timeout=timeout, batch=batch, wait_ms=wait_ms,
-        say=out.print,
+        say=out.print, **extra,
     )  # fmt: skip

@@ -72,14 +72,16 @@ def predict(
     project="runs",
     name: str = "exp",
     device: str = "auto",
+    precision: str = "f32",
     **options,
 ) -> dict:
     """Run a model over ``source`` (images, folder, glob, video, camera) and write the
     results into ``save_dir`` (default: a new ``runs/predict/NAME``); see
-    :func:`~detforge.engine.infer.outputs.predict_files` for ``options``."""
+    :func:`~detforge.engine.infer.outputs.predict_files` for ``options``. ``precision``: an
+    OpenVINO model's (f32, bf16, f16)."""
     from detforge.engine.infer.outputs import predict_files
 
-    det = load(weights, device=device)
+    det = load(weights, device=device, precision=precision)
     made = save_dir is None or not Path(save_dir).exists()
     save_dir = Path(save_dir) if save_dir is not None else new_run_dir("predict", name, project)
     options.setdefault("model", f"detforge {Path(weights).name}")

@@ -4,6 +4,8 @@ type. Everything that predicts (eval, predict, serve, training's validation) sta
 
 from __future__ import annotations
 
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -31,10 +33,36 @@ def load(
         raise DetforgeError(
             f"{path}: not found", "pass runs/train/NAME/weights/best.pt, .onnx or OpenVINO .xml"
         )
-    if path.suffix.lower() == ".onnx":
-        return predictor(OnnxBackend(path, device, threads))
     if path.suffix.lower() == ".xml":
         return predictor(OpenVinoBackend(path, device, threads, precision))
+    if precision != "f32":
+        raise DetforgeError(
+            f"{path.name}: precision {precision!r} is for OpenVINO models (.xml)",
+            "export it with: detforge export WEIGHTS --format openvino (or drop --precision)",
+        )
+    if path.suffix.lower() == ".onnx":
+        return predictor(OnnxBackend(path, device, threads))
     if threads:
         torch.set_num_threads(threads)
     return predictor(TorchBackend.from_checkpoint(path, device))
+
+
+def model_files(weights: Path) -> dict[str, bytes]:
+    """The model's file (an OpenVINO ``.xml`` with its ``.bin``) as ``{name: bytes}``, the
+    file to load first: what Ray ships to its actors and replicas through the object store."""
+    weights = Path(weights)
+    files = {weights.name: weights.read_bytes()}
+    if weights.suffix.lower() == ".xml":
+        files[weights.with_suffix(".bin").name] = weights.with_suffix(".bin").read_bytes()
+    return files
+
+
+@contextmanager
+def unpacked(files: dict[str, bytes]):
+    """The path of the first of :func:`model_files` written to a temporary folder, removed on
+    exit (load the model inside: Ray ends its workers without their finalizers, so a folder
+    kept for a worker's life would stay in /tmp)."""
+    with tempfile.TemporaryDirectory(prefix="detforge-model-", ignore_cleanup_errors=True) as d:
+        for name, data in files.items():
+            Path(d, name).write_bytes(data)
+        yield Path(d, next(iter(files)))

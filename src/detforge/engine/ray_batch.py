@@ -99,21 +99,13 @@ class PredictActor:
     actors on other machines need no copy of them."""
 
     def __init__(self, model, device: str, threads: int, options: dict):
-        import tempfile
-
         import ray
 
-        from detforge.engine.loading import load
+        from detforge.engine.loading import load, unpacked
 
         files = ray.get(model) if isinstance(model, ray.ObjectRef) else model
-        # removed as soon as the model is loaded: Ray ends actors without their finalizers,
-        # so a folder kept for the actor's life would stay in /tmp after every run
-        with tempfile.TemporaryDirectory(
-            prefix="detforge-model-", ignore_cleanup_errors=True
-        ) as folder:
-            for name, data in files.items():
-                Path(folder, name).write_bytes(data)
-            self.det = load(Path(folder, next(iter(files))), device=device, threads=threads)
+        with unpacked(files) as path:  # removed once loaded
+            self.det = load(path, device=device, threads=threads)
         self.options = options
 
     def __call__(self, batch: dict):
@@ -137,15 +129,6 @@ class PredictActor:
             for name, value in rows.get(k, empty).items():
                 cols[name].append(value)
         return pa.table(cols, schema=_schema())
-
-
-def model_files(weights: Path) -> dict[str, bytes]:
-    """The model's file (an OpenVINO ``.xml`` with its ``.bin``) as ``{name: bytes}``, the
-    file to load first."""
-    files = {weights.name: weights.read_bytes()}
-    if weights.suffix.lower() == ".xml":
-        files[weights.with_suffix(".bin").name] = weights.with_suffix(".bin").read_bytes()
-    return files
 
 
 def _plan(ray, actors: int | None, threads: int | None, device: str) -> dict:
@@ -217,6 +200,8 @@ def _count(out: Path, fmt: str) -> tuple[int, list[dict]]:
 
 def _pipeline(ray, paths: list[str], meta, weights: Path, batch: int, pool: dict, options: dict):
     """The Ray Dataset: read the files, decode and prepare them (tasks), predict (actors)."""
+    from detforge.engine.loading import model_files
+
     cuda = pool["device"].startswith("cuda")
     ds = ray.data.read_binary_files(
         paths,

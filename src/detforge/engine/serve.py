@@ -12,11 +12,15 @@ Every bad request is a 4xx with ``{"error": "..."}`` naming the problem: no imag
 image (400), truncated (400), too many pixels (413), a body over the limit (413), a wrong or
 missing API key (401), a bad parameter (422), a request that took longer than ``timeout``
 (504).
+
+:func:`serve_on_ray` deploys the same app on Ray Serve: ``replicas`` copies behind Ray's HTTP
+proxy, each with its own model (shipped through Ray's object store) and micro-batcher.
 """
 
 import asyncio
 import hashlib
 import hmac
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,7 +28,7 @@ from pathlib import Path
 
 from detforge.data.image import decode
 from detforge.engine.infer.inputs import Frame
-from detforge.errors import DetforgeError, ImageError, TooManyPixelsError
+from detforge.errors import DetforgeError, ImageError, TooManyPixelsError, require
 
 PAGE = Path(__file__).with_name("serve_page.html")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -227,7 +231,7 @@ def build_app(det, weights, opts: ServeOptions | None = None):
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", **opts.stats}
+        return {"status": "ok", "pid": os.getpid(), **opts.stats}
 
     @app.get("/model")
     async def model(request: Request):
@@ -287,19 +291,97 @@ def check_bind(host: str, api_key: str | None, insecure: bool) -> str | None:
 
 
 def serve(weights, *, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
-          insecure: bool = False, say=print, **options) -> None:  # fmt: skip
+          precision: str = "f32", insecure: bool = False, say=print,
+          **options) -> None:  # fmt: skip
     """Load ``weights`` once and serve it until SIGTERM or Ctrl-C (finishing requests in
-    flight, then exiting)."""
+    flight, then exiting). ``precision``: an OpenVINO model's (f32, bf16, f16)."""
     import uvicorn
 
     from detforge.engine.loading import load
 
     opts = ServeOptions(**options)
     warning = check_bind(host, opts.api_key, insecure)
-    det = load(weights, device=device)
+    det = load(weights, device=device, precision=precision)
     app = build_app(det, weights, opts)
     if warning:
         say(f"warning: {warning}")
     what = f"{Path(weights).name} ({det.task}, {len(det.names)} classes, conf {det.conf:g})"
     say(f"serving {what} on http://{host}:{port}/ ; POST /predict, GET /model, GET /health")
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+
+
+def _replica_app(files, device: str, precision: str, threads: int, options: dict):
+    """On a Ray Serve replica: the model from the object store, loaded once, and its app."""
+    import ray
+
+    from detforge.engine.loading import load, unpacked
+
+    with unpacked(ray.get(files)) as path:  # removed once loaded and hashed
+        det = load(path, device=device, threads=threads, precision=precision)
+        return build_app(det, path, ServeOptions(**options))
+
+
+def _builder(files, device: str, precision: str, threads: int, options: dict):
+    """The app builder Ray Serve calls on each replica (a plain function, as it requires;
+    the model's files come as a reference into Ray's object store)."""
+
+    def build():
+        return _replica_app(files, device, precision, threads, options)
+
+    return build
+
+
+def serve_on_ray(weights, *, address: str | None = None, replicas: int = 1,
+                 host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
+                 precision: str = "f32", insecure: bool = False, say=print,
+                 **options) -> None:  # fmt: skip
+    """Deploy the app of :func:`serve` on Ray Serve (a local Ray, or the cluster at
+    ``address``): ``replicas`` copies, each loading the model once from Ray's object store,
+    behind Ray's HTTP proxy on ``host:port``; until SIGTERM or Ctrl-C, then Serve shuts down,
+    finishing the requests in flight."""
+    import logging
+    import signal
+    import threading
+
+    message = "--ray needs Ray Serve, which is not installed"
+    install = "pip install 'detforge[ray]' (or: pip install 'ray[serve]')"
+    ray = require("ray", message, install)
+    serve = require("ray.serve", message, install)
+    from detforge.engine.loading import load, model_files
+
+    check = ServeOptions(**options)
+    warning = check_bind(host, check.api_key, insecure)
+    det = load(weights, device="cpu", precision=precision)  # checked here, with a clear error
+    started = not ray.is_initialized()
+    if started:
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
+                 log_to_driver=False)  # fmt: skip
+    stop = threading.Event()
+    before = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        cpus = float(ray.cluster_resources().get("CPU", 1))
+        per = cpus / replicas if cpus < replicas else float(cpus // replicas)
+        files = ray.put(model_files(Path(weights)))  # held here while Serve runs
+        builder = _builder(files, device, precision, max(1, int(per)), options)
+        deployment = serve.deployment(
+            serve.ingress(builder)(), name="detforge", num_replicas=replicas,
+            ray_actor_options={"num_cpus": per},
+            max_ongoing_requests=4 * check.batch,  # room for the replica's batcher to fill
+        )  # fmt: skip
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(deployment.bind(), name="detforge", route_prefix="/",
+                  logging_config={"log_level": "WARNING"})  # fmt: skip
+        if warning:
+            say(f"warning: {warning}")
+        what = f"{Path(weights).name} ({det.task}, {len(det.names)} classes, conf {det.conf:g})"
+        say(f"serving {what} on Ray Serve, {replicas} replica(s) of {per:g} CPU, at "
+            f"http://{host}:{port}/ ; POST /predict, GET /model, GET /health")  # fmt: skip
+        while not stop.wait(0.5):
+            pass
+    finally:
+        serve.shutdown()
+        if started:
+            ray.shutdown()
+        for s, handler in before.items():
+            signal.signal(s, handler)
