@@ -5,10 +5,15 @@ the set's val images (COCO mAP50-95 and mAP50 by detforge's evaluator), with the
 threshold each run stored.
 
 Sets: ``raccoon`` (the shared data's train.txt / val.txt), ``few`` (a generated set of 50 train
-and 100 val images: few labels, where pretraining should matter most).
+and 100 val images: few labels, where pretraining should matter most), ``trees`` (a real set
+unlike raccoon: NEON aerial images of Yellowstone forest with every tree crown boxed, as the
+DeepForest package ships them; median crown 40 px, about 9 a tile. Train: 320 px tiles of one
+2299x2472 image, 574 crowns; val: tiles of another, 1249x1035, 279 crowns. The wheel comes
+from PyPI, ``pip download deepforest==2.1.0 --no-deps``, into the scratch folder unless
+``--deepforest-wheel`` names one; nothing of it is stored in the project).
 
-    python benchmarks/bench_pretrain.py [--sets raccoon,few] [--budgets 3,5,14] [--seeds 0,1]
-                                        [--json pretrain.json]
+    python benchmarks/bench_pretrain.py [--sets raccoon,few,trees] [--budgets 3,5,14]
+                                        [--seeds 0,1] [--deepforest-wheel W] [--json out.json]
 """
 
 from __future__ import annotations
@@ -36,14 +41,79 @@ def few_set(root: Path) -> Path:
     return root / "data.yaml"
 
 
-def data_set(name: str, root: Path) -> Path:
+TREES = {
+    "train": "2019_YELL_2_528000_4978000_image_crop2",
+    "val": "2019_YELL_2_541000_4977000_image_crop",
+}
+
+
+def tile_starts(length: int, tile: int) -> list[int]:
+    """Tile origins covering ``length``: a stride of ``tile``, the last tile flush with the end."""
+    starts = list(range(0, max(length - tile, 0) + 1, tile))
+    if starts[-1] + tile < length:
+        starts.append(length - tile)
+    return starts
+
+
+def tiles(image, boxes, tile: int = 320, keep: float = 0.5):
+    """(crop, yolo lines) for each tile; a box is kept, clipped, when at least ``keep`` of its
+    area lies in the tile, else the tile would hold an unlabeled crown."""
+    import numpy as np
+
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    for y in tile_starts(image.height, tile):
+        for x in tile_starts(image.width, tile):
+            b = boxes - np.array([x, y, x, y], np.float32)
+            c = b.clip(0, tile)
+            inside = (c[:, 2] - c[:, 0]) * (c[:, 3] - c[:, 1])
+            c = c[inside >= keep * area]
+            cxcywh = np.stack([(c[:, 0] + c[:, 2]) / 2, (c[:, 1] + c[:, 3]) / 2,
+                               c[:, 2] - c[:, 0], c[:, 3] - c[:, 1]], 1) / tile  # fmt: skip
+            lines = ["0 " + " ".join(f"{v:.6f}" for v in row) for row in cxcywh]
+            yield (x, y), image.crop((x, y, x + tile, y + tile)), lines
+
+
+def trees_set(root: Path, wheel: Path | None) -> Path:
+    import zipfile
+
+    from PIL import Image
+
+    from detforge.data import read
+
+    if wheel is None:
+        subprocess.run([sys.executable, "-m", "pip", "download", "deepforest==2.1.0", "--no-deps",
+                        "-q", "-d", str(root / "wheel")], check=True)  # fmt: skip
+        wheel = next((root / "wheel").glob("deepforest-*.whl"))
+    for split, stem in TREES.items():
+        src = root / "source" / split
+        src.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheel) as z:
+            for ext in (".png", ".xml"):
+                (src / (stem + ext)).write_bytes(z.read(f"deepforest/data/{stem}{ext}"))
+        (sample,) = read(src, "voc").samples
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "labels").mkdir(parents=True)
+        with Image.open(src / (stem + ".png")) as im:
+            for (x, y), crop, lines in tiles(im.convert("RGB"), sample.boxes):
+                name = f"{stem}_{x}_{y}"
+                crop.save(root / split / "images" / f"{name}.png")
+                (root / split / "labels" / f"{name}.txt").write_text(
+                    "".join(f"{t}\n" for t in lines)
+                )
+    (root / "data.yaml").write_text("train: train\nval: val\nnames: [tree]\n")
+    return root / "data.yaml"
+
+
+def data_set(name: str, root: Path, wheel: Path | None = None) -> Path:
     if name == "raccoon":
         from raccoon_table import splits
 
         return splits(root)
     if name == "few":
         return few_set(root)
-    raise SystemExit(f"unknown set {name!r}: use raccoon or few")
+    if name == "trees":
+        return trees_set(root, wheel)
+    raise SystemExit(f"unknown set {name!r}: use raccoon, few or trees")
 
 
 def train_and_score(tmp: Path, data: Path, side: str, minutes: float, seed: int) -> dict:
@@ -70,12 +140,13 @@ def main() -> None:
     ap.add_argument("--sets", default="raccoon,few")
     ap.add_argument("--budgets", default="3,5,14", help="minutes, comma-separated")
     ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--deepforest-wheel", type=Path, help="for --sets trees (else from PyPI)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     tmp = scratch("detforge-pretrain-")
     rows = []
     for set_name in args.sets.split(","):
-        data = data_set(set_name, tmp / set_name)
+        data = data_set(set_name, tmp / set_name, args.deepforest_wheel)
         for minutes in (float(b) for b in args.budgets.split(",")):
             for seed in (int(s) for s in args.seeds.split(",")):
                 for side in SIDES:  # the two sides back to back: the same machine state
