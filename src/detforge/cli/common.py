@@ -39,7 +39,7 @@ def show(table) -> None:
     if table.title:
         print(plain(table.title))
     print("\t".join(plain(c.header) for c in table.columns))
-    for row in zip(*(c._cells for c in table.columns)):
+    for row in zip(*(c.cells for c in table.columns)):
         print("\t".join(plain(cell) for cell in row))
 
 

@@ -93,8 +93,9 @@ def read_tracks(root, xml: Path, index, images, within) -> tuple[list, list]:
             skipped += 1
             continue
         track_id = (t.get("id") or "").strip()
+        extra = {"track_id": track_id} if track_id else {}
         for f, (box, el) in boxes_at(keys[t], frames).items():
-            per_frame[f].add(el, box, index, label, **({"track_id": track_id} if track_id else {}))
+            per_frame[f].add(el, box, index, label, **extra)
     issues: list[Issue] = []
     if skipped:
         issues.append(
