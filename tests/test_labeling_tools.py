@@ -282,3 +282,18 @@ def test_convert_finds_images_in_the_folder_given(tmp_path):
                                  str(tmp_path / "pics")])  # fmt: skip
     assert r.exit_code == 0, r.output
     assert len(read(tmp_path / "out")) == 2
+
+
+def test_cvat_video_leaves_out_an_unreadable_frame_and_names_it(tmp_path):
+    _frames(tmp_path, 3)
+    (tmp_path / "images" / "frame_000001.jpg").write_bytes(b"\xff\xd8\xff")  # cut short
+    (tmp_path / "annotations.xml").write_text("""<annotations><version>1.1</version>
+<meta><task><start_frame>0</start_frame><stop_frame>2</stop_frame><labels>
+<label><name>car</name></label></labels></task></meta>
+<track id="1" label="car">
+ <box frame="0" outside="0" occluded="0" keyframe="1" xtl="1" ytl="1" xbr="9" ybr="9"/>
+</track></annotations>""")
+    ds = read(tmp_path / "annotations.xml")
+    assert [s.name for s in ds.samples] == ["frame_000000.jpg", "frame_000002.jpg"]
+    (bad,) = _issues(ds, "unreadable_image")
+    assert bad.path.endswith("frame_000001.jpg") and bad.severity == "error"

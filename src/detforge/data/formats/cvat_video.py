@@ -114,7 +114,11 @@ def read_tracks(root, xml: Path, index, images, within) -> tuple[list, list]:
             continue
         if ref == OUTSIDE:
             continue
-        w, h, _ = imageio.file_info(ref)
+        try:
+            w, h, _ = imageio.file_info(ref)
+        except Exception as e:  # noqa: BLE001 - one unreadable frame is reported, not fatal
+            issues.append(Issue(str(ref), "unreadable_image", f"{e}: frame left out", "error"))
+            continue
         samples.append(per_frame[f].sample(imageio.FileImage(Path(ref).absolute()), w, h))
     if missing:
         issues.append(
