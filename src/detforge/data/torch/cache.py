@@ -1,12 +1,12 @@
 """Decoded training images kept in memory, for sets small enough to hold.
 
 Small datasets are read hundreds of times in a run, and decoding a photo costs more than a
-small model's step on it. :class:`DecodedSamples` decodes each image once, shrinks it so its
-longest side is at most ``max_side`` (the model's input size: training never needs more), and
-serves the same items as :class:`~detforge.data.torch.loader.SampleDataset`. It is built before
-the DataLoader forks its workers, which then share the pixels. Whether a set fits is decided
-from image headers before anything is decoded (:func:`fits`), so large sets keep streaming
-with flat memory.
+small model's step on it. :class:`DecodedSamples` decodes each image once, shrinks it to what
+input size ``max_side`` needs (:func:`~detforge.data.resize.held_size`: training never needs
+more) with the resize serving uses, and serves the same items as
+:class:`~detforge.data.torch.loader.SampleDataset`. It is built before the DataLoader forks its
+workers, which then share the pixels. Whether a set fits is decided from image headers before
+anything is decoded (:func:`fits`), so large sets keep streaming with flat memory.
 """
 
 from __future__ import annotations
@@ -15,18 +15,14 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from PIL import Image
 from torch.utils.data import Dataset as TorchDataset
 
 from detforge.data.dataset import Dataset
+from detforge.data.resize import held_size, shrink
 from detforge.data.torch.loader import SampleDataset, _item
 from detforge.errors import ImageError
 
 BUDGET = 384 * 2**20  # bytes of decoded pixels a training run may hold
-
-
-def _scale(w: int, h: int, max_side: int) -> float:
-    return min(1.0, max_side / max(w, h, 1))
 
 
 def cached_bytes(ds: Dataset, max_side: int) -> int:
@@ -34,13 +30,29 @@ def cached_bytes(ds: Dataset, max_side: int) -> int:
     knows)."""
     total = 0
     for s in ds.samples:
-        k = _scale(s.width, s.height, max_side)
-        total += int(s.width * k + 1) * int(s.height * k + 1) * 3
+        w, h = held_size(s.width, s.height, max_side)
+        total += w * h * 3
     return total
 
 
+def available_memory() -> int | None:
+    """Bytes of host memory available to a new allocation (Linux ``MemAvailable``), or None
+    where the system does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def fits(ds: Dataset, max_side: int, budget: int = BUDGET) -> bool:
-    return cached_bytes(ds, max_side) <= budget
+    """Whether the shrunk images fit ``budget`` and half of the memory available now (else
+    training streams them from disk, at flat memory)."""
+    free = available_memory()
+    return cached_bytes(ds, max_side) <= min(budget, free // 2 if free else budget)
 
 
 class DecodedSamples(TorchDataset):
@@ -53,23 +65,14 @@ class DecodedSamples(TorchDataset):
             decoded = list(pool.map(self._decode, ds.samples))
         self.pixels = [d[0] for d in decoded]
         self.gains = [d[1] for d in decoded]
-        self._fallback = SampleDataset(ds, transform)
+        self._fallback = SampleDataset(ds, transform, max_side)
 
     def _decode(self, s):
         try:
             pixels = s.load()
         except ImageError:
             return None, 1.0  # served by the loose path, which skips it with a warning
-        h, w = pixels.shape[:2]
-        k = _scale(w, h, self.max_side)
-        if k < 1.0:
-            size = (max(1, round(w * k)), max(1, round(h * k)))
-            pixels = np.asarray(
-                Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-            )
-            gain = (size[0] / w, size[1] / h)
-        else:
-            gain = (1.0, 1.0)
+        pixels, gain = shrink(pixels, self.max_side)
         pixels = np.ascontiguousarray(pixels)
         pixels.flags.writeable = False  # items get their own copy; the cache stays intact
         return pixels, gain

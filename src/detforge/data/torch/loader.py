@@ -18,6 +18,7 @@ from torch.utils.data import Dataset as TorchDataset
 from detforge.data import image as imageio
 from detforge.data.dataset import Dataset
 from detforge.data.records import read_label_map
+from detforge.data.resize import shrink
 from detforge.data.shards import iter_parsed, shard_files
 from detforge.errors import FormatError, ImageError
 
@@ -37,11 +38,14 @@ def _item(pixels: np.ndarray, boxes, labels, iscrowd, image_id: int, category=No
 
 
 class SampleDataset(TorchDataset):
-    """Map-style dataset over a :class:`Dataset` (images decoded on access)."""
+    """Map-style dataset over a :class:`Dataset` (images decoded on access). With
+    ``max_side``, each image is shrunk to what that input size needs, as the decoded cache
+    holds it (:func:`~detforge.data.resize.shrink`)."""
 
-    def __init__(self, ds: Dataset, transform=None):
+    def __init__(self, ds: Dataset, transform=None, max_side: int | None = None):
         self.ds, self.transform = ds, transform
         self.classes = ds.classes
+        self.max_side = max_side
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -56,7 +60,11 @@ class SampleDataset(TorchDataset):
             except ImageError as e:
                 _skip_warning(e)
                 continue
-            item = _item(pixels, s.boxes, s.labels, s.iscrowd, j, s.category)
+            boxes = np.asarray(s.boxes, np.float32).reshape(-1, 4)
+            if self.max_side:
+                pixels, (gx, gy) = shrink(pixels, self.max_side)
+                boxes = boxes * np.float32([gx, gy, gx, gy])
+            item = _item(pixels, boxes, s.labels, s.iscrowd, j, s.category)
             return self.transform(*item) if self.transform else item
         raise ImageError(self.ds.samples[i].path, "this and the next images do not decode")
 

@@ -1,9 +1,10 @@
-"""Backends: a model in one runtime behind one protocol, and the one preprocessing function.
+"""Backends: a model in one runtime behind one protocol.
 
 Every prediction in detforge (training-time validation, ``detforge eval``, ``predict``,
-``stream``, the ONNX parity check) goes: :func:`prepare` each image on the host (resize to the
-model's square input, uint8) -> a backend on the uint8 batch -> a result type's
-``from_batch``. Normalization happens inside the model, or inside the ONNX graph.
+``stream``, the ONNX parity check) goes: :func:`~detforge.data.resize.prepare` each image on
+the host (resize to the model's square input, uint8, with training's own filter) -> a backend
+on the uint8 batch -> a result type's ``from_batch``. Normalization happens inside the model,
+or inside the ONNX graph.
 
 A backend has ``kind``, ``task``, ``classes``, ``imgsz``, ``resize`` and is called on a uint8
 batch ``(B, 3, S, S)``; it returns one raw output per image: ``(boxes, scores, labels)`` for
@@ -15,32 +16,12 @@ from __future__ import annotations
 import json
 import sys
 
-import cv2
 import numpy as np
 import torch
 
 from detforge.engine.devices import pick_device
 from detforge.errors import DetforgeError, require
-
-PAD = (124, 116, 104)  # ImageNet mean: zero after the model's normalization
-
-
-def prepare(image: np.ndarray, size: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """RGB HxWx3 -> uint8 (3, size, size) and the (sx, sy) that map its boxes back. ``mode``
-    ``stretch`` resizes to the square; ``letterbox`` keeps the aspect and pads bottom/right
-    with the mean colour."""
-    h, w = image.shape[:2]
-    if mode == "stretch":
-        out = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
-        scale = np.array([size / w, size / h], np.float32)
-    else:
-        r = size / max(h, w)
-        nw, nh = max(1, round(w * r)), max(1, round(h * r))
-        out = np.empty((size, size, 3), np.uint8)
-        out[:] = PAD
-        out[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        scale = np.array([nw / w, nh / h], np.float32)
-    return np.ascontiguousarray(out.transpose(2, 0, 1)), scale
+from detforge.models import load_checkpoint
 
 
 def split_outputs(names, outputs, n: int) -> list:
@@ -84,7 +65,6 @@ class TorchBackend:
 
     @classmethod
     def from_checkpoint(cls, path, device="cpu") -> TorchBackend:
-        from detforge.models import load_checkpoint
 
         model, _ = load_checkpoint(path)
         return cls(model, pick_device(device))
