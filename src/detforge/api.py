@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
-from detforge.data import Dataset, convert, read, sources, write
+from detforge.data import Dataset, convert, fixed_copy, read, split_dataset, write
 from detforge.data import check as _check
-from detforge.data import split as _split
 from detforge.data import stats as _stats
+from detforge.data.collect import collect as _collect
+from detforge.data.formula import write_scenes
 from detforge.data.image import set_max_pixels
-from detforge.data.reading import SPLITS, is_data_yaml, read_splits
-from detforge.data.shards import DEFAULT_SHARD_SIZE
+from detforge.data.reading import is_data_yaml, read_splits
+from detforge.data.report import data_report as _data_report
+from detforge.data.shards import DEFAULT_SHARD_SIZE, pack_splits
 from detforge.data.shards import pack as _pack
+from detforge.data.synth import synth as _synth
+from detforge.data.synth import track_video
+from detforge.data.viz import show_dataset
+from detforge.engine.train.config import TrainConfig
 from detforge.errors import DetforgeError
-from detforge.fileio import atomic_write_text, destination, refuse_overlap
+from detforge.fileio import prepare_destination, refuse_overlap
 
 
 def as_dataset(src, format: str = "auto", **opts) -> Dataset:
@@ -41,17 +46,18 @@ def fix(
     format: str = "auto",
     images: str = "copy",
     overwrite: bool = False,
+    images_dir=None,
     **opts,
 ) -> tuple[Path, _check.Report]:
     """Write a fixed copy of ``src`` to ``out`` (the source is never edited) and check it; the
-    report's ``changes`` lists each image and box the fix dropped or clipped."""
-    ds = as_dataset(src, format, **opts)
-    report = _check.check(ds, progress=False)
-    fixed, changes = _check.fix(ds, report, policy)
-    dst = write(fixed, out, to or ds.format, images=images, overwrite=overwrite)
-    after = _check.check(read(dst, to or ds.format), progress=False)
-    after.changes = changes
-    return dst, after
+    report's ``changes`` lists each image and box the fix dropped or clipped (see
+    :func:`detforge.data.fixed_copy`). ``images`` is how the copy's images are written (copy,
+    link, none); ``images_dir`` where the reader finds the source's (a reader's ``images=``)."""
+    if images_dir is not None:
+        opts["images"] = images_dir
+    return fixed_copy(
+        as_dataset(src, format, **opts), out, policy, to=to, images=images, overwrite=overwrite
+    )
 
 
 def split(
@@ -65,42 +71,20 @@ def split(
     images: str = "copy",
     overwrite: bool = False,
     strict: bool = False,
+    images_dir=None,
     **opts,
 ) -> dict[str, Dataset]:
-    """Split a dataset; with ``out``, write each split (``out/<split>``) and ``out/data.yaml``."""
-    import yaml
-
+    """Split a dataset; with ``out``, write each split (``out/<split>``) and ``out/data.yaml``
+    (see :func:`detforge.data.split_dataset`). ``images``: how the splits' images are written
+    (copy, link, none); ``images_dir``: where the reader finds the source's."""
+    if images_dir is not None:
+        opts["images"] = images_dir
     if out is not None and not isinstance(src, Dataset):
         refuse_overlap(out, [src])
-    ds = as_dataset(src, format, **opts)
-    parts = _split.split(ds, ratios, seed)
-    empty = [k for k, part in parts.items() if not len(part)]
-    if "train" in empty:
-        raise DetforgeError(
-            f"{len(ds)} images give an empty train split at ratios {ratios}",
-            "add images, or give train a larger share",
-        )
-    if empty:
-        warnings.warn(
-            f"the {' and '.join(empty)} split of {len(ds)} images is empty at ratios {ratios}: "
-            "not written, and not named in data.yaml",
-            stacklevel=2,
-        )
-        parts = {k: v for k, v in parts.items() if len(v)}
-    if out is not None:
-        fmt = to or ds.format
-        if fmt in (None, "synth"):
-            fmt = "folders" if ds.task == "classify" else "yolo"
-        with destination(out, overwrite, sources(ds)):
-            for name, part in parts.items():
-                write(
-                    part, Path(out) / name, fmt, images=images, overwrite=overwrite, strict=strict
-                )
-            cfg = {"path": ".", **{k: k for k in parts if k in SPLITS}, "names": list(ds.classes)}
-            atomic_write_text(
-                Path(out) / "data.yaml", yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
-            )
-    return parts
+    return split_dataset(
+        as_dataset(src, format, **opts), ratios, seed,
+        out=out, to=to, images=images, overwrite=overwrite, strict=strict,
+    )  # fmt: skip
 
 
 def stats(src, *, format: str = "auto", imgsz: int = 320, **opts) -> dict:
@@ -116,31 +100,22 @@ def show(
     n: int = 16,
     seed: int = 0,
     augment=None,
-    imgsz: int = 640,
+    imgsz: int | None = None,
     cols: int = 4,
     format: str = "auto",
     **opts,
 ) -> Path:
     """Save a grid of ``n`` samples with their boxes as a PNG. ``augment`` (True or an
     AugmentConfig, or a dict of its fields) draws the training view instead: augmented,
-    mosaicked as configured."""
-    from detforge.data.viz import show_dataset
-
+    mosaicked as configured, at input size ``imgsz`` (default det-n's)."""
     ds = as_dataset(src, format, **opts)
     if not augment:
         return show_dataset(ds, out, n=n, seed=seed, cols=cols)
-    import torch
+    from detforge.data.torch.augment import show_training_view
 
-    from detforge.data.augmentation import AugmentConfig
-    from detforge.data.torch.augment import training_view
-
-    cfg = augment if isinstance(augment, AugmentConfig) else None
-    if isinstance(augment, dict):
-        cfg = AugmentConfig(**augment)
-    with torch.random.fork_rng(devices=[]):  # seeded draws; the caller's RNG is left as it was
-        torch.manual_seed(seed)
-        view = training_view(ds, cfg, imgsz)
-        return show_dataset(ds, out, n=n, seed=seed, cols=cols, view=view)
+    return show_training_view(
+        ds, out, augment, imgsz or TrainConfig.imgsz, n=n, seed=seed, cols=cols
+    )
 
 
 def pack(
@@ -165,26 +140,8 @@ def pack(
     if not isinstance(src, Dataset):
         refuse_overlap(out, [src])
         if format == "auto" and is_data_yaml(Path(src)):
-            return _pack_splits(read_splits(src, **opts), Path(out), **kw)
+            return pack_splits(read_splits(src, **opts), Path(out), **kw)
     return _pack(as_dataset(src, format, **opts), out, **kw)
-
-
-def _pack_splits(parts: dict, out: Path, **kw) -> dict:
-    import yaml
-
-    mine = (*parts, "data.yaml")
-    stray = [p.name for p in out.iterdir() if p.name not in mine] if out.is_dir() else []
-    if stray and not kw["overwrite"]:
-        raise DetforgeError(
-            f"{out} is not empty ({stray[0]}, ...)", "choose an empty folder, or pass --overwrite"
-        )
-    splits = {k: _pack(ds, out / k, **kw) for k, ds in parts.items()}
-    classes = next(iter(parts.values())).classes
-    cfg = {"path": ".", **{k: k for k in splits}, "names": list(classes)}
-    atomic_write_text(out / "data.yaml", yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
-    total = {k: sum(i[k] for i in splits.values()) for k in ("records", "boxes", "skipped")}
-    shards = [dict(sh, file=f"{k}/{sh['file']}") for k, i in splits.items() for sh in i["shards"]]
-    return {**total, "shards": shards, "splits": splits, "data_yaml": str(out / "data.yaml")}
 
 
 def synth(
@@ -202,12 +159,8 @@ def synth(
     ``pretrain``, formula-driven pretraining scenes of ``classes`` classes (default 256, as
     det-n's shipped weights saw; see :mod:`detforge.data.formula`)."""
     if pretrain:
-        from detforge.data.formula import write_scenes
-
         return write_scenes(out, n, format, seed=seed, size=size, classes=classes,
                             overwrite=overwrite)  # fmt: skip
-    from detforge.data.synth import synth as _synth
-
     return _synth(out, n, format, seed=seed, size=(size, size), overwrite=overwrite)
 
 
@@ -219,9 +172,6 @@ def synth_video(
     MOTChallenge ground-truth tracks (``out/gt.txt``), for ``predict --track`` and
     ``eval-track``. ``scene`` seeds the background (default ``seed``): clips of one scene are
     one fixed camera's footage of other objects. See :func:`detforge.data.synth.track_video`."""
-    from detforge.data.synth import track_video
-    from detforge.fileio import prepare_destination
-
     out = prepare_destination(out, overwrite)
     video, gt = track_video(
         out, frames, (size, size * 3 // 4), seed=seed, objects=objects, scene=scene
@@ -231,8 +181,6 @@ def synth_video(
 
 def collect(out, camera=0, count: int = 50, interval: float = 0.5) -> list[Path]:
     """Save webcam frames with unique names (OpenCV)."""
-    from detforge.data.collect import collect as _collect
-
     return _collect(out, camera, count, interval)
 
 
@@ -249,8 +197,6 @@ def list_models() -> dict[str, dict]:
 
 def train_config():
     """The TrainConfig class (torch-free): its fields are ``train``'s options."""
-    from detforge.engine.train.config import TrainConfig
-
     return TrainConfig
 
 
@@ -258,7 +204,7 @@ def train(config=None, *, resume=None, console=None, **overrides) -> dict:
     """Train a model (see :class:`~detforge.engine.train.config.TrainConfig` for every field;
     ``config`` is a TrainConfig or a YAML path, ``overrides`` win). ``resume``: a run folder
     to continue; it may change only epochs, device and workers. Returns a summary."""
-    from detforge.engine.train.config import TrainConfig, load_config
+    from detforge.engine.train.config import load_config
     from detforge.engine.train.loop import train as _train
 
     if resume is not None:
@@ -272,8 +218,6 @@ def data_report(src, out=None, *, format: str = "auto", **opts) -> Path:
     its images with their boxes) and return its path; see
     :func:`detforge.data.report.data_report`. Images an annotation points at outside the
     dataset are findings (``outside_path``) unless ``outside_paths='allow'``."""
-    from detforge.data.report import data_report as _data_report
-
     opts.setdefault("outside_paths", "report")
     return _data_report(src, out, format=format, **opts)
 

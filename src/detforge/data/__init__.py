@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
+from detforge.data import check as _check
 from detforge.data import formats
+from detforge.data import split as _split
 from detforge.data.check import without_invalid_boxes
 from detforge.data.dataset import Dataset, Issue, Sample, concat
-from detforge.data.reading import read, read_splits
+from detforge.data.datayaml import write_data_yaml
+from detforge.data.reading import SPLITS, read, read_splits
 from detforge.data.verify import usable
-from detforge.errors import UnknownFormatError
+from detforge.errors import DetforgeError, UnknownFormatError
 from detforge.fileio import destination, refuse_overlap
 
 CLASSIFY_FORMATS = ("folders", "csv", "tfrecord")  # formats that hold a label per image
@@ -77,14 +81,77 @@ def convert(
     return write(ds, dst, to, images=images, overwrite=overwrite, strict=strict)
 
 
+def fixed_copy(
+    ds: Dataset,
+    out,
+    policy: str = "clip",
+    *,
+    to: str | None = None,
+    images: str = "copy",
+    overwrite: bool = False,
+):
+    """Write a fixed copy of ``ds`` to ``out`` (see :func:`detforge.data.check.fix`; the source
+    is never edited) and check what was written. Returns ``(path, report)``; the report's
+    ``changes`` lists each image and box the fix dropped or clipped."""
+    fixed, changes = _check.fix(ds, _check.check(ds, progress=False), policy)
+    dst = write(fixed, out, to or ds.format, images=images, overwrite=overwrite)
+    after = _check.check(read(dst, to or ds.format), progress=False)
+    after.changes = changes
+    return dst, after
+
+
+def split_dataset(
+    ds: Dataset,
+    ratios=(0.7, 0.15, 0.15),
+    seed: int = 0,
+    *,
+    out=None,
+    to: str | None = None,
+    images: str = "copy",
+    overwrite: bool = False,
+    strict: bool = False,
+) -> dict[str, Dataset]:
+    """Split ``ds`` (see :func:`detforge.data.split.split`); with ``out``, write each split to
+    ``out/<split>`` in ``to`` (default: its own format, else YOLO or class folders) and
+    ``out/data.yaml`` naming them. An empty split is left out with a warning; an empty train
+    split is refused."""
+    parts = _split.split(ds, ratios, seed)
+    empty = [k for k, part in parts.items() if not len(part)]
+    if "train" in empty:
+        raise DetforgeError(
+            f"{len(ds)} images give an empty train split at ratios {ratios}",
+            "add images, or give train a larger share",
+        )
+    if empty:
+        warnings.warn(
+            f"the {' and '.join(empty)} split of {len(ds)} images is empty at ratios {ratios}: "
+            "not written, and not named in data.yaml",
+            stacklevel=3,
+        )
+        parts = {k: v for k, v in parts.items() if len(v)}
+    if out is None:
+        return parts
+    fmt = to or ds.format
+    if fmt in (None, "synth"):
+        fmt = "folders" if ds.task == "classify" else "yolo"
+    with destination(out, overwrite, sources(ds)):
+        for name, part in parts.items():
+            write(part, Path(out) / name, fmt, images=images, overwrite=overwrite, strict=strict)
+        write_data_yaml(out, {k: k for k in parts if k in SPLITS}, ds.classes)
+    return parts
+
+
 __all__ = [
     "Dataset",
     "Issue",
     "Sample",
     "concat",
     "convert",
+    "fixed_copy",
     "read",
     "read_splits",
     "sources",
+    "split_dataset",
     "write",
+    "write_data_yaml",
 ]

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from detforge.data import formats
 from detforge.data.dataset import Dataset, concat
+from detforge.data.datayaml import load_data_yaml
+from detforge.data.formats import yolo
 from detforge.errors import FormatError
 
 SPLITS = ("train", "val", "test")
@@ -82,10 +84,9 @@ def raise_empty(src, ds: Dataset) -> None:
 
 def read_splits(path, **opts) -> dict[str, Dataset]:
     """``{split: Dataset}`` for a data YAML; all splits share one class list."""
-    from detforge.data.formats import yolo
 
     path = Path(path)
-    cfg, base = yolo.load_data_yaml(path)
+    cfg, base = load_data_yaml(path)
     names = yolo.parse_names(cfg["names"], path) if cfg.get("names") else opts.pop("names", None)
     present = [k for k in SPLITS if cfg.get(k)]
     if not present:

@@ -22,8 +22,10 @@ import google_crc32c
 import numpy as np
 
 from detforge.data.dataset import Dataset, Sample
+from detforge.data.datayaml import write_data_yaml
 from detforge.data.records import decode_example, frame_chunks, iter_records, label_map_text
 from detforge.data.tfexample import parse_example, record_image, to_example
+from detforge.data.verify import usable
 from detforge.errors import DestinationError, DetforgeError, FormatError, ImageError
 from detforge.fileio import (
     atomic_write_json,
@@ -227,7 +229,6 @@ def pack(
     overlap the data's folders; ``overwrite`` replaces only files an earlier pack wrote.
     Returns the index."""
     from detforge.data import sources
-    from detforge.data.verify import usable
 
     out = Path(out)
     refuse_overlap(out, sources(ds))
@@ -427,3 +428,20 @@ def iter_parsed(files, *, part: int = 0, parts: int = 1, verify: bool = True, or
         mine = lambda i, k=k: (i + k) % parts == part  # noqa: E731
         for i, _, data in iter_records(f, verify, select=mine):
             yield f, i, parse_example(decode_example(data, f, i), f, i)
+
+
+def pack_splits(parts: dict, out: Path, **kw) -> dict:
+    """Pack each split of ``parts`` (``{split: Dataset}``) into ``out/<split>`` (see
+    :func:`pack` for ``kw``) and write ``out/data.yaml`` naming them; the index returned sums
+    the splits and holds each under ``splits``."""
+    mine = (*parts, "data.yaml")
+    stray = [p.name for p in out.iterdir() if p.name not in mine] if out.is_dir() else []
+    if stray and not kw.get("overwrite"):
+        raise DetforgeError(
+            f"{out} is not empty ({stray[0]}, ...)", "choose an empty folder, or pass --overwrite"
+        )
+    splits = {k: pack(ds, out / k, **kw) for k, ds in parts.items()}
+    data_yaml = write_data_yaml(out, {k: k for k in splits}, next(iter(parts.values())).classes)
+    total = {k: sum(i[k] for i in splits.values()) for k in ("records", "boxes", "skipped")}
+    shards = [dict(sh, file=f"{k}/{sh['file']}") for k, i in splits.items() for sh in i["shards"]]
+    return {**total, "shards": shards, "splits": splits, "data_yaml": str(data_yaml)}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detforge.boxes import from_xyxy, to_xyxy
+from detforge.boxes import to_xyxy
 from detforge.data import image as imageio
 from detforge.data.dataset import Dataset, Issue, Sample
 from detforge.data.formats._common import OUTSIDE, Within, image_size, start_write
@@ -192,34 +192,35 @@ def _size(im: dict, key: str) -> int | None:
     return int(v) if np.isfinite(v) and v > 0 else None
 
 
+DECIMALS = 4  # box coordinates and areas in every COCO file detforge writes: 1e-4 px
+
+
+def coco_bbox(box_xyxy) -> list[float]:
+    """One box, x0 y0 x1 y1 -> COCO's ``[x, y, width, height]``, rounded as every COCO file
+    detforge writes rounds it."""
+    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
+    return [round(v, DECIMALS) for v in (x0, y0, x1 - x0, y1 - y0)]
+
+
 def to_dict(ds: Dataset, names: list[str]) -> dict:
+    """The COCO dict of ``ds`` with file names ``names``: what the writer saves and what eval
+    scores against (image ids are sample index + 1, category ids label + 1)."""
     images, anns = [], []
     for i, (s, n) in enumerate(zip(ds.samples, names), start=1):
         images.append({"id": i, "file_name": n, "width": s.width, "height": s.height})
         extra = s.attributes or ({},) * len(s.boxes)
-        for b, lab, c, q, attrs in zip(
-            from_xyxy(s.boxes, "xywh"), s.labels, s.iscrowd, s.boxes, extra
-        ):
+        for q, lab, c, attrs in zip(s.boxes, s.labels, s.iscrowd, extra):
+            x0, y0, x1, y1 = (float(v) for v in q)
+            bbox = coco_bbox(q)
             anns.append(
                 {
                     "id": len(anns) + 1,
                     "image_id": i,
                     "category_id": int(lab) + 1,
-                    "bbox": [round(float(v), 4) for v in b],
-                    "area": round(float(b[2] * b[3]), 4),
+                    "bbox": bbox,
+                    "area": round(bbox[2] * bbox[3], DECIMALS),
                     "iscrowd": int(c),
-                    "segmentation": [
-                        [
-                            float(q[0]),
-                            float(q[1]),
-                            float(q[2]),
-                            float(q[1]),
-                            float(q[2]),
-                            float(q[3]),
-                            float(q[0]),
-                            float(q[3]),
-                        ]
-                    ],
+                    "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]],
                     **({"attributes": attrs} if attrs else {}),
                 }
             )
@@ -230,6 +231,21 @@ def to_dict(ds: Dataset, names: list[str]) -> dict:
         "annotations": anns,
         "categories": cats,
     }
+
+
+def coco_results(image_id: int, boxes, scores, labels, **extra) -> list[dict]:
+    """One image's detections (x0 y0 x1 y1 boxes) as COCO result entries (``extra`` goes into
+    each, e.g. ``file_name``): what eval scores and ``predict --save-format coco`` writes."""
+    return [
+        {
+            "image_id": image_id,
+            **extra,
+            "category_id": int(lab) + 1,
+            "bbox": coco_bbox(b),
+            "score": round(float(sc), 5),
+        }
+        for b, sc, lab in zip(boxes, scores, labels)
+    ]
 
 
 def write(ds: Dataset, dst, *, images: str = "copy", overwrite: bool = False) -> Path:

@@ -11,11 +11,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from detforge.boxes import from_xyxy, to_xyxy
 from detforge.data import image as imageio
 from detforge.data.dataset import Dataset, Issue, Sample, read_classes_file
+from detforge.data.datayaml import load_data_yaml, write_data_yaml
 from detforge.data.formats._common import Within, image_size, start_write
 from detforge.errors import DetforgeError, FormatError
 from detforge.fileio import atomic_write_text, read_text
@@ -130,20 +130,6 @@ def resolve_entry(base: Path, entry) -> Path:
     return p
 
 
-def load_data_yaml(yml: Path) -> tuple[dict, Path]:
-    """``(config, base folder)`` of a data YAML (detforge's or Ultralytics'): a mapping whose
-    optional ``path`` is the folder its split entries are relative to."""
-    try:
-        cfg = yaml.safe_load(read_text(yml)) or {}
-    except yaml.YAMLError as e:
-        raise FormatError(yml, f"not valid YAML: {e}") from e
-    if not isinstance(cfg, dict):
-        raise FormatError(yml, "expected a mapping with path, train, val, test and names")
-    if cfg.get("path") is not None and not isinstance(cfg["path"], str):
-        raise FormatError(yml, f"path must be a folder name, got {cfg['path']!r}")
-    return cfg, (yml.parent / cfg["path"] if cfg.get("path") else yml.parent)
-
-
 def find_yaml(folder: Path) -> Path | None:
     for n in ("data.yaml", "data.yml", "dataset.yaml"):
         if (folder / n).is_file():
@@ -192,6 +178,5 @@ def write(ds: Dataset, dst, *, images: str = "copy", overwrite: bool = False) ->
             f"{int(c)} " + " ".join(f"{v:.7f}" for v in r) + "\n" for c, r in zip(s.labels, rows)
         )
         atomic_write_text(dst / "labels" / (Path(n).stem + ".txt"), text)
-    cfg = {"path": ".", "train": "images", "val": "images", "names": list(ds.classes)}
-    atomic_write_text(dst / "data.yaml", yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+    write_data_yaml(dst, {"train": "images", "val": "images"}, ds.classes)
     return dst

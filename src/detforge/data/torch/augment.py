@@ -13,6 +13,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from detforge.data.augmentation import AugmentConfig
+from detforge.data.torch import cache as decoded
+from detforge.data.torch.loader import SampleDataset, SceneStream
+from detforge.data.viz import show_dataset
 
 
 class Augment:
@@ -58,7 +61,7 @@ class Mosaic(Dataset):
     and are clipped, and those left under 2 px are dropped. Otherwise the sample as it is.
     Randomness comes from torch's RNG, so DataLoader worker seeding keeps it reproducible."""
 
-    def __init__(self, base, p: float = 0.5, size: int = 640, transform=None):
+    def __init__(self, base, p: float, size: int, transform=None):
         self.base, self.p, self.size, self.transform = base, p, size, transform
 
     def __len__(self) -> int:
@@ -108,14 +111,12 @@ class Mosaic(Dataset):
         return canvas, target
 
 
-def training_view(ds, cfg: AugmentConfig | None = None, imgsz: int = 640, cache: bool = False):
-    """The torch dataset training sees: samples decoded, mosaicked (by ``cfg.mosaic``) and
-    augmented. ``detforge data show --augment`` draws exactly this. ``cache``: hold the
-    decoded images in memory (shrunk to what ``imgsz`` needs) when they fit the budget of
-    :mod:`detforge.data.torch.cache`."""
-    from detforge.data.torch import cache as decoded
-    from detforge.data.torch.loader import SampleDataset, SceneStream
-
+def training_view(ds, cfg: AugmentConfig | None = None, imgsz: int = 320, cache: bool = False):
+    """The torch dataset training sees: samples decoded, shrunk to what ``imgsz`` needs with
+    the resize serving uses (:func:`detforge.data.resize.shrink`), mosaicked (by
+    ``cfg.mosaic``) and augmented. ``detforge data
+    show --augment`` draws exactly this. ``cache``: hold the decoded images in memory when they
+    fit the budget of :mod:`detforge.data.torch.cache`."""
     cfg = cfg or AugmentConfig()
     side = imgsz * 3 // 2 if ds.task == "classify" else imgsz  # crops need the margin
 
@@ -124,7 +125,7 @@ def training_view(ds, cfg: AugmentConfig | None = None, imgsz: int = 640, cache:
             return SceneStream(ds, transform)
         if cache and decoded.fits(ds, side):
             return decoded.DecodedSamples(ds, side, transform)
-        return SampleDataset(ds, transform)
+        return SampleDataset(ds, transform, side)
 
     if ds.task == "classify":
         return source(ClassifyAugment(imgsz, cfg))
@@ -154,3 +155,16 @@ class ClassifyAugment:
 
     def __call__(self, image: torch.Tensor, target: dict):
         return self.pipeline(image), target
+
+
+def show_training_view(ds, out, augment, imgsz: int, *, n: int = 16, seed: int = 0, cols=4):
+    """:func:`~detforge.data.viz.show_dataset` of :func:`training_view`: ``augment`` is True,
+    an AugmentConfig or a dict of its fields. The draws are seeded by ``seed``; the caller's
+    torch RNG is left as it was."""
+    cfg = augment if isinstance(augment, AugmentConfig) else None
+    if isinstance(augment, dict):
+        cfg = AugmentConfig(**augment)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        view = training_view(ds, cfg, imgsz)
+        return show_dataset(ds, out, n=n, seed=seed, cols=cols, view=view)

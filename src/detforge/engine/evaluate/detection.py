@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from detforge.boxes import from_xyxy
 from detforge.data.dataset import Dataset
+from detforge.data.formats import coco
 from detforge.engine.evaluate.plots import at_confidence, plot_confusion, plot_pr
 from detforge.engine.evaluate.threshold import best_threshold, f1_curve
 from detforge.fileio import atomic_write_json
@@ -43,38 +43,15 @@ STAT_KEYS = (
 
 def coco_gt(ds: Dataset) -> dict:
     """The COCO ground-truth dict of ``ds`` (image ids are sample index + 1)."""
-    images, anns = [], []
-    for i, s in enumerate(ds.samples, start=1):
-        images.append({"id": i, "width": s.width, "height": s.height, "file_name": s.name})
-        for b, lab, crowd in zip(from_xyxy(s.boxes, "xywh"), s.labels, s.iscrowd):
-            anns.append(
-                {
-                    "id": len(anns) + 1,
-                    "image_id": i,
-                    "category_id": int(lab) + 1,
-                    "bbox": [float(v) for v in b],
-                    "area": float(b[2] * b[3]),
-                    "iscrowd": int(crowd),
-                }
-            )
-    cats = [{"id": k + 1, "name": c} for k, c in enumerate(ds.classes)]
-    return {"images": images, "annotations": anns, "categories": cats}
+    return coco.to_dict(ds, [s.name for s in ds.samples])
 
 
 def coco_dt(predictions: list[dict]) -> list[dict]:
     """Detections per image (in dataset order) -> COCO results list."""
     out = []
     for i, p in enumerate(predictions, start=1):
-        boxes = from_xyxy(np.asarray(p["boxes"], np.float32).reshape(-1, 4), "xywh")
-        for b, s, lab in zip(boxes, np.asarray(p["scores"]), np.asarray(p["labels"])):
-            out.append(
-                {
-                    "image_id": i,
-                    "category_id": int(lab) + 1,
-                    "bbox": [float(v) for v in b],
-                    "score": float(s),
-                }
-            )
+        boxes = np.asarray(p["boxes"], np.float32).reshape(-1, 4)
+        out += coco.coco_results(i, boxes, np.asarray(p["scores"]), np.asarray(p["labels"]))
     return out
 
 
