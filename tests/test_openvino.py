@@ -177,7 +177,7 @@ def test_openvino_int8_export_quantizes_all_but_the_head_outputs(tmp_path, synth
         assert (weight_from == "Constant") == head_output, (name, weight_from)
     assert model.get_rt_info(["detforge", "quantized"]).astype(str) == "int8"
     det = detforge.load(q["path"])  # it runs through the same backend, metadata intact
-    assert det.task == "detect" and det.names == ["circle", "square", "triangle"]
+    assert det.task == "detect" and det.classes == ["circle", "square", "triangle"]
     det.predict(_images())
 
 

@@ -96,18 +96,17 @@ def test_serve_answers_as_predict_does(weights, images):
     det = detforge.load(weights)
     with server(weights) as (url, _):
         info = httpx.get(url + "/model").json()
-        assert info["task"] == "detect" and info["classes"] == det.names
+        assert info["task"] == "detect" and info["classes"] == det.classes
         assert info["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
         assert info["conf"] == det.conf and info["imgsz"] == det.imgsz
         r = httpx.post(url + "/predict?conf=0.05", content=_png(images[0]),
                        headers={"Content-Type": "image/png"})  # fmt: skip
         assert r.status_code == 200, r.text
         (got,) = r.json()["results"]
-        want = det.predict(images[0], conf=0.05)[0].to_dict()["detections"]
-        assert len(want) > 0 and (got["width"], got["height"]) == (200, 150)
-        assert [d["name"] for d in got["detections"]] == [d["name"] for d in want]
-        np.testing.assert_allclose([d["box"] for d in got["detections"]],
-                                   [d["box"] for d in want], atol=0.02)  # fmt: skip
+        want = det.predict(images[0], conf=0.05)[0].to_dict()
+        assert len(want["boxes"]) > 0 and (got["width"], got["height"]) == (200, 150)
+        assert got["names"] == want["names"] and got["labels"] == want["labels"]
+        np.testing.assert_allclose(got["boxes"], want["boxes"], atol=0.02)
         files = [("files", (f"{k}.png", _png(im), "image/png")) for k, im in enumerate(images)]
         r = httpx.post(url + "/predict", files=files)
         assert r.status_code == 200 and [x["source"] for x in r.json()["results"]] == [
@@ -188,7 +187,7 @@ def test_ray_serve_replicas_answer_as_predict_does(weights, images):
     args = shlex.split(line)
     assert args[:2] == ["detforge", "serve"]
     det = detforge.load(weights)
-    want = det.predict(images[1], conf=0.05)[0].to_dict()["detections"]
+    want = det.predict(images[1], conf=0.05)[0].to_dict()
     with server(weights, *args[3:], start_s=180) as (url, proc):
         assert httpx.get(url + "/model").json()["sha256"] == hashlib.sha256(
             weights.read_bytes()).hexdigest()  # fmt: skip
@@ -197,10 +196,9 @@ def test_ray_serve_replicas_answer_as_predict_does(weights, images):
             for _ in range(40):
                 r = c.post(url + "/predict?conf=0.05", content=_png(images[1]))
                 assert r.status_code == 200, r.text
-                got = r.json()["results"][0]["detections"]
-                assert [d["name"] for d in got] == [d["name"] for d in want]
-                np.testing.assert_allclose([d["box"] for d in got], [d["box"] for d in want],
-                                           atol=0.02)  # fmt: skip
+                got = r.json()["results"][0]
+                assert got["names"] == want["names"]
+                np.testing.assert_allclose(got["boxes"], want["boxes"], atol=0.02)
                 pids.add(c.get(url + "/health").json()["pid"])
                 if len(pids) == 2:
                     break

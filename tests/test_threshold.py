@@ -93,8 +93,8 @@ def test_a_measured_conf_travels_and_is_the_default_everywhere(tmp_path):
     s = detforge.predict(weights, image_path(tmp_path, image), save_dir=tmp_path / "p",
                          progress=False)  # fmt: skip
     rows = [json.loads(x) for x in Path(s["predictions"]).read_text().splitlines()]
-    assert min(d["score"] for d in rows[0]["detections"]) >= 0.0123
-    assert len(rows[0]["detections"]) == len(det.predict(image, iou=0.5)[0])
+    assert min(rows[0]["scores"]) >= 0.0123
+    assert len(rows[0]["boxes"]) == len(det.predict(image, iou=0.5)[0])
 
 
 def image_path(tmp_path, image):

@@ -48,7 +48,7 @@ def test_synthetic_video_ground_truth(clip, tmp_path):
         assert [o[0] for o in objs] == rows[:, 1].astype(int).tolist()
         np.testing.assert_allclose([o[1][:2] for o in objs], rows[:, 2:4], atol=0.01)
     # CLI: the same bytes for the same seed
-    r = runner.invoke(app, ["data", "synth", str(tmp_path / "v"), "--video", "--n", "120"])
+    r = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "v"), "--video", "--n", "120"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "v" / "gt.txt").read_bytes() == Path(clip["gt"]).read_bytes()
 
@@ -165,13 +165,13 @@ def test_predict_track_with_a_trained_model_pt_and_onnx(trained, clip, tmp_path)
     )
     rows = [json.loads(line) for line in (tmp_path / "pt" / "predictions.jsonl").open()]
     mot = read_mot(s["tracks"])
-    ids = [d["track_id"] for r in rows for d in r["detections"]]
+    ids = [t for r in rows for t in r["track_ids"]]
     assert len(ids) == len(mot) and sorted(ids) == sorted(mot[:, 1].astype(int).tolist())
     assert [r["frame"] for r in rows][:3] == [0, 1, 2]
     # the ONNX export tracks through the same path, to the same figures within rounding
     onnx = detforge.export(best, tmp_path / "m.onnx")["path"]
     r = runner.invoke(app, ["predict", onnx, "--source", clip["video"], "--track",
-                            "--save-dir", str(tmp_path / "onnx"), "--device", "cpu"])  # fmt: skip
+                            "--out", str(tmp_path / "onnx"), "--device", "cpu"])  # fmt: skip
     assert r.exit_code == 0, r.output
     assert re.search(r"\d+ tracks; MOTChallenge file", r.output)
     m2 = detforge.evaluate_tracks(tmp_path / "onnx" / "tracks.txt", clip["gt"])

@@ -5,9 +5,11 @@ Ray reads the files (local paths, or any URI its filesystems take: ``s3://``, ``
 tasks decode them with detforge's decoder and prepare the model's input (the Predictor's own
 :meth:`~detforge.engine.infer.predictor.Predictor.prepare`), a pool of actors each holding
 one loaded model runs the batches (:meth:`~detforge.engine.infer.predictor.Predictor.finish`,
-the same path as ``predict``), and Ray's writers write one row per image: ``path``, ``error``
-(None, or why the file did not decode), ``boxes`` (xyxy pixels), ``scores``, ``labels``,
-``names``. Ray restarts a killed actor and retries its batch, so every image is written once.
+the same path as ``predict``), and Ray's writers write one row per image: the prediction row
+``predict`` writes (:meth:`~detforge.engine.infer.results.Result.to_dict`: ``source``,
+``boxes`` (xyxy pixels), ``scores``, ``labels``, ``names``) with ``error`` (None, or why the
+file did not decode) after ``source``. Ray restarts a killed actor and retries its batch, so
+every image is written once.
 The output goes to a hidden folder beside ``out`` and is renamed into place when complete.
 """
 
@@ -22,7 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from detforge.data.image import IMAGE_EXTS, decode
+from detforge.data.resize import prepare
+from detforge.engine.infer.inputs import Frame, image_paths
+from detforge.engine.loading import load, model_files, unpacked
 from detforge.errors import DetforgeError, ImageError, require
+from detforge.fileio import atomic_write_json
+from detforge.runs import new_run_dir
 
 FORMATS = ("jsonl", "parquet")
 DECODE_CPUS = 0.5  # what a read + decode task reserves; unlike the actors', so Ray keeps them apart
@@ -42,7 +49,7 @@ def _schema():
 
     return pa.schema(
         [
-            ("path", pa.string()),
+            ("source", pa.string()),
             ("error", pa.string()),
             ("boxes", pa.list_(pa.list_(pa.float32(), 4))),
             ("scores", pa.list_(pa.float32())),
@@ -55,7 +62,6 @@ def _schema():
 def input_paths(source) -> list[str]:
     """What Ray reads: local paths, folders and globs expanded here to their image files (as
     ``predict`` would read them); a URI (``s3://...``) is left for Ray's filesystems."""
-    from detforge.engine.infer.inputs import image_paths
 
     specs = source if isinstance(source, (list, tuple)) else [source]
     out: list[str] = []
@@ -68,8 +74,6 @@ def input_paths(source) -> list[str]:
 def decode_batch(batch: dict, *, imgsz: int, resize: str) -> dict:
     """Ray task: file bytes -> the model's uint8 input, its scale back, the image size, and
     the error (an empty string when the file decoded)."""
-    from detforge.engine.infer.backends import prepare
-
     n = len(batch["path"])
     images = np.zeros((n, 3, imgsz, imgsz), np.uint8)
     scales = np.ones((n, 2), np.float32)
@@ -101,8 +105,6 @@ class PredictActor:
     def __init__(self, model, device: str, threads: int, options: dict):
         import ray
 
-        from detforge.engine.loading import load, unpacked
-
         files = ray.get(model) if isinstance(model, ray.ObjectRef) else model
         with unpacked(files) as path:  # removed once loaded
             self.det = load(path, device=device, threads=threads)
@@ -111,8 +113,6 @@ class PredictActor:
     def __call__(self, batch: dict):
         import pyarrow as pa
 
-        from detforge.engine.infer.inputs import Frame
-
         ok = np.flatnonzero(batch["error"] == "")
         frames = [Frame(None, str(batch["path"][k]), int(k), hw=tuple(batch["hw"][k])) for k in ok]
         results = (
@@ -120,14 +120,15 @@ class PredictActor:
             if len(ok)
             else []
         )
-        rows = {int(k): r.to_row() for k, r in zip(ok, results)}
+        rows = {int(k): r.to_dict() for k, r in zip(ok, results)}  # the one prediction row
         empty = {"boxes": [], "scores": [], "labels": [], "names": []}
         cols: dict[str, list] = {name: [] for name in _schema().names}
         for k, path in enumerate(batch["path"]):
-            cols["path"].append(str(path))
+            cols["source"].append(str(path))
             cols["error"].append(str(batch["error"][k]) or None)
-            for name, value in rows.get(k, empty).items():
-                cols[name].append(value)
+            row = rows.get(k, empty)
+            for name in empty:
+                cols[name].append(row[name])
         return pa.table(cols, schema=_schema())
 
 
@@ -183,7 +184,7 @@ def _count(out: Path, fmt: str) -> tuple[int, list[dict]]:
     import pyarrow.dataset as pds
 
     if fmt == "parquet":
-        table = pds.dataset(out, format="parquet").to_table(columns=["path", "error"])
+        table = pds.dataset(out, format="parquet").to_table(columns=["source", "error"])
         rows = table.num_rows
         errors = [r for r in table.to_pylist() if r["error"]]
         return rows, errors
@@ -194,13 +195,12 @@ def _count(out: Path, fmt: str) -> tuple[int, list[dict]]:
                 rows += 1
                 r = json.loads(line)
                 if r.get("error"):
-                    errors.append({"path": r["path"], "error": r["error"]})
+                    errors.append({"source": r["source"], "error": r["error"]})
     return rows, errors
 
 
 def _pipeline(ray, paths: list[str], meta, weights: Path, batch: int, pool: dict, options: dict):
     """The Ray Dataset: read the files, decode and prepare them (tasks), predict (actors)."""
-    from detforge.engine.loading import model_files
 
     cuda = pool["device"].startswith("cuda")
     ds = ray.data.read_binary_files(
@@ -282,12 +282,9 @@ def predict_dataset(
     ray = import_ray()
     weights = Path(weights).resolve()
     paths = input_paths(source)
-    from detforge.engine.loading import load
 
     meta = load(weights, device="cpu")  # checks the file here, once, with a clear error
     if out is None:
-        from detforge.runs import new_run_dir
-
         out = new_run_dir("predict", name, project)
     started = _start(ray, address, progress)
     tmp = out.with_name(f".{out.name}.partial")
@@ -314,7 +311,6 @@ def predict_dataset(
         "images_per_s": round(rows / seconds, 2) if seconds else 0.0, "format": fmt,
         "out": str(out),
     }  # fmt: skip
-    from detforge.fileio import atomic_write_json
 
     atomic_write_json(out / "_summary.json", summary)
     return summary

@@ -6,17 +6,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from detforge.data import read
+from detforge.data.check import without_invalid_boxes
 from detforge.data.dataset import Dataset
+from detforge.data.formula import formula_splits, is_formula
+from detforge.data.reading import is_data_yaml, read_splits
+from detforge.data.split import split as cut
+from detforge.data.verify import usable
 from detforge.errors import DetforgeError
+from detforge.models.checkpoint import read_checkpoint
 
 
 def eval_split(data, split: str | None, weights=None, **opts) -> tuple[Dataset, str]:
     """The dataset to evaluate on: a data YAML's ``split`` (val by default); for a source
     without splits all of it, or with ``split`` train/val the part the run that wrote
     ``weights`` (a .pt) trained or validated on (its seed and ratio are in the checkpoint)."""
-    from detforge.data import read
-    from detforge.data.formula import formula_splits, is_formula
-    from detforge.data.reading import is_data_yaml, read_splits
 
     if is_formula(data):  # pretraining scenes: their fixed val set, at the model's size
         return formula_splits(data, _trained_imgsz(weights))[1], "val"
@@ -35,7 +39,6 @@ def eval_split(data, split: str | None, weights=None, **opts) -> tuple[Dataset, 
 
 
 def _trained_imgsz(weights, default: int = 320) -> int:
-    from detforge.models.checkpoint import read_checkpoint
 
     if weights is None or Path(weights).suffix.lower() != ".pt":
         return default
@@ -45,8 +48,6 @@ def _trained_imgsz(weights, default: int = 320) -> int:
 def _held_out_part(ds: Dataset, data, split: str, weights) -> Dataset:
     """The train or val part of ``ds`` as the run of ``weights`` cut it; refused when that
     is not known (never the whole set reported as one split)."""
-    from detforge.data.split import split as cut
-    from detforge.models.checkpoint import read_checkpoint
 
     fp = {}
     if weights is not None and Path(weights).suffix.lower() == ".pt":
@@ -72,8 +73,6 @@ def scoring_set(det, weights, data, split: str | None, **opts) -> tuple[Dataset,
     """The images ``det`` (loaded from ``weights``) is scored on: the ``split`` of ``data``
     (see :func:`eval_split`), its unreadable images and invalid boxes left out, refused
     when its task or classes differ from the model's."""
-    from detforge.data.check import without_invalid_boxes
-    from detforge.data.verify import usable
 
     ds, split = eval_split(data, split, weights, **opts)
     if ds.task != det.task:
@@ -83,9 +82,9 @@ def scoring_set(det, weights, data, split: str | None, **opts) -> tuple[Dataset,
             f"evaluate it on {what[det.task]}",
         )
     ds = without_invalid_boxes(usable(ds)[0], "scored")
-    if list(ds.classes) != list(det.names):
+    if list(ds.classes) != list(det.classes):
         raise DetforgeError(
-            f"{weights}: the model's classes {det.names} differ from the dataset's {ds.classes}",
+            f"{weights}: the model's classes {det.classes} differ from the dataset's {ds.classes}",
             "evaluate on the data the model was trained for (same class list and order)",
         )
     return ds, split

@@ -24,6 +24,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from detforge.data.dataset import Sample
+from detforge.data.formats._common import unique_names
+from detforge.data.formats.labelme import to_json
+from detforge.data.image import FileImage
+from detforge.engine.infer.preannotations import Preannotations
+from detforge.fileio import atomic_write_json, place_image, prepare_destination, refuse_overlap
+
 BAND = 0.2  # how close to the threshold a score counts as borderline
 POOL = 10  # candidates considered per image asked for
 SAME_SCENE = 0.5  # thumbnail distance from which a pick counts in full
@@ -139,12 +146,6 @@ def select_batch(det, source, out, n: int = 100, *, seed: int = 0, link: bool = 
     JSON beside each, ``out/cvat_annotations.xml``, ``out/labelstudio_tasks.json``) and
     ``out/selection.json`` (each pick's rank, source and scores, and how they were chosen).
     The source is never written to; ``out`` must be empty or new."""
-    from detforge.data.dataset import Sample
-    from detforge.data.formats._common import unique_names
-    from detforge.data.formats.labelme import to_json
-    from detforge.data.image import FileImage
-    from detforge.engine.infer.preannotations import Preannotations
-    from detforge.fileio import atomic_write_json, place_image, prepare_destination, refuse_overlap
 
     if isinstance(source, (str, Path)) and not any(c in str(source) for c in "*?["):
         refuse_overlap(out, [source])
@@ -155,7 +156,7 @@ def select_batch(det, source, out, n: int = 100, *, seed: int = 0, link: bool = 
     picks = [scored[i] for i in chosen]
     names = unique_names([Sample(FileImage(p["source"]), 1, 1) for p in picks])
     (out / "images").mkdir(exist_ok=True)  # names in the tools' files are relative to it
-    pre = Preannotations(out, det.names, out / "images", cvat=cvat, labelstudio=labelstudio,
+    pre = Preannotations(out, det.classes, out / "images", cvat=cvat, labelstudio=labelstudio,
                          model=model)  # fmt: skip
     rows = []
     for rank, (p, name) in enumerate(zip(picks, names), 1):
@@ -166,7 +167,7 @@ def select_batch(det, source, out, n: int = 100, *, seed: int = 0, link: bool = 
         h, w = kept.shape
         if labelme:
             sample = Sample(FileImage(dst), w, h, kept.boxes, kept.labels)
-            atomic_write_json(dst.with_suffix(".json"), to_json(sample, det.names, name))
+            atomic_write_json(dst.with_suffix(".json"), to_json(sample, det.classes, name))
         if pre.wanted:
             pre.add(kept)
         rows.append({"rank": rank, "source": p["source"], "image": f"images/{name}",

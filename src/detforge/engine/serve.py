@@ -26,8 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from detforge._version import __version__
 from detforge.data.image import decode
 from detforge.engine.infer.inputs import Frame
+from detforge.engine.loading import load, model_files, unpacked
 from detforge.errors import DetforgeError, ImageError, TooManyPixelsError, require
 
 PAGE = Path(__file__).with_name("serve_page.html")
@@ -111,7 +113,6 @@ def _groups(items) -> dict:
 
 
 def model_info(det, weights: Path) -> dict:
-    from detforge._version import __version__
 
     digest = hashlib.sha256()
     with open(weights, "rb") as f:
@@ -119,7 +120,7 @@ def model_info(det, weights: Path) -> dict:
             digest.update(chunk)
     return {
         "task": det.task,
-        "classes": list(det.names),
+        "classes": list(det.classes),
         "imgsz": det.imgsz,
         "conf": det.conf,
         "weights": Path(weights).name,
@@ -297,15 +298,13 @@ def serve(weights, *, host: str = "127.0.0.1", port: int = 8000, device: str = "
     flight, then exiting). ``precision``: an OpenVINO model's (f32, bf16, f16)."""
     import uvicorn
 
-    from detforge.engine.loading import load
-
     opts = ServeOptions(**options)
     warning = check_bind(host, opts.api_key, insecure)
     det = load(weights, device=device, precision=precision)
     app = build_app(det, weights, opts)
     if warning:
         say(f"warning: {warning}")
-    what = f"{Path(weights).name} ({det.task}, {len(det.names)} classes, conf {det.conf:g})"
+    what = f"{Path(weights).name} ({det.task}, {len(det.classes)} classes, conf {det.conf:g})"
     say(f"serving {what} on http://{host}:{port}/ ; POST /predict, GET /model, GET /health")
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
 
@@ -313,8 +312,6 @@ def serve(weights, *, host: str = "127.0.0.1", port: int = 8000, device: str = "
 def _replica_app(files, device: str, precision: str, threads: int, options: dict):
     """On a Ray Serve replica: the model from the object store, loaded once, and its app."""
     import ray
-
-    from detforge.engine.loading import load, unpacked
 
     with unpacked(ray.get(files)) as path:  # removed once loaded and hashed
         det = load(path, device=device, threads=threads, precision=precision)
@@ -347,7 +344,6 @@ def serve_on_ray(weights, *, address: str | None = None, replicas: int = 1,
     install = "pip install 'detforge[ray]' (or: pip install 'ray[serve]')"
     ray = require("ray", message, install)
     serve = require("ray.serve", message, install)
-    from detforge.engine.loading import load, model_files
 
     check = ServeOptions(**options)
     warning = check_bind(host, check.api_key, insecure)
@@ -374,7 +370,7 @@ def serve_on_ray(weights, *, address: str | None = None, replicas: int = 1,
                   logging_config={"log_level": "WARNING"})  # fmt: skip
         if warning:
             say(f"warning: {warning}")
-        what = f"{Path(weights).name} ({det.task}, {len(det.names)} classes, conf {det.conf:g})"
+        what = f"{Path(weights).name} ({det.task}, {len(det.classes)} classes, conf {det.conf:g})"
         say(f"serving {what} on Ray Serve, {replicas} replica(s) of {per:g} CPU, at "
             f"http://{host}:{port}/ ; POST /predict, GET /model, GET /health")  # fmt: skip
         while not stop.wait(0.5):

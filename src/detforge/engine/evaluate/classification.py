@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from detforge.data.dataset import Dataset
+from detforge.data.viz import grid, save_png
 from detforge.engine.evaluate.detection import EVAL_BATCH, Scored
 from detforge.engine.evaluate.plots import plot_confusion
 
@@ -57,7 +58,7 @@ def score(det, ds: Dataset, *, batch: int = EVAL_BATCH, progress: bool = False, 
         for s, im, r in zip(chunk, images, det.predict(images, batch=batch)):
             probs.append(r.probs)
             if r.top[0] != s.category and len(wrong) < 16:
-                wrong.append(_caption(im, f"{ds.classes[s.category]} -> {r.names[r.top[0]]}"))
+                wrong.append(_caption(im, f"{ds.classes[s.category]} -> {r.classes[r.top[0]]}"))
     y = np.array([s.category for s in ds.samples], np.int64)
     p = np.stack(probs) if probs else np.zeros((0, len(ds.classes)), np.float32)
     m = metrics(p, y, ds.classes)
@@ -68,7 +69,6 @@ def score(det, ds: Dataset, *, batch: int = EVAL_BATCH, progress: bool = False, 
 
 def write_report(scored: Scored, ds: Dataset, run: Path) -> None:
     """The confusion matrix and a grid of misclassified images."""
-    from detforge.data.viz import grid, save_png
 
     plot_confusion(scored.extra["confusion"], ds.classes, run / "confusion_matrix.png")
     if scored.extra["wrong"]:

@@ -16,8 +16,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from detforge.data.dataset import Sample
+from detforge.data.formats.coco import coco_results
+from detforge.data.formats.labelme import to_json
+from detforge.data.image import FileImage
 from detforge.engine.infer.inputs import Source
 from detforge.engine.infer.preannotations import Preannotations
+from detforge.engine.infer.tracking import mot_lines
 from detforge.errors import DetforgeError
 from detforge.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, disk_errors
 
@@ -70,9 +75,6 @@ class VideoSink:
 def _labelme_beside(r, names: list[str], overwrite: bool) -> bool:
     """Write ``<image>.json`` (labelme rectangles) next to the source image; never replace
     an existing file unless ``overwrite`` (it may hold the user's corrections)."""
-    from detforge.data.dataset import Sample
-    from detforge.data.formats.labelme import to_json
-    from detforge.data.image import FileImage
 
     src = Path(r.source)
     out = src.with_suffix(".json")
@@ -128,16 +130,11 @@ class TableSink:
                 )
             return atomic_write_text(self.dir / "predictions.csv", buf.getvalue())
         ids: dict = {}
-        coco = [
-            {
-                "image_id": ids.setdefault((src, idx), len(ids) + 1),
-                "file_name": Path(src).name,
-                "category_id": lab + 1,
-                "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-                "score": round(s, 5),
-            }
-            for src, idx, _, x0, y0, x1, y1, s, lab, _ in self.rows
-        ]
+        coco = []
+        for src, idx, _, x0, y0, x1, y1, score, label, _ in self.rows:
+            image_id = ids.setdefault((src, idx), len(ids) + 1)
+            box = [(x0, y0, x1, y1)]
+            coco += coco_results(image_id, box, [score], [label], file_name=Path(src).name)
         return atomic_write_json(self.dir / "predictions_coco.json", coco)
 
 
@@ -151,7 +148,6 @@ class MotSink:
         self.file = open(self.tmp, "w")  # noqa: SIM115 - closed in close()
 
     def add(self, r) -> None:
-        from detforge.engine.infer.tracking import mot_lines
 
         with disk_errors(self.path):
             self.file.writelines(line + "\n" for line in mot_lines(r))
@@ -194,7 +190,7 @@ class PredictionWriter:
             if on and (src.video is not None or not det.result_type.has_boxes):
                 what = "image files" if src.video is not None else "a detector"
                 raise DetforgeError(f"{flag} needs {what}", f"drop {flag}")
-        self.pre = Preannotations(save_dir, det.names, src.spec, cvat=cvat,
+        self.pre = Preannotations(save_dir, det.classes, src.spec, cvat=cvat,
                                   labelstudio=labelstudio, model=model)  # fmt: skip
         self.det, self.dir, self.save, self.labelme = det, save_dir, save, labelme
         self.table = TableSink(save_dir, fmt)
@@ -226,7 +222,7 @@ class PredictionWriter:
         if self.pre.wanted:
             self.pre.add(r)
         if self.labelme:
-            wrote = _labelme_beside(r, self.det.names, overwrite_labelme)
+            wrote = _labelme_beside(r, self.det.classes, overwrite_labelme)
             self.labelme_written += wrote
             self.labelme_kept += not wrote
         if self.window:
@@ -242,7 +238,7 @@ class PredictionWriter:
         if self.window:
             cv2.destroyAllWindows()
         self.preannotations = self.pre.close()
-        return self.table.close(self.det.names)
+        return self.table.close(self.det.classes)
 
 
 def _progress(enabled: bool):

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from detforge.data.dataset import Dataset, Sample
+from detforge.data.formats import cvat, labelstudio
 from detforge.data.image import FileImage
 from detforge.fileio import atomic_write_text
 
@@ -32,9 +33,9 @@ class Preannotations:
     ``predictions`` carrying the model's name and each box's score; ``data.image`` is
     ``/data/local-files/?d=`` the image's path under the source folder)."""
 
-    def __init__(self, save_dir: Path, names, source, *, cvat: bool, labelstudio: bool,
+    def __init__(self, save_dir: Path, classes, source, *, cvat: bool, labelstudio: bool,
                  model: str = "detforge"):  # fmt: skip
-        self.dir, self.names, self.model = Path(save_dir), list(names), model
+        self.dir, self.classes, self.model = Path(save_dir), list(classes), model
         self.root = os.path.abspath(source_root(source))
         self.cvat, self.labelstudio = cvat, labelstudio
         self.samples: list[Sample] = []
@@ -56,9 +57,8 @@ class Preannotations:
     def close(self) -> list[Path]:
         if not self.samples:
             return []
-        from detforge.data.formats import cvat, labelstudio
 
-        ds = Dataset(self.names, self.samples)
+        ds = Dataset(self.classes, self.samples)
         refs = [self._relative(s) for s in self.samples]
         written = []
         if self.cvat:
@@ -67,7 +67,7 @@ class Preannotations:
             written.append(path)
         if self.labelstudio:
             tasks = [
-                labelstudio.task(s, self.names, f"/data/local-files/?d={ref}", k, sc, self.model)
+                labelstudio.task(s, self.classes, f"/data/local-files/?d={ref}", k, sc, self.model)
                 for k, (s, ref, sc) in enumerate(zip(self.samples, refs, self.scores))
             ]
             path = self.dir / LABELSTUDIO_FILE

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from detforge.data.resize import prepare
 from detforge.engine.infer import inputs
-from detforge.engine.infer.backends import prepare
+from detforge.engine.infer.tracking import TRACK_FLOOR, Tracker
 from detforge.errors import DetforgeError
 from detforge.models.base import FALLBACK_CONF
 
@@ -25,9 +26,11 @@ class Predictor:
     def __init__(self, backend, result_type):
         self.backend = backend
         self.result_type = result_type
-        self.names = backend.classes
+        self.classes = backend.classes
         self.imgsz = backend.imgsz
         self.task = backend.task
+
+    names = property(lambda self: self.classes, doc="``classes``, by its name until 0.1.0")
 
     @property
     def conf(self) -> float:
@@ -37,7 +40,7 @@ class Predictor:
         return FALLBACK_CONF if measured is None else float(measured)
 
     def __repr__(self) -> str:
-        return f"Predictor({self.backend.kind}, {len(self.names)} classes, imgsz {self.imgsz})"
+        return f"Predictor({self.backend.kind}, {len(self.classes)} classes, imgsz {self.imgsz})"
 
     def warm_up(self) -> float:
         """Run the model once on a blank input (first calls build kernels and caches) and
@@ -58,7 +61,9 @@ class Predictor:
         left out) is the model's own, :attr:`conf`."""
         if opts.get("conf") is None:
             opts["conf"] = self.conf
-        return self.result_type.from_batch(frames, self.backend(batch), scales, self.names, **opts)
+        return self.result_type.from_batch(
+            frames, self.backend(batch), scales, self.classes, **opts
+        )
 
     def run(self, frames: list, *, conf: float | None = None, iou: float = 0.5, max_det: int = 100):
         """Results for decoded ``frames`` (one batch)."""
@@ -157,7 +162,6 @@ class Predictor:
         tracker too and only continue tracks (ByteTrack's second association), so an object
         whose score dips for a few frames keeps its id. ``fps`` defaults to the video's (30
         for images and cameras that do not say)."""
-        from detforge.engine.infer.tracking import TRACK_FLOOR, Tracker
 
         if self.task != "detect":
             raise DetforgeError(f"tracking needs a detector; this is a {self.task} model")

@@ -9,6 +9,8 @@ import json
 import numpy as np
 import torch
 
+from detforge.data.viz import draw_boxes, draw_tracks
+
 
 def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float) -> np.ndarray:
     """Class-wise NMS (torchvision's ``batched_nms``): indices kept, best first."""
@@ -24,21 +26,21 @@ def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float) -
 
 class Result:
     """Detections on one image: ``boxes`` float32 (N, 4) xyxy pixels of the original image,
-    ``scores`` (N,), ``labels`` int64 (N,) 0-based, ``names`` the model's classes."""
+    ``scores`` (N,), ``labels`` int64 (N,) 0-based, ``classes`` the model's class list."""
 
     __slots__ = (
-        "boxes", "scores", "labels", "names", "image", "source", "index", "time", "track_ids",
+        "boxes", "scores", "labels", "classes", "image", "source", "index", "time", "track_ids",
         "trails",
     )  # fmt: skip
     table_formats = ("jsonl", "csv", "coco")  # what `predict --format` can write
     has_boxes = True
 
-    def __init__(self, boxes, scores, labels, names, image=None, source="", index=0, time=None,
+    def __init__(self, boxes, scores, labels, classes, image=None, source="", index=0, time=None,
                  track_ids=None, trails=None):  # fmt: skip
         self.boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         self.scores = np.asarray(scores, np.float32).reshape(-1)
         self.labels = np.asarray(labels, np.int64).reshape(-1)
-        self.names = names
+        self.classes = classes
         self.image, self.source, self.index, self.time = image, source, index, time
         # set by tracking: an id per box (int64), and each id's recent centres (for drawing)
         self.track_ids = None if track_ids is None else np.asarray(track_ids, np.int64)
@@ -46,6 +48,8 @@ class Result:
 
     def __len__(self) -> int:
         return len(self.boxes)
+
+    names = property(lambda self: self.classes, doc="``classes``, by its name until 0.1.0")
 
     def __repr__(self) -> str:
         return f"Result({self.source!r}, {len(self)} detections)"
@@ -55,21 +59,19 @@ class Result:
         return tuple(self.image.shape[:2]) if self.image is not None else (0, 0)
 
     def to_dict(self) -> dict:
+        """The prediction row every output shares (``predictions.jsonl``, the service's answer,
+        ``predict --ray``'s columns): ``source``; ``boxes`` (x0 y0 x1 y1 pixels of the original
+        image), ``scores``, ``labels`` (0-based), ``names`` as parallel lists, one entry per
+        box; ``track_ids`` when tracked; ``frame`` and ``time`` for video."""
         d = {
             "source": self.source,
-            "detections": [
-                {
-                    "box": [round(float(v), 2) for v in b],
-                    "score": round(float(s), 5),
-                    "label": int(lab),
-                    "name": self.names[int(lab)],
-                }
-                for b, s, lab in zip(self.boxes, self.scores, self.labels)
-            ],
+            "boxes": [[round(float(v), 2) for v in b] for b in self.boxes],
+            "scores": [round(float(s), 5) for s in self.scores],
+            "labels": [int(k) for k in self.labels],
+            "names": [self.classes[int(k)] for k in self.labels],
         }
         if self.track_ids is not None:
-            for det, t in zip(d["detections"], self.track_ids):
-                det["track_id"] = int(t)
+            d["track_ids"] = [int(t) for t in self.track_ids]
         if self.time is not None or self.index:
             d["frame"] = self.index
         if self.time is not None:
@@ -78,15 +80,6 @@ class Result:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
-
-    def to_row(self) -> dict:
-        """Column values of one output row (batch inference): boxes, scores, labels, names."""
-        return {
-            "boxes": self.boxes.tolist(),
-            "scores": self.scores.tolist(),
-            "labels": self.labels.tolist(),
-            "names": [self.names[int(k)] for k in self.labels],
-        }
 
     def box_masks(self, per_box: bool = False) -> np.ndarray:
         """Boolean HxW mask of the pixels inside any box (``per_box``: (N, H, W), one each)."""
@@ -109,25 +102,24 @@ class Result:
     def draw(self) -> np.ndarray:
         """The image with boxes, names and scores drawn (RGB uint8); tracked results show
         each box's id, in its id's colour, and a short trail of where it was."""
-        from detforge.data.viz import draw_boxes, draw_tracks
 
         if self.track_ids is not None:
             return draw_tracks(
-                self.image, self.boxes, self.track_ids, self.labels, self.names, self.trails
+                self.image, self.boxes, self.track_ids, self.labels, self.classes, self.trails
             )
-        return draw_boxes(self.image, self.boxes, self.labels, self.names, self.scores)
+        return draw_boxes(self.image, self.boxes, self.labels, self.classes, self.scores)
 
     def class_counts(self) -> dict[str, int]:
         """Detections per class name."""
-        names, counts = np.unique(self.labels, return_counts=True)
-        return {self.names[int(k)]: int(c) for k, c in zip(names, counts)}
+        found, counts = np.unique(self.labels, return_counts=True)
+        return {self.classes[int(k)]: int(c) for k, c in zip(found, counts)}
 
     def scored(self) -> dict:
         """What evaluation scores: ``boxes``, ``scores``, ``labels``."""
         return {"boxes": self.boxes, "scores": self.scores, "labels": self.labels}
 
     @classmethod
-    def from_batch(cls, frames, raw, scales, names, *, conf, iou, max_det) -> list[Result]:
+    def from_batch(cls, frames, raw, scales, classes, *, conf, iou, max_det) -> list[Result]:
         """Results of one batch: ``raw[i]`` is (boxes, scores, labels) in model-input pixels
         of ``frames[i]``, brought to the input by ``scales[i]`` (sx, sy). Keeps scores >=
         ``conf``, clips to the image's part of the input (letterbox: not the padding), runs
@@ -144,38 +136,46 @@ class Result:
             keep = nms(b, s, lab, iou)[:max_det]
             b, s, lab = b[keep], s[keep], lab[keep].astype(np.int64)
             b = (b / np.tile(scale, 2)).clip(0, [w, h, w, h])
-            out.append(cls(b, s, lab, names, f.image, f.source, f.index, f.time))
+            out.append(cls(b, s, lab, classes, f.image, f.source, f.index, f.time))
         return out
 
 
 class ClassResult:
     """Class probabilities for one image: ``probs`` (K,), ``top`` class indices best first,
-    ``names``; ``topk(k)`` gives ``[(name, probability), ...]``."""
+    ``classes``; ``topk(k)`` gives ``[(name, probability), ...]``."""
 
-    __slots__ = ("probs", "top", "names", "image", "source", "index", "time")
+    __slots__ = ("probs", "top", "classes", "image", "source", "index", "time")
     table_formats = ("jsonl",)  # top-5 classes per image
     has_boxes = False
 
-    def __init__(self, probs, names, image=None, source="", index=0, time=None):
+    def __init__(self, probs, classes, image=None, source="", index=0, time=None):
         self.probs = np.asarray(probs, np.float32)
         self.top = np.argsort(-self.probs, kind="stable")
-        self.names = names
+        self.classes = classes
         self.image, self.source, self.index, self.time = image, source, index, time
 
     def __len__(self) -> int:
         return 1
+
+    names = property(lambda self: self.classes, doc="``classes``, by its name until 0.1.0")
 
     def __repr__(self) -> str:
         name, p = self.topk(1)[0]
         return f"ClassResult({self.source!r}, {name} {p:.3f})"
 
     def topk(self, k: int = 5) -> list[tuple[str, float]]:
-        return [(self.names[i], float(self.probs[i])) for i in self.top[:k]]
+        return [(self.classes[i], float(self.probs[i])) for i in self.top[:k]]
 
     def to_dict(self, k: int = 5) -> dict:
+        """The prediction row (see :meth:`Result.to_dict`): no boxes; the top ``k`` classes as
+        ``labels`` and ``names``, their probabilities as ``scores``, best first."""
+        top = self.top[:k]
         d = {
             "source": self.source,
-            "top": [{"name": n, "prob": round(p, 5)} for n, p in self.topk(k)],
+            "boxes": [],
+            "scores": [round(float(self.probs[i]), 5) for i in top],
+            "labels": [int(i) for i in top],
+            "names": [self.classes[int(i)] for i in top],
         }
         if self.time is not None or self.index:
             d["frame"] = self.index
@@ -184,29 +184,18 @@ class ClassResult:
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
 
-    def to_row(self, k: int = 5) -> dict:
-        """Column values of one output row (batch inference): the top ``k`` classes as
-        labels, their probabilities as scores, and their names; no boxes."""
-        top = self.top[:k]
-        return {
-            "boxes": [],
-            "scores": self.probs[top].tolist(),
-            "labels": top.tolist(),
-            "names": [self.names[int(i)] for i in top],
-        }
-
     def class_counts(self) -> dict[str, int]:
         """The top-1 class, counted once."""
-        return {self.names[int(self.top[0])]: 1}
+        return {self.classes[int(self.top[0])]: 1}
 
     def scored(self) -> dict:
         """What evaluation scores: ``probs``."""
         return {"probs": self.probs}
 
     @classmethod
-    def from_batch(cls, frames, raw, scales, names, **_) -> list[ClassResult]:
+    def from_batch(cls, frames, raw, scales, classes, **_) -> list[ClassResult]:
         """Results of one batch: ``raw[i]`` is the (K,) probabilities of ``frames[i]``."""
-        return [cls(p, names, f.image, f.source, f.index, f.time) for f, p in zip(frames, raw)]
+        return [cls(p, classes, f.image, f.source, f.index, f.time) for f, p in zip(frames, raw)]
 
     def draw(self) -> np.ndarray:
         from PIL import Image, ImageDraw

@@ -17,6 +17,7 @@ from collections import deque
 
 import numpy as np
 
+from detforge.engine.infer.results import Result, nms
 from detforge.errors import DetforgeError, require
 from detforge.models.base import FALLBACK_CONF
 
@@ -78,7 +79,6 @@ class Tracker:
 
     def update(self, r):
         """``r`` with ``track_ids`` and ``trails`` (a new Result; ``r`` is unchanged)."""
-        from detforge.engine.infer.results import Result, nms
 
         one = nms(r.boxes, r.scores, np.zeros(len(r), np.int64), self.same_object)
         d = self.detections(
@@ -99,7 +99,7 @@ class Tracker:
         trails = {tid: list(self.history[tid]) for tid in ids.tolist()}
         scores = t.confidence if t.confidence is not None else np.zeros(len(ids), np.float32)
         labels = t.class_id if t.class_id is not None else np.zeros(len(ids), np.int64)
-        return Result(t.xyxy, scores, labels, r.names, r.image, r.source, r.index, r.time,
+        return Result(t.xyxy, scores, labels, r.classes, r.image, r.source, r.index, r.time,
                       track_ids=ids, trails=trails)  # fmt: skip
 
 
