@@ -31,18 +31,20 @@ def detforge(*args, cwd=None):
 
 
 def test_data_commands_end_to_end(tmp_path):
-    r = cli("data", "synth", tmp_path / "s", "--n", 30, "--format", "labelme", "--size", 96)
+    r = cli("data", "synth", "--out", tmp_path / "s", "--n", 30, "--format", "labelme",
+            "--size", 96)  # fmt: skip
     assert r.exit_code == 0, r.output
     r = cli("data", "stats", tmp_path / "s", "--json")
     stats = json.loads(r.output)
     assert stats["images"] == 30 and stats["format"] == "labelme"
     r = cli("data", "check", tmp_path / "s", "--json")
     assert r.exit_code == 0 and json.loads(r.output)["errors"] == 0
-    r = cli("data", "convert", tmp_path / "s", tmp_path / "c", "--to", "coco")
+    r = cli("data", "convert", tmp_path / "s", "--out", tmp_path / "c", "--to", "coco")
     assert r.exit_code == 0 and read(tmp_path / "c").num_boxes == stats["boxes"]
     r = cli("data", "split", tmp_path / "c", "--out", tmp_path / "sp", "--ratios", "0.8,0.2")
     assert r.exit_code == 0 and (tmp_path / "sp" / "data.yaml").is_file()
-    r = cli("data", "pack", tmp_path / "sp" / "data.yaml", tmp_path / "p", "--shard-size", 10)
+    r = cli("data", "pack", tmp_path / "sp" / "data.yaml", "--out", tmp_path / "p",
+            "--shard-size", 10)  # fmt: skip
     records = [
         json.loads((tmp_path / "p" / k / "index.json").read_text())["records"]
         for k in ("train", "val")
@@ -56,7 +58,7 @@ def test_piped_tables_are_plain_lines_that_keep_whole_paths(tmp_path):
     """Piped (not a terminal), `data check` and `models` print tab-separated lines: a long
     path with brackets stays whole on one line for grep, never wrapped or read as markup."""
     root = tmp_path / ("a_rather_long_folder_name_for_a_dataset_of_photos[2026]" * 2)
-    cli("data", "synth", root, "--n", 6, "--format", "csv", "--size", 64)
+    cli("data", "synth", "--out", root, "--n", 6, "--format", "csv", "--size", 64)
     csv = root / "annotations.csv"
     lines = csv.read_text().splitlines()
     i = next(k for k, line in enumerate(lines) if line.split(",")[3])
@@ -77,7 +79,7 @@ def test_piped_tables_are_plain_lines_that_keep_whole_paths(tmp_path):
 
 
 def test_check_exit_code_and_fix(tmp_path):
-    cli("data", "synth", tmp_path / "s", "--n", 10, "--format", "csv", "--size", 96)
+    cli("data", "synth", "--out", tmp_path / "s", "--n", 10, "--format", "csv", "--size", 96)
     csv = tmp_path / "s" / "annotations.csv"
     lines = csv.read_text().splitlines()
     i = next(k for k, line in enumerate(lines) if line.split(",")[3])
@@ -98,10 +100,11 @@ def test_errors_are_one_clear_line(tmp_path):
     assert "error:" in r.stderr and "nope" in r.stderr and "Traceback" not in r.stderr
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "x").write_text("mine")
-    cli("data", "synth", tmp_path / "s", "--n", 3)
-    r = detforge("data", "convert", tmp_path / "s", tmp_path / "o", "--to", "voc")
+    cli("data", "synth", "--out", tmp_path / "s", "--n", 3)
+    r = detforge("data", "convert", tmp_path / "s", tmp_path / "o", "--to", "voc")  # before 0.1.0
     assert r.returncode == 2 and "--overwrite" in r.stderr
-    r = detforge("data", "convert", tmp_path / "s", tmp_path / "o2", "--to", "vocc")
+    assert "note: DST (positional) is now --out" in r.stderr  # the old spelling still works
+    r = detforge("data", "convert", tmp_path / "s", "--out", tmp_path / "o2", "--to", "vocc")
     assert r.returncode == 2 and "did you mean 'voc'" in r.stderr
 
 
@@ -141,6 +144,7 @@ def test_demo_runs(tmp_path):
     assert (tmp_path / "runs" / "demo" / "exp2" / "summary.json").is_file()  # never reused
 
 
+@pytest.mark.slow  # trains: the full suite, not the everyday loop
 def test_classification_demo_runs(tmp_path):
     r = detforge(
         *("demo", "--task", "classify", "--project", tmp_path / "runs"),
@@ -155,7 +159,7 @@ def test_classification_demo_runs(tmp_path):
     assert summary["onnx"]["parity"]["same_top1"] and (run / "model.onnx").is_file()
     assert (run / "eval" / "test" / "misclassified.png").is_file()
     lines = Path(summary["predict"]["predictions"]).read_text().splitlines()
-    assert len(lines) == 7 and "top" in json.loads(lines[0])
+    assert len(lines) == 7 and json.loads(lines[0])["boxes"] == []  # a classifier's row
     r = detforge("demo", "--task", "segment")
     assert r.returncode == 2 and "detect or classify" in r.stderr
 
@@ -186,8 +190,9 @@ def test_eval_predict_export_commands(tmp_path):
         "0.05",
     )
     assert "6 images/frames" in r.stdout
+    assert "--save-dir is now --out (--save-dir is accepted until detforge 0.2)" in r.stderr
     assert len(list(out.glob("*.jpg"))) == 6 and (out / "predictions.csv").is_file()
-    r = detforge("predict", w, "--source", 7, "--save-dir", tmp_path / "cam")
+    r = detforge("predict", w, "--source", 7, "--out", tmp_path / "cam")
     assert r.returncode == 2 and "could not open camera 7" in r.stderr
 
 
@@ -208,6 +213,6 @@ def test_data_side_does_not_import_torch():
 def test_paths_with_brackets_print_as_they_are(tmp_path):
     """A folder named like Rich markup (``exp[1]``, ``[bold]``) is printed as itself."""
     for name in ("exp[1]", "[bold]x"):
-        r = detforge("data", "synth", tmp_path / name, "--n", "2", "--size", "64")
+        r = detforge("data", "synth", "--out", tmp_path / name, "--n", "2", "--size", "64")
         assert r.returncode == 0, r.stderr
         assert f"{tmp_path / name} (yolo)" in r.stdout.replace("\n", "")

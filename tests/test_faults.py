@@ -54,6 +54,7 @@ shards.pack(read(sys.argv[1]), sys.argv[2], shard_size=3, workers=int(sys.argv[3
 """
 
 
+@pytest.mark.slow  # trains: the full suite, not the everyday loop
 def test_pack_killed_at_random_points_resumes_byte_identical(tmp_path):
     src = write(generate(tmp_path / "img", 30, seed=2, size=(96, 80)), tmp_path / "src", "yolo")
     ref = tmp_path / "ref"
@@ -75,7 +76,7 @@ def test_pack_killed_at_random_points_resumes_byte_identical(tmp_path):
 def test_pack_on_a_full_disk_is_one_line_and_resumes(tmp_path):
     src = write(generate(tmp_path / "img", 12, seed=2, size=(96, 80)), tmp_path / "src", "yolo")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "detforge", "data", "pack", str(src), str(out)]
+    cmd = [sys.executable, "-m", "detforge", "data", "pack", str(src), "--out", str(out)]
     cmd += ["--shard-size", "4", "--workers", "1"]
     shard = max(p.stat().st_size for p in (src / "images").iterdir()) * 4 + 4096
     r = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_fsize_limit(shard // 3))

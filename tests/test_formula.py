@@ -55,8 +55,8 @@ def test_data_synth_pretrain_writes_scenes_to_look_at(tmp_path):
     import detforge
     from detforge.cli import app
 
-    r = CliRunner().invoke(app, ["data", "synth", str(tmp_path / "fs"), "--pretrain", "--n", "6",
-                                 "--classes", "12", "--size", "160"])  # fmt: skip
+    r = CliRunner().invoke(app, ["data", "synth", "--out", str(tmp_path / "fs"), "--pretrain",
+                                 "--n", "6", "--classes", "12", "--size", "160"])  # fmt: skip
     assert r.exit_code == 0, r.output
     ds = detforge.read(tmp_path / "fs")
     assert len(ds) == 6 and ds.classes == FormulaScenes(12, seed=0, size=160).names

@@ -186,7 +186,7 @@ def test_pack_refuses_or_skips_an_undecodable_image_with_two_workers(tmp_path):
     src = _labelme_set(tmp_path / "src")
     (src / "4.jpg").write_bytes(b"not an image")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "detforge", "data", "pack", str(src), str(out)]
+    cmd = [sys.executable, "-m", "detforge", "data", "pack", str(src), "--out", str(out)]
     cmd += ["--shard-size", "1", "--workers", "2", "--strict"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "4.jpg: not an image" in r.stderr and not out.exists()
@@ -199,6 +199,7 @@ def test_pack_refuses_or_skips_an_undecodable_image_with_two_workers(tmp_path):
     assert len(read(out)) == 5  # what pack wrote reads back
 
 
+@pytest.mark.slow  # trains: the full suite, not the everyday loop
 def test_train_skips_a_truncated_jpeg_and_names_it(tmp_path):
     from detforge.data import write
     from detforge.data.synth import generate

@@ -278,7 +278,7 @@ def test_convert_finds_images_in_the_folder_given(tmp_path):
     (tmp_path / "ls").mkdir()
     shutil.copy(FIX / "labelstudio" / "boxes.json", tmp_path / "ls" / "export.json")
     r = CliRunner().invoke(app, ["data", "convert", str(tmp_path / "ls" / "export.json"),
-                                 str(tmp_path / "out"), "--to", "yolo", "--images",
+                                 "--out", str(tmp_path / "out"), "--to", "yolo", "--images",
                                  str(tmp_path / "pics")])  # fmt: skip
     assert r.exit_code == 0, r.output
     assert len(read(tmp_path / "out")) == 2

@@ -56,7 +56,7 @@ def test_forward_backward_and_eval_contract(name, tmp_path):
 
 def test_uint8_and_float_inputs_agree():
     torch.manual_seed(0)
-    model = build("tracker", CLASSES, imgsz=64).eval()
+    model = build("localizer", CLASSES, imgsz=64).eval()
     images, _ = batch()
     with torch.no_grad():
         a = model(images)
@@ -67,11 +67,24 @@ def test_uint8_and_float_inputs_agree():
 def test_bad_inputs_and_names():
     with pytest.raises(DetforgeError, match="did you mean 'ssdlite'"):
         build("ssdlit", CLASSES)
-    model = build("tracker", CLASSES, imgsz=64).eval()
+    model = build("localizer", CLASSES, imgsz=64).eval()
     with pytest.raises(DetforgeError, match=r"expected a \(3, H, W\) tensor"):
         model([torch.zeros(64, 64, 3, dtype=torch.uint8)])
     with pytest.raises(DetforgeError, match="pretrained"):
         build("ssdlite", CLASSES, pretrained="imagenet1k")
+
+
+def test_tracker_is_now_localizer_and_its_old_name_still_builds_it():
+    """Renamed in 0.1.0 (``predict --track`` is the tracker); the old name builds the same
+    model with one FutureWarning, and a training config records the new name."""
+    from detforge.engine.train.config import load_config
+
+    with pytest.warns(FutureWarning, match="'tracker' is now called 'localizer'"):
+        old = build("tracker", CLASSES, imgsz=64)
+    assert old.name == "localizer" and type(old).__name__ == "Localizer"
+    assert "tracker" not in names() and "localizer" in names()
+    with pytest.warns(FutureWarning):
+        assert load_config(None, data="x", model="tracker").model == "localizer"
 
 
 def test_offline_pretrained_error_names_file_and_folder(tmp_path, monkeypatch):
@@ -88,7 +101,7 @@ def test_offline_pretrained_error_names_file_and_folder(tmp_path, monkeypatch):
 
 
 def test_tracker_refuses_many_objects_unless_largest():
-    model = build("tracker", CLASSES, imgsz=64).train()
+    model = build("localizer", CLASSES, imgsz=64).train()
     images, _ = batch()
     two = [
         {
@@ -99,7 +112,7 @@ def test_tracker_refuses_many_objects_unless_largest():
     ]
     with pytest.raises(DetforgeError, match="one object per image"):
         model(images, two)
-    model = build("tracker", CLASSES, imgsz=64, largest=True).train()
+    model = build("localizer", CLASSES, imgsz=64, largest=True).train()
     assert torch.isfinite(sum(model(images, two).values()))
 
 
@@ -154,7 +167,7 @@ def test_describe_lists_each_models_options_from_its_signature():
     assert opts["rois"]["type"] == "int | None" and opts["rois"]["default"] is None
     assert opts["imgsz"]["default"] == 800 and opts["max_det"]["type"] == "int"
     assert "rois" not in {o["name"] for o in table["ssdlite"]["options"]}  # only what it takes
-    tracker = {o["name"]: o["default"] for o in table["tracker"]["options"]}
+    tracker = {o["name"]: o["default"] for o in table["localizer"]["options"]}
     assert tracker == {"imgsz": 224, "backbone": "resnet18", "largest": False, "pretrained": "none"}
     assert table["resnet18"]["task"] == "classify"
 

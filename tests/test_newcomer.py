@@ -108,7 +108,7 @@ def test_eval_split_of_a_record_is_the_runs_held_out_part(tmp_path):
 def test_pack_of_a_data_yaml_packs_each_split_and_writes_a_yaml(tmp_path):
     ds = generate(tmp_path / "img", 20, seed=0, size=(64, 64))
     detforge.split(ds, tmp_path / "splits", ratios=(0.6, 0.2, 0.2))
-    r = cli("data", "pack", tmp_path / "splits" / "data.yaml", tmp_path / "shards")
+    r = cli("data", "pack", tmp_path / "splits" / "data.yaml", "--out", tmp_path / "shards")
     assert r.exit_code == 0, r.output
     assert "one folder per split (train 12, val 4, test 4)" in r.output
     parts = read_splits(tmp_path / "shards" / "data.yaml")

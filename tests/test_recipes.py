@@ -70,7 +70,7 @@ def test_models_command_shows_each_recipe():
     assert r.exit_code == 0
     table = json.loads(r.output)
     assert table["ssdlite"]["recipe"] == {"augment": {"iou_crop": 0.5, "color": 0.3, "hue": 0.03}}
-    assert table["tracker"]["recipe"] == {}
+    assert table["localizer"]["recipe"] == {}
     assert _recipe_text(table["ssdlite"]["recipe"]) == (
         "augment.iou_crop=0.5, augment.color=0.3, augment.hue=0.03"
     )

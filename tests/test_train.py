@@ -1,6 +1,5 @@
 """Training for real on tiny synthetic sets: models learn, runs resume exactly, signals save."""
 
-import csv
 import os
 import signal
 import subprocess
@@ -11,44 +10,19 @@ import pytest
 import torch
 
 from detforge.data import read, write
-from detforge.data.synth import generate
 from detforge.engine.train.config import ConfigError, load_config
 from detforge.engine.train.loop import train
 from detforge.models import load_checkpoint
 
-from conftest import LEARN_SEED, assert_same_weights, cut_and_resume, hold_bars
-
-NO_AUG = {"hflip": 0.0, "scale_jitter": [1.0, 1.0], "color": 0.0, "hue": 0.0, "iou_crop": 0.0}
-
-
-def tiny(tmp_path, n=16, size=128, single=False, seed=0):
-    """A data.yaml whose train and val are the same n synthetic images (train-set mAP).
-    ``single``: one large object per image, one class (a face-tracker-like set)."""
-    if single:
-        ds = generate(
-            tmp_path / "img",
-            n,
-            seed=seed,
-            size=(size, size),
-            max_objects=1,
-            negatives=0.1,
-            scales=((0.3, 0.6),),
-        )
-        ds.classes = ["shape"]
-        for s in ds.samples:
-            s.labels[:] = 0
-    else:
-        ds = generate(
-            tmp_path / "img", n, seed=seed, size=(size, size), max_objects=3, negatives=0.1
-        )
-    write(ds, tmp_path / "set", "yolo")
-    (tmp_path / "data.yaml").write_text("train: set\nval: set\n")
-    return tmp_path / "data.yaml"
-
-
-def rows(run):
-    with open(os.path.join(run, "metrics.csv"), newline="") as f:
-        return list(csv.DictReader(f))
+from conftest import (
+    LEARN_SEED,
+    NO_AUG,
+    assert_same_weights,
+    cut_and_resume,
+    hold_bars,
+    rows,
+    tiny,
+)
 
 
 @pytest.mark.slow
@@ -86,7 +60,7 @@ def test_tracker_learns(tmp_path):
     torch.set_num_threads(2)
     r = train(
         data=str(tiny(tmp_path, size=96, single=True)),
-        model="tracker",
+        model="localizer",
         epochs=40,
         imgsz=64,
         batch=4,
@@ -100,7 +74,7 @@ def test_tracker_learns(tmp_path):
     m = rows(r["run_dir"])
     assert float(m[0]["mAP50"]) < 0.6
     giou = float(m[-1]["loss/box_giou"]) / float(m[0]["loss/box_giou"])
-    hold_bars("tracker", giou_ratio=(giou, "<=", 0.5), mAP50=(float(m[-1]["mAP50"]), ">=", 0.6))
+    hold_bars("localizer", giou_ratio=(giou, "<=", 0.5), mAP50=(float(m[-1]["mAP50"]), ">=", 0.6))
 
 
 @pytest.mark.slow
@@ -257,6 +231,22 @@ def test_out_of_memory_says_what_to_lower(tmp_path, monkeypatch):
         )
     assert e.value.hint.startswith("lower --batch (e.g. 2)")
     assert load_config(None, data="x", batch="auto").batch == -1
+
+
+def test_host_memory_too_small_is_refused_before_training(tmp_path, monkeypatch):
+    """A run that cannot fit in the host memory free now is refused in one line naming what
+    to lower (not killed by the kernel mid-epoch); the decoded cache stays off, too."""
+    import detforge.data.torch.cache as cache
+
+    monkeypatch.setattr(cache, "available_memory", lambda: 2**16)  # 64 KiB free
+    data = tiny(tmp_path, n=8, size=64)
+    ds = read(tmp_path / "set")
+    assert not cache.fits(ds, 320, budget=2**40)  # the cache would take more than half
+    with pytest.raises(ConfigError, match=r"about [\d.]+ GiB of host memory .*batch 16") as e:
+        train(data=str(data), model="det-n", epochs=1, batch=16, imgsz=640, workers=2,
+              project=str(tmp_path / "runs"))  # fmt: skip
+    assert e.value.hint.startswith("lower --batch (e.g. 8), --imgsz or --workers")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.pt"))
 
 
 @pytest.mark.parametrize("name", ["det-n", "ssdlite", "resnet18"])

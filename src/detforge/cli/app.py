@@ -17,7 +17,16 @@ from rich.table import Table
 import detforge
 from detforge.cli import data as data_cli
 from detforge.cli import predict as predict_cli
-from detforge.cli.common import config_options, err, esc, out, parse_sets, show, with_options
+from detforge.cli.common import (
+    config_options,
+    err,
+    esc,
+    out,
+    parse_sets,
+    renamed,
+    show,
+    with_options,
+)
 from detforge.errors import DetforgeError, DiskFullError
 
 app = typer.Typer(
@@ -141,8 +150,11 @@ def eval_cmd(
     iou: float = typer.Option(0.5, help="IoU for a match at that confidence."),
     batch: int = typer.Option(8, help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto (a GPU when there is one), cpu, cuda, mps."),
-    project: Path = typer.Option(Path("runs"), help="Where run folders go."),
-    name: str = typer.Option("exp", help="Run name under runs/eval/."),
+    out_dir: Path = typer.Option(
+        None, "--out", help="Folder for the results (default: a new PROJECT/eval/NAME)."
+    ),
+    project: Path = typer.Option(Path("runs"), help="Where new run folders go."),
+    name: str = typer.Option("exp", help="Run name under PROJECT/eval/."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
     allow_outside: bool = typer.Option(
         False, "--allow-outside-paths", help="Follow image paths that leave the dataset folder."
@@ -158,6 +170,7 @@ def eval_cmd(
         iou=iou,
         batch=batch,
         device=device,
+        out=out_dir,
         project=project,
         name=name,
         progress=not as_json,
@@ -216,7 +229,8 @@ def export(
     fmt: str = typer.Option(
         "onnx", "--format", help="onnx, or openvino (an IR .xml + .bin; pip install openvino)."
     ),
-    output: Path = typer.Option(None, help="Output file (default: beside the weights)."),
+    out_file: Path = typer.Option(None, "--out", help="File to write (default: by the weights)."),
+    output: Path = typer.Option(None, hidden=True, help="Before 0.1.0: --out."),
     imgsz: int = typer.Option(None, help="Input size (default: the training size)."),
     batch: int = typer.Option(1, help="Fixed batch of the graph."),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Free batch dimension."),
@@ -242,7 +256,7 @@ def export(
         kw.update(dynamic_batch=dynamic_batch)
     elif dynamic_batch:
         raise DetforgeError("--dynamic-batch is an ONNX option", "drop it for --format openvino")
-    r = detforge.export(weights, output, format=fmt, **kw)
+    r = detforge.export(weights, renamed(out_file, output, "--output"), format=fmt, **kw)
     p = r["parity"]
     check = (
         f"{p['detections']} detections matched, worst IoU {p['worst_iou']}, worst score diff "

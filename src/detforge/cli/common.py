@@ -10,6 +10,9 @@ import typing
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+
+from detforge.errors import DetforgeError
 
 out = Console()
 
@@ -17,8 +20,6 @@ out = Console()
 def esc(value) -> str:
     """A path (or any value) as text in a Rich line: its brackets printed, never read as
     markup (a folder named ``exp[1]`` prints as itself)."""
-    from rich.markup import escape
-
     return escape(str(value))
 
 
@@ -98,8 +99,6 @@ def parse_sets(items: list[str] | None) -> dict:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            from detforge.errors import DetforgeError
-
             raise DetforgeError(
                 f"--set {item!r}: expected key=value", "e.g. --set augment.mosaic=0.5"
             )
@@ -109,3 +108,25 @@ def parse_sets(items: list[str] | None) -> dict:
             node = node.setdefault(p, {})
         node[leaf] = yaml.safe_load(value)
     return out_
+
+
+def renamed(value, old_value, old: str, new: str = "--out"):
+    """The value of option ``new``, or of its spelling before 0.1.0, ``old`` (a hidden option
+    or positional argument kept for one release; using it says so in one line)."""
+    if old_value is None:
+        return value
+    if value is not None and value != old_value:
+        raise DetforgeError(f"{new} and {old} name two places", f"give {new} only")
+    err.print(
+        f"[yellow]note:[/] {escape(old)} is now {new} ({escape(old)} is accepted until "
+        "detforge 0.2)",
+        highlight=False,
+    )
+    return old_value
+
+
+def required(value, option: str = "--out"):
+    """``value``, which a command needs (``option`` became an option from a positional)."""
+    if value is None:
+        raise DetforgeError(f"missing option {option}", f"add {option} PATH")
+    return value

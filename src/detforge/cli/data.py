@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import detforge
-from detforge.cli.common import err, esc, out, show
+from detforge.cli.common import err, esc, out, renamed, required, show
 from detforge.errors import DetforgeError
 
 app = typer.Typer(no_args_is_help=True, help="Read, check, split, convert and pack datasets.")
@@ -75,8 +75,10 @@ def data_check(
     if fix:
         if out_dir is None:
             raise DetforgeError("--fix needs --out DIR", "the source is never edited in place")
+        fix_opts = dict(opts, images_dir=opts.get("images"))
+        fix_opts.pop("images", None)  # the source's image folder; the copy's images are copied
         dst, after = detforge.fix(
-            src, out_dir, policy=fix, to=to, format=format, overwrite=overwrite, **opts
+            src, out_dir, policy=fix, to=to, format=format, overwrite=overwrite, **fix_opts
         )
         if not as_json:
             _print_report(report)
@@ -137,6 +139,7 @@ def data_split(
 ):
     """Seeded split, stratified by class (detection: each image's rarest class); negatives
     spread proportionally."""
+    opts = _src_opts(images, label_map, negatives, allow_outside)
     parts = detforge.split(
         src,
         out_dir,
@@ -147,7 +150,8 @@ def data_split(
         images=_image_mode(link, no_images),
         overwrite=overwrite,
         strict=strict,
-        **_src_opts(images, label_map, negatives, allow_outside),
+        images_dir=opts.pop("images", None),
+        **opts,
     )
     for name, ds in parts.items():
         if ds.task == "classify":
@@ -165,7 +169,8 @@ def data_split(
 @app.command("convert")
 def data_convert(
     src: Path = typer.Argument(..., help="Dataset to read."),
-    dst: Path = typer.Argument(..., help="Folder to write."),
+    dst: Path = typer.Argument(None, hidden=True, help="Before 0.1.0: the output folder."),
+    out_dir: Path = typer.Option(None, "--out", help="Folder to write."),
     to: str = typer.Option(..., help="Target format: " + ", ".join(detforge.FORMATS)),
     format: str = FormatOpt,
     images: Path = ImagesOpt,
@@ -175,10 +180,11 @@ def data_convert(
     strict: bool = StrictOpt,
     link: bool = typer.Option(False, help="Hard-link images instead of copying them."),
     no_images: bool = typer.Option(False, "--no-images", help="Write annotations only."),
-    overwrite: bool = typer.Option(False, help="Allow writing into a non-empty DST."),
+    overwrite: bool = typer.Option(False, help="Allow writing into a non-empty --out folder."),
 ):
     """Convert between labelme, voc, coco, yolo, csv, tfrecord, folders, cvat and
     labelstudio."""
+    dst = required(renamed(out_dir, dst, "DST (positional)"))
     opts = _src_opts(images, label_map, negatives, allow_outside)
     path = detforge.convert(
         src,
@@ -304,7 +310,9 @@ def data_show(
     seed: int = typer.Option(0, help="Which samples (seeded)."),
     augment: bool = typer.Option(False, help="Draw the training view (augmented)."),
     mosaic: float = typer.Option(0.0, help="With --augment: mosaic probability."),
-    imgsz: int = typer.Option(640, help="With --augment: mosaic size."),
+    imgsz: int = typer.Option(
+        None, help="With --augment: the input size (default: det-n's, as training uses)."
+    ),
     format: str = FormatOpt,
     images: Path = ImagesOpt,
     label_map: Path = LabelMapOpt,
@@ -322,7 +330,8 @@ def data_show(
 @app.command("pack")
 def data_pack(
     src: Path = typer.Argument(..., help="Dataset to pack."),
-    dst: Path = typer.Argument(..., help="Folder for the shards and index.json."),
+    dst: Path = typer.Argument(None, hidden=True, help="Before 0.1.0: the output folder."),
+    out_dir: Path = typer.Option(None, "--out", help="Folder for the shards and index.json."),
     shard_size: str = typer.Option(
         "100MB", help="Per shard: a size (100MB, 1GB) or a record count (1000)."
     ),
@@ -334,9 +343,10 @@ def data_pack(
     negatives: bool = NegOpt,
     allow_outside: bool = OutsideOpt,
     strict: bool = StrictOpt,
-    overwrite: bool = typer.Option(False, help="Allow writing into a non-empty DST."),
+    overwrite: bool = typer.Option(False, help="Allow writing into a non-empty --out folder."),
 ):
     """Sharded TFRecords (TF OD API keys) + index.json; re-run after a kill to resume."""
+    dst = required(renamed(out_dir, dst, "DST (positional)"))
     index = detforge.pack(
         src,
         dst,
@@ -360,17 +370,18 @@ def data_pack(
 
 @app.command("synth")
 def data_synth(
-    dst: Path = typer.Argument(..., help="Folder to write."),
+    dst: Path = typer.Argument(None, hidden=True, help="Before 0.1.0: the output folder."),
+    out_dir: Path = typer.Option(None, "--out", help="Folder to write."),
     n: int = typer.Option(200, help="Number of images (with --video: of frames)."),
     format: str = typer.Option("yolo", "--format", "-f", help="Format to write."),
     seed: int = typer.Option(0, help="Seed."),
     size: int = typer.Option(320, help="Largest image side."),
-    overwrite: bool = typer.Option(False, help="Allow writing into a non-empty DST."),
+    overwrite: bool = typer.Option(False, help="Allow writing into a non-empty --out folder."),
     video: bool = typer.Option(
         False,
         "--video",
-        help="Write DST/video.mp4 of moving shapes with known identities and "
-        "DST/gt.txt, their MOTChallenge ground-truth tracks (for predict --track, eval-track).",
+        help="Write OUT/video.mp4 of moving shapes with known identities and "
+        "OUT/gt.txt, their MOTChallenge ground-truth tracks (for predict --track, eval-track).",
     ),
     scene: int = typer.Option(
         None,
@@ -391,6 +402,7 @@ def data_synth(
 ):
     """Write a deterministic synthetic shapes dataset (circle, square, triangle; negatives),
     or with --video a tracking video and its ground truth."""
+    dst = required(renamed(out_dir, dst, "DST (positional)"))
     if video:
         v = detforge.synth_video(dst, n, seed=seed, size=size, scene=scene, overwrite=overwrite)
         out.print(f"{v['frames']} frames, {v['objects']} objects -> [bold]{esc(v['video'])}[/], "

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 import detforge
-from detforge.cli.common import err, esc, out
+from detforge.cli.common import err, esc, out, renamed
 from detforge.errors import DetforgeError
 
 SAVE_CVAT = typer.Option(
@@ -31,6 +31,20 @@ RECONNECT = typer.Option(
 )
 
 
+TRACK = typer.Option(
+    False,
+    "--track",
+    help="Keep an id per object across frames (ByteTrack): ids in the "
+    "table, ids and trails on the video, tracks.txt in MOTChallenge format.",
+)
+RAY = typer.Option(
+    False,
+    "--ray",
+    help="Run on Ray Data: a pool of model actors, one row per image "
+    "(pip install 'detforge\\[ray]').",
+)
+
+
 def predict(
     weights: Path = typer.Argument(..., help="best.pt, an exported .onnx or OpenVINO .xml."),
     source: str = typer.Option(
@@ -38,11 +52,12 @@ def predict(
         help="Image, folder, glob, video file or camera index (with --ray: also a URI "
         "Ray reads, such as s3://bucket/images/).",
     ),
-    save_dir: Path = typer.Option(
-        None, "--save-dir", "--out", help="Output folder (default runs/predict/NAME)."
+    out_dir: Path = typer.Option(
+        None, "--out", help="Output folder (default: a new PROJECT/predict/NAME)."
     ),
-    project: Path = typer.Option(Path("runs"), help="Where run folders go."),
-    name: str = typer.Option("exp", help="Run name under runs/predict/."),
+    save_dir: Path = typer.Option(None, "--save-dir", hidden=True, help="Before 0.1.0: --out."),
+    project: Path = typer.Option(Path("runs"), help="Where new run folders go."),
+    name: str = typer.Option("exp", help="Run name under PROJECT/predict/."),
     conf: float = typer.Option(
         None, help="Minimum score (default: the threshold measured for the model)."
     ),
@@ -64,18 +79,8 @@ def predict(
     save_labelstudio: bool = SAVE_LABELSTUDIO,
     show: bool = typer.Option(False, "--show", help="Live window (needs a display)."),
     reconnect: int = RECONNECT,
-    track: bool = typer.Option(
-        False,
-        "--track",
-        help="Keep an id per object across frames (ByteTrack): ids in the "
-        "table, ids and trails on the video, tracks.txt in MOTChallenge format.",
-    ),
-    ray: bool = typer.Option(
-        False,
-        "--ray",
-        help="Run on Ray Data: a pool of model actors, one row per image "
-        "(pip install 'detforge\\[ray]').",
-    ),
+    track: bool = TRACK,
+    ray: bool = RAY,
     address: str = typer.Option(
         None, help="With --ray: an existing cluster (auto, ray://HEAD:10001); default a local Ray."
     ),
@@ -84,6 +89,7 @@ def predict(
     """Detect objects (or classify images) in images, folders, videos or a webcam; the model
     loads once. --track follows objects across video frames; --ray spreads a corpus over a
     Ray cluster."""
+    save_dir = renamed(out_dir, save_dir, "--save-dir")
     if ray:
         _predict_on_ray(locals())
         return
@@ -92,7 +98,7 @@ def predict(
     s = detforge.predict(
         weights,
         source,
-        save_dir=save_dir,
+        out=save_dir,
         project=project,
         name=name,
         device=device,
@@ -154,7 +160,7 @@ def _predict_on_ray(a: dict) -> None:
         batch=a["batch"], conf=a["conf"], iou=a["iou"],
     )  # fmt: skip
     for e in s["errors"][:20]:
-        err.print(f"[yellow]could not read[/] {escape(e['path'])}: {escape(e['error'])}",
+        err.print(f"[yellow]could not read[/] {escape(e['source'])}: {escape(e['error'])}",
                   highlight=False)  # fmt: skip
     bad = len(s["errors"])
     out.print(

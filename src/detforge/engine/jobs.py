@@ -8,14 +8,17 @@ scores exactly what training validated and what ``predict`` draws."""
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 from detforge.data.dataset import Dataset
 from detforge.engine.evaluate.detection import EVAL_BATCH
+from detforge.engine.infer.outputs import predict_files
 from detforge.engine.loading import load, predictor
 from detforge.engine.report import eval_info, report_run, try_report, write_run_report
 from detforge.engine.scoring import eval_split, scoring_set
 from detforge.engine.tasks import task
+from detforge.errors import DetforgeError
 from detforge.fileio import atomic_write_json
 from detforge.runs import new_run_dir
 
@@ -30,6 +33,7 @@ def evaluate(
     batch: int = EVAL_BATCH,
     device: str = "auto",
     engine: str = "faster",
+    out=None,
     project="runs",
     name: str = "exp",
     progress: bool = False,
@@ -40,14 +44,15 @@ def evaluate(
     and a confusion matrix at ``conf`` (IoU ``iou``; default conf: the model's measured one),
     and the threshold of best F1 on this data (``threshold``); classifiers: top-1/top-5 and
     per-class P/R/F1. Writes ``results.json`` and the task's plots (detectors also
-    ``predictions.json`` and ``gt.json`` in COCO format) into ``runs/eval/NAME``; returns the
-    metrics with ``task``, ``split`` and ``run_dir``."""
+    ``predictions.json`` and ``gt.json`` in COCO format) into ``out`` (a new or empty folder;
+    default a new ``runs/eval/NAME``); returns the metrics with ``task``, ``split`` and
+    ``run_dir``."""
     det = load(weights, device=device)
     opts = {"outside_paths": "allow"} if allow_outside_paths else {}
     ds, split = scoring_set(det, weights, data, split, **opts)
     t = task(det.task)
     scored = t.score(det, ds, batch=batch, conf=conf, iou=iou, engine=engine, progress=progress)
-    run = new_run_dir("eval", name, project)
+    run = _empty_folder(out) if out is not None else new_run_dir("eval", name, project)
     try:
         t.write_report(scored, ds, run)
         metrics = dict(scored.metrics)
@@ -55,8 +60,11 @@ def evaluate(
         if not isinstance(data, Dataset):
             metrics["data"] = str(data)
         atomic_write_json(run / "results.json", metrics)
-    except BaseException:
-        shutil.rmtree(run, ignore_errors=True)  # no half-written eval folder
+    except BaseException:  # no half-written eval folder (an empty one given stays, empty)
+        for p in list(run.iterdir()):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        if out is None:
+            run.rmdir()
         raise
     info = eval_info(metrics)
     page = try_report(lambda: write_run_report(run, info=info, task=t.name, scored=scored, ds=ds))
@@ -64,11 +72,19 @@ def evaluate(
     return metrics
 
 
+def _empty_folder(path) -> Path:
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise DetforgeError(f"{path} is not an empty folder", "give a new or empty --out folder")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def predict(
     weights,
     source,
     *,
-    save_dir=None,
+    out=None,
     project="runs",
     name: str = "exp",
     device: str = "auto",
@@ -76,14 +92,16 @@ def predict(
     **options,
 ) -> dict:
     """Run a model over ``source`` (images, folder, glob, video, camera) and write the
-    results into ``save_dir`` (default: a new ``runs/predict/NAME``); see
+    results into ``out`` (default: a new ``runs/predict/NAME``); see
     :func:`~detforge.engine.infer.outputs.predict_files` for ``options``. ``precision``: an
     OpenVINO model's (f32, bf16, f16)."""
-    from detforge.engine.infer.outputs import predict_files
 
+    if "save_dir" in options:  # its name until 0.1.0
+        warnings.warn("predict(save_dir=) is now out=", FutureWarning, stacklevel=3)
+        out = options.pop("save_dir")
     det = load(weights, device=device, precision=precision)
-    made = save_dir is None or not Path(save_dir).exists()
-    save_dir = Path(save_dir) if save_dir is not None else new_run_dir("predict", name, project)
+    made = out is None or not Path(out).exists()
+    save_dir = Path(out) if out is not None else new_run_dir("predict", name, project)
     options.setdefault("model", f"detforge {Path(weights).name}")
     try:
         return predict_files(det, source, save_dir, **options)

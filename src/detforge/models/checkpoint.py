@@ -13,6 +13,7 @@ from detforge._version import __version__
 from detforge.errors import DetforgeError
 from detforge.fileio import atomic_write_bytes
 from detforge.models.base import Model
+from detforge.models.registry import build
 
 CHECKPOINT_FORMAT = "detforge-checkpoint"
 
@@ -91,7 +92,6 @@ def _check_fields(path, ckpt: dict) -> None:
 def load_checkpoint(path, map_location="cpu", **options) -> tuple[Model, dict]:
     """Rebuild the model saved in ``path`` (``options`` override saved ones, e.g. ``imgsz``);
     returns ``(model in eval mode, checkpoint dict)``."""
-    from detforge.models.registry import build
 
     ckpt = read_checkpoint(path, map_location)
     spec = ckpt["model"]

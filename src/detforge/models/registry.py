@@ -8,11 +8,13 @@ import difflib
 import inspect
 import types
 import typing
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from detforge.errors import DetforgeError
 from detforge.models.base import Model
+from detforge.models.weights import SHIPPED
 
 COMMON = ("imgsz", "pretrained")  # options every builder takes
 
@@ -94,7 +96,24 @@ def _accepts(t, value) -> bool:
     return True
 
 
+RENAMED = {"tracker": "localizer"}  # old model names, accepted (with a note) until detforge 0.2
+
+
+def canonical(name: str) -> str:
+    """A model's name, a renamed one's new name (said once per call site, as a warning)."""
+    if name in RENAMED:
+        warnings.warn(
+            f"model {name!r} is now called {RENAMED[name]!r}; {name!r} is accepted until "
+            "detforge 0.2",
+            FutureWarning,
+            stacklevel=3,
+        )
+        return RENAMED[name]
+    return name
+
+
 def entry(name: str) -> ModelEntry:
+    name = canonical(name)
     if name not in REGISTRY:
         close = difflib.get_close_matches(name, list(REGISTRY), n=1)
         hint = f"did you mean {close[0]!r}?" if close else "one of " + ", ".join(REGISTRY)
@@ -141,7 +160,6 @@ def describe() -> dict[str, dict]:
     """``{name: {task, summary, options: [{name, type, default}], recipe, shipped}}`` from the
     builders and their registrations; ``shipped`` names the weights inside the package
     (``--pretrained synthetic``), else None."""
-    from detforge.models.weights import SHIPPED
 
     by_task = sorted(REGISTRY.values(), key=lambda e: e.task != "detect")  # stable
     return {

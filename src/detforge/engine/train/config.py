@@ -11,7 +11,7 @@ import yaml
 
 from detforge.data.augmentation import AugmentConfig
 from detforge.errors import DetforgeError
-from detforge.fileio import read_text
+from detforge.fileio import atomic_write_text, read_text
 
 DEFAULT_EPOCHS = 30
 UNLIMITED = 10**9  # epochs when only a time budget ends the run
@@ -168,6 +168,10 @@ def load_config(path=None, **overrides) -> TrainConfig:
     if "imgsz" in values:  # the user's size is used as given
         values.setdefault("auto_imgsz", False)
     model = values.get("model", TrainConfig.model)
+    if isinstance(model, str):
+        from detforge.models import canonical
+
+        values["model"] = model = canonical(model)  # a renamed model: its new name
     base = recipe(model) if isinstance(model, str) else {}
     return _build(TrainConfig, _merged(base, values))
 
@@ -192,6 +196,4 @@ def _merged(base: dict, top: dict) -> dict:
 
 
 def save_config(cfg: TrainConfig, path) -> None:
-    from detforge.fileio import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -7,17 +7,24 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader
 
-from detforge.data.torch.loader import collate, ignore_signals
+from detforge.data import read
+from detforge.data.check import without_invalid_boxes
+from detforge.data.formula import formula_splits, is_formula
+from detforge.data.reading import is_data_yaml, read_splits
+from detforge.data.split import split, strata
+from detforge.data.stats import input_size_for
+from detforge.data.torch import cache as decoded_cache
+from detforge.data.torch.augment import training_view
+from detforge.data.torch.loader import BalancedSampler, collate, ignore_signals
+from detforge.data.verify import usable
 from detforge.engine.train.config import ConfigError, TrainConfig
+from detforge.models import entry, names
 
 
 def load_data(cfg: TrainConfig, say) -> tuple:
     """(train Dataset, val Dataset): a data YAML's train and val splits, or a seeded split
     of the data (or of a YAML's train split when it names no val), announced. Images that do
     not decode are left out up front, each named once (cached: a second run decodes nothing)."""
-    from detforge.data.check import without_invalid_boxes
-    from detforge.data.formula import formula_splits, is_formula
-    from detforge.data.verify import usable
 
     if is_formula(cfg.data):
         try:
@@ -35,9 +42,6 @@ def load_data(cfg: TrainConfig, say) -> tuple:
 
 
 def _splits(cfg: TrainConfig, say) -> tuple:
-    from detforge.data import read
-    from detforge.data.reading import is_data_yaml, read_splits
-    from detforge.data.split import split
 
     src = Path(cfg.data)
     opts = {"outside_paths": "allow"} if cfg.allow_outside_paths else {}
@@ -70,7 +74,6 @@ def pick_imgsz(cfg: TrainConfig, train_ds, say) -> None:
     size up to twice it at which the 10th-percentile training box keeps 12 px on its shorter
     side (:func:`detforge.data.stats.input_size_for`); said in one line, and recorded in
     the run's config (which then holds the size as chosen)."""
-    from detforge.data.stats import input_size_for
 
     if not cfg.auto_imgsz or train_ds.task != "detect":
         return
@@ -85,8 +88,6 @@ def fingerprint(cfg: TrainConfig, train_ds, val_ds) -> dict:
     """What the run trained on, saved in each checkpoint: the source, the split sizes and a
     hash of the image names and box counts (changes when the data does)."""
     import hashlib
-
-    from detforge.data.reading import is_data_yaml
 
     h = hashlib.sha1()
     for s in (*train_ds.samples, *val_ds.samples):
@@ -108,35 +109,32 @@ def loader_workers(cfg: TrainConfig, data, device_type: str) -> int:
     worker processes only pay off while images are decoded from disk; once the decoded cache
     holds them, 0 is faster and lighter (det-n on raccoon, 2 cores: 1.25x the steps of 2
     workers in the same time, peak memory 0.98 vs 1.27 GiB). Elsewhere 2."""
-    from detforge.data.torch.cache import DecodedSamples
 
     if cfg.workers >= 0:
         return cfg.workers
-    cached = isinstance(getattr(data, "base", data), DecodedSamples)
+    cached = isinstance(getattr(data, "base", data), decoded_cache.DecodedSamples)
     return 0 if device_type == "cpu" and cached else 2
 
 
 def train_loader(train_ds, cfg: TrainConfig, gen, rank: int, world: int, device_type="cpu"):
     """The shuffled (or balanced, or DDP-sliced) loader over the augmented training view."""
-    from detforge.data.torch.augment import training_view
 
     data = training_view(train_ds, cfg.augment, cfg.imgsz, cache=cfg.cache)
     sampler = None
     if cfg.balanced:
-        from detforge.data.split import strata
-        from detforge.data.torch.loader import BalancedSampler
-
         sampler = BalancedSampler(strata(train_ds), gen, rank, world)
     elif world > 1:
         from torch.utils.data.distributed import DistributedSampler
 
         sampler = DistributedSampler(data, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    workers = loader_workers(cfg, data, device_type)
+    check_host_memory(cfg, workers, device_type)
     loader = DataLoader(
         data,
         cfg.batch,
         shuffle=sampler is None,
         sampler=sampler,
-        num_workers=loader_workers(cfg, data, device_type),
+        num_workers=workers,
         collate_fn=collate,
         generator=gen,
         drop_last=len(train_ds) > cfg.batch * world,
@@ -146,9 +144,35 @@ def train_loader(train_ds, cfg: TrainConfig, gen, rank: int, world: int, device_
     return loader, sampler
 
 
+PREFETCH = 2  # batches each loader worker prepares ahead (PyTorch's default)
+STEP_BYTES_PER_PIXEL = 3 * 4 * 40  # a det-n training step on the CPU: ~40 float copies of a pixel
+
+
+def check_host_memory(cfg: TrainConfig, workers: int, device_type: str = "cpu") -> None:
+    """Refuse, in one line that says what to lower, a run whose batches in flight (``batch``
+    images at ``imgsz`` x (``workers`` x prefetch + on a CPU the step's own activations))
+    cannot fit in the host memory available now, instead of being killed by the kernel without
+    a word. The
+    decoded cache sizes itself to what is available (:func:`~detforge.data.torch.cache.fits`)."""
+
+    free = decoded_cache.available_memory()
+    if free is None:
+        return
+    pixels = cfg.batch * cfg.imgsz**2
+    need = pixels * 3 * max(1, workers) * PREFETCH
+    if device_type == "cpu":
+        need += pixels * STEP_BYTES_PER_PIXEL
+    if need > free:
+        gib = 2**30
+        raise ConfigError(
+            f"training would need about {need / gib:.1f} GiB of host memory (batch {cfg.batch} "
+            f"at imgsz {cfg.imgsz}, {workers} loader workers); {free / gib:.1f} GiB are free",
+            f"lower --batch (e.g. {max(1, cfg.batch // 2)}), --imgsz or --workers, or free memory",
+        )
+
+
 def check_task(cfg: TrainConfig, ds) -> None:
     """The data, --task and --model must agree; a classification set needs every class."""
-    from detforge.models import entry, names
 
     task = ds.task if cfg.task == "auto" else cfg.task
     if task != ds.task:
@@ -189,12 +213,12 @@ def model_options(cfg: TrainConfig, ds) -> dict:
 
 
 def check_dataset(model, ds) -> None:
-    """What one model cannot learn from the data: the tracker and images with many boxes."""
-    if model.name == "tracker" and not model.options.get("largest"):
+    """What one model cannot learn from the data: the localizer and images with many boxes."""
+    if model.name == "localizer" and not model.options.get("largest"):
         many = sum(1 for s in ds.samples if len(s.boxes) > 1)
         if many:
             raise ConfigError(
-                f"the tracker localizes one object per image; {many} training images hold more",
+                f"the localizer finds one object per image; {many} training images hold more",
                 "pick a multi-object model (ssdlite, fasterrcnn-mobilenet, ...) or set "
                 "model_options: {largest: true} to keep the largest box",
             )

@@ -196,6 +196,9 @@ def _setup(cfg, resume, console, overrides) -> Session:
     model = build(
         cfg.model, train_ds.classes, imgsz=cfg.imgsz, pretrained=cfg.pretrained, **options
     ).to(device)
+    if model.imgsz != cfg.imgsz:  # the model's own rounding (det-*: a multiple of 32), once
+        say(f"imgsz {model.imgsz} (not {cfg.imgsz}): {cfg.model} takes multiples of 32")
+        cfg.imgsz = model.imgsz
     trainset.check_dataset(model, train_ds)
     if cfg.batch == -1:
         cfg.batch = auto_batch(model, cfg.imgsz, device, say)
