@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import tempfile
@@ -13,6 +14,7 @@ import torch
 from hypothesis import settings
 from PIL import Image
 
+from detforge.data import write
 from detforge.data.dataset import Dataset
 from detforge.data.synth import generate
 
@@ -186,3 +188,38 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.get_closest_marker("learning"):
             item.add_marker(pytest.mark.slow)
+
+
+# ---- tiny training sets and run folders (shared by test_train, test_fastdet) ------------
+
+NO_AUG = {"hflip": 0.0, "scale_jitter": [1.0, 1.0], "color": 0.0, "hue": 0.0, "iou_crop": 0.0}
+
+
+def tiny(tmp_path, n=16, size=128, single=False, seed=0):
+    """A data.yaml whose train and val are the same n synthetic images (train-set mAP).
+    ``single``: one large object per image, one class (a face-tracker-like set)."""
+    if single:
+        ds = generate(
+            tmp_path / "img",
+            n,
+            seed=seed,
+            size=(size, size),
+            max_objects=1,
+            negatives=0.1,
+            scales=((0.3, 0.6),),
+        )
+        ds.classes = ["shape"]
+        for s in ds.samples:
+            s.labels[:] = 0
+    else:
+        ds = generate(
+            tmp_path / "img", n, seed=seed, size=(size, size), max_objects=3, negatives=0.1
+        )
+    write(ds, tmp_path / "set", "yolo")
+    (tmp_path / "data.yaml").write_text("train: set\nval: set\n")
+    return tmp_path / "data.yaml"
+
+
+def rows(run):
+    with open(os.path.join(run, "metrics.csv"), newline="") as f:
+        return list(csv.DictReader(f))

@@ -12,9 +12,8 @@ from detforge.data import read
 from detforge.models import build, describe
 from detforge.models.fastdet.loss import assign
 from detforge.models.fastdet.network import anchor_points
-from test_train import rows, tiny
 
-from conftest import LEARN_SEED, hold_bars
+from conftest import LEARN_SEED, NO_AUG, hold_bars, rows, tiny
 
 
 def _pred(a: int, k: int = 2):
@@ -106,7 +105,6 @@ def test_det_n_learns(tmp_path):
     scratch with the recipe's optimizer (measured 0.87 on 2 CPU cores, about 30 s)."""
     torch.set_num_threads(2)
     from detforge.engine.train.loop import train
-    from test_train import NO_AUG
 
     r = train(
         data=str(tiny(tmp_path)),

@@ -55,7 +55,7 @@ class Camera:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.frames, self.server, self.stalled = _jpegs(), None, threading.Event()
-        self.alive = threading.Event()
+        self.alive, self.served = threading.Event(), threading.Event()  # served: a frame went out
 
     def start(self):
         cam = self
@@ -75,6 +75,7 @@ class Camera:
                         k += 1
                         head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
                         self.wfile.write(head + str(len(f)).encode() + b"\r\n\r\n" + f + b"\r\n")
+                        cam.served.set()
                         time.sleep(1 / 30)
                 except OSError:
                     pass
@@ -132,6 +133,7 @@ def test_live_stream_drops_old_frames_reconnects_and_hides_the_password(tmp_path
     url = cam.url("viewer:hunter2@") + "?token=s3cret"
 
     def outage():
+        cam.served.wait(30)  # detforge is watching (on a loaded machine it may take a while)
         time.sleep(2.0)
         cam.stop()  # the camera goes away ...
         time.sleep(1.5)

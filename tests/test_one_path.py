@@ -56,6 +56,7 @@ def test_detector_validation_equals_eval(detector):
     assert abs(mo["mAP50-95"] - m["mAP50-95"]) <= 0.01 and abs(mo["mAP50"] - m["mAP50"]) <= 0.01
 
 
+@pytest.mark.slow  # trains: the full suite, not the everyday loop
 def test_training_stores_the_f1_best_threshold_that_eval_measures(detector):
     """best.pt carries the threshold of best F1 on validation; eval on the same split finds
     the same one, and reports precision and recall at it by default."""
@@ -71,6 +72,7 @@ def test_training_stores_the_f1_best_threshold_that_eval_measures(detector):
     assert onnx.conf == th["conf"]
 
 
+@pytest.mark.slow  # needs the trained detector
 def test_eval_writes_coco_files_that_rescore_the_same(detector):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval

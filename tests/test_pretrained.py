@@ -115,6 +115,7 @@ def test_formula_scenes_stream_new_each_epoch():
         assert s.load().shape == (96, 96, 3)
 
 
+@pytest.mark.slow  # trains: the full suite, not the everyday loop
 def test_train_on_formula_scenes_and_a_bad_spec(tmp_path):
     from typer.testing import CliRunner
 
@@ -127,6 +128,7 @@ def test_train_on_formula_scenes_and_a_bad_spec(tmp_path):
     assert r.exit_code == 0, r.output
     assert "pretraining on formula scenes (6 classes" in r.output
     assert (tmp_path / "train" / "exp" / "weights" / "best.pt").is_file()
+    assert (tmp_path / "train" / "exp" / "report.html").is_file()  # scenes have no file: fine
     bad = subprocess.run(  # the console entry point: one line, no traceback
         [sys.executable, "-m", "detforge", "train", "--data", "formula:classes=1", "--model",
          "det-n", "--project", str(tmp_path / "bad")],

@@ -11,7 +11,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from detforge.errors import DestinationError, DiskFullError
+from detforge.errors import DestinationError, DiskFullError, FormatError
 
 _UMASK: list[int] = []
 _UMASK_LOCK = threading.Lock()
@@ -256,7 +256,6 @@ def cache_dir(*parts: str) -> Path:
 def read_text(path) -> str:
     """A text file a user gave us (UTF-8, a BOM allowed); not UTF-8 or unreadable is a
     :class:`FormatError` naming it."""
-    from detforge.errors import FormatError
 
     try:
         return Path(path).read_text(encoding="utf-8-sig")

@@ -11,6 +11,7 @@ import numpy as np
 from detforge.boxes import as_boxes
 from detforge.data import image as imageio
 from detforge.data.image import ImageRef
+from detforge.errors import DetforgeError
 from detforge.fileio import read_text
 
 _FALSE: dict[int, np.ndarray] = {}  # shared read-only all-False flag arrays, by length
@@ -250,8 +251,6 @@ class Dataset:
         names = list(names)
         missing = [c for c in self.classes if c not in names]
         if missing:
-            from detforge.errors import DetforgeError
-
             raise DetforgeError(
                 f"classes {missing} of {self.root or 'the dataset'} are not in the given names",
                 "add them to `names`, or fix the labels",

@@ -25,6 +25,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from detforge.data.dataset import Dataset, Sample
+from detforge.data.image import FileImage
+from detforge.fileio import prepare_destination
+
 DEFAULT_CLASSES = 256  # what the shipped det-n weights were pretrained on
 IFS_POINTS = 6000  # chaos-game points of a canonical fractal (in the unit square)
 CONTOUR_POINTS = 96
@@ -212,9 +216,6 @@ def write_scenes(out, n: int = 64, format: str = "yolo", *, seed: int = 0, size:
     import shutil
 
     from detforge.data import read, write
-    from detforge.data.dataset import Dataset, Sample
-    from detforge.data.image import FileImage
-    from detforge.fileio import prepare_destination
 
     out = prepare_destination(out, overwrite)
     tmp = Path(out).parent / f".{Path(out).name}.formula-tmp"
@@ -306,7 +307,6 @@ def formula_splits(spec, size: int):
     """(train, val) for ``--data formula``: train is a :class:`FormulaStream` of ``scenes``
     scenes rendered as they are trained on, different each epoch; val is a fixed set of
     ``val`` scenes (rendered once here for their boxes)."""
-    from detforge.data.dataset import Dataset, Sample
 
     opts = parse_formula(spec)
     scenes = formula_scenes(opts["classes"], opts["seed"], size)
@@ -327,7 +327,6 @@ class FormulaStream:
     task = "detect"
 
     def __init__(self, scenes: FormulaScenes, opts: dict, n: int):
-        from detforge.data.dataset import Sample
 
         self.scenes, self.opts, self.classes = scenes, opts, list(scenes.names)
         self.root = Path(FORMULA)
@@ -347,6 +346,5 @@ class FormulaStream:
         return len(self.samples)
 
     def subset(self, indices):
-        from detforge.data.dataset import Dataset
 
         return Dataset(self.classes, [self.samples[i] for i in indices], self.root)

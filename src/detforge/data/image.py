@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from detforge.data.records import read_example_at
 from detforge.errors import ImageError, TooManyPixelsError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -145,7 +146,6 @@ class RecordImage:
     name: str
 
     def read(self) -> bytes:
-        from detforge.data.records import read_example_at
 
         ex = read_example_at(self.path, self.offset)
         data = ex.get("image/encoded")

@@ -14,7 +14,9 @@ from PIL import Image, ImageDraw
 
 from detforge.boxes import iou
 from detforge.data.dataset import Dataset, Sample
+from detforge.data.formats import folders
 from detforge.data.image import FileImage
+from detforge.fileio import atomic_write_text, prepare_destination
 
 CLASSES = ["circle", "square", "triangle"]
 
@@ -199,8 +201,6 @@ def track_video(
     MOTChallenge's "ignore", for an object less than 10% visible); returns both paths."""
     import cv2
 
-    from detforge.fileio import atomic_write_text
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     video, gt, tmp = out / "video.mp4", out / "gt.txt", out / ".video.tmp.mp4"
@@ -306,7 +306,6 @@ def synth(
 ) -> Dataset:
     """Write a synthetic dataset to ``out`` in ``format`` and return it as read back."""
     from detforge.data import read, write
-    from detforge.fileio import prepare_destination
 
     out = prepare_destination(out, overwrite)
     tmp = out.parent / f".{out.name}.synth-tmp"
@@ -323,7 +322,6 @@ def synth(
 def classify_folders(dst, n: int = 90, size=(64, 64), seed: int = 0, sizes: bool = False):
     """A class-per-folder dataset: one shape per image, its folder names its class. With
     ``sizes``, image sizes vary (a classifier must resize, never crash). Returns the Dataset."""
-    from detforge.data.formats import folders
 
     rng = np.random.default_rng(seed)
     dst = Path(dst)

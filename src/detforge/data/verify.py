@@ -30,13 +30,16 @@ class BadImage:
 
 
 def image_stamp(ref) -> tuple[str, str] | None:
-    """``(key, stamp)``: what identifies the image and what changes when its file does."""
+    """``(key, stamp)``: what identifies the image and what changes when its file does; None
+    for an image with no file of its own (a generated scene: checked each time)."""
     if isinstance(ref, imageio.RecordImage):
         file, key = ref.path, f"{ref.path}#{ref.offset}"
     elif isinstance(ref, imageio.EmbeddedImage):
         file, key = ref.json_path, f"{ref.json_path}#imageData"
-    else:
+    elif isinstance(ref, imageio.FileImage):
         file = key = ref.file
+    else:
+        return None
     try:
         st = os.stat(file)
     except OSError:

@@ -12,7 +12,7 @@ from rich.progress import track
 from detforge.data import image as imageio
 from detforge.data.dataset import Dataset, Issue, Sample
 from detforge.data.image import FileImage
-from detforge.errors import ImageError
+from detforge.errors import FormatError, ImageError
 from detforge.fileio import atomic_write_text, place_image, prepare_destination
 
 IMAGE_MODES = ("copy", "link", "none")
@@ -147,7 +147,6 @@ class Within:
         if self.mode == "report":
             issues.append(Issue(str(where), "outside_path", msg, "error"))
             return
-        from detforge.errors import FormatError
 
         raise FormatError(
             where,

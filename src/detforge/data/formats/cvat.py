@@ -32,6 +32,7 @@ from detforge.data import image as imageio
 from detforge.data.dataset import ClassIndex, Dataset, Issue
 from detforge.data.formats._common import OUTSIDE, Within, fmt_num, start_write, write_classes
 from detforge.data.formats.cvat_shapes import FLAGS, SHAPES, Objects, shape_box
+from detforge.data.formats.cvat_video import read_tracks
 from detforge.errors import FormatError
 from detforge.fileio import atomic_write_text
 
@@ -151,8 +152,6 @@ def read(path, *, images=None, names=None, outside_paths: str = "error", **_) ->
     index = ClassIndex(names or meta_labels(root) or None)
     within = Within(xml.parent, outside_paths, images)
     if root.find("track") is not None and root.find("image") is None:
-        from detforge.data.formats.cvat_video import read_tracks
-
         samples, issues = read_tracks(root, xml, index, images, within)
     else:
         samples, issues = _read_images(root, xml, index, images, within)

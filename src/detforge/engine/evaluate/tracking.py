@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from detforge.boxes import iou as box_iou
 from detforge.errors import DetforgeError, require
 
 
@@ -52,7 +53,6 @@ def accumulate(mm, truth: np.ndarray, tracks: np.ndarray, iou: float):
     """A ``motmetrics`` accumulator fed frame by frame with 1 - IoU distances (pairs below
     ``iou`` cannot match). The distances are detforge's own IoU: motmetrics 1.4's helper for
     them uses a function NumPy 2 removed."""
-    from detforge.boxes import iou as box_iou
 
     acc = mm.MOTAccumulator(auto_id=False)
     for frame in np.union1d(truth[:, 0], tracks[:, 0]).astype(int):

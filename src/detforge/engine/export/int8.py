@@ -22,9 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from detforge.engine.infer.backends import OnnxBackend, prepare
+from detforge.data.resize import prepare
+from detforge.engine.infer.backends import OnnxBackend
+from detforge.engine.loading import predictor
+from detforge.engine.scoring import eval_split
+from detforge.engine.tasks import task
 from detforge.errors import DetforgeError
 from detforge.fileio import atomic_write_bytes
+from detforge.models.checkpoint import read_checkpoint
 
 CALIBRATION_IMAGES = 64
 HEAD_OUTPUTS = ("/head/cls", "/head/reg")  # traced names of det-n/s/m's output convolutions
@@ -106,8 +111,6 @@ def _ms_per_image(open_backend, path: Path, images: list[np.ndarray], rounds: in
 def calibration_and_val(weights, data, imgsz: int, resize: str) -> tuple[list, object, str]:
     """(prepared calibration batches from the training images of ``data``, default the data
     the run trained on; the validation split and its name)."""
-    from detforge.engine.scoring import eval_split
-    from detforge.models.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(weights)
     data = data or ckpt.get("data", {}).get("source")
@@ -149,8 +152,6 @@ def quantized_report(open_backend, quantize_fn, weights, fp32: Path, out: Path, 
 def compare(open_backend, fp32: Path, int8: Path, val_ds, backend) -> dict:
     """The task's metric of both models on ``val_ds`` and their ms per image (batch 1, the
     fp32 model timed before and after the int8 one, the faster kept)."""
-    from detforge.engine.loading import predictor
-    from detforge.engine.tasks import task
 
     t = task(backend.task)
     scores = {}

@@ -14,10 +14,12 @@ from pathlib import Path
 import torch
 
 from detforge.engine.export import parity
+from detforge.engine.export.int8 import export_int8
 from detforge.engine.infer.backends import InferModule, OnnxBackend, TorchBackend
 from detforge.engine.tasks import task
 from detforge.errors import DetforgeError
 from detforge.fileio import atomic_write_bytes
+from detforge.models import load_checkpoint
 
 NOT_EXPORTABLE = {
     "fasterrcnn": "torchvision's multi-scale RoIAlign of fasterrcnn_resnet50_fpn_v2 traces to a "
@@ -107,7 +109,6 @@ def export_onnx(
     and, when ``check``, the parity figures of onnxruntime against PyTorch. ``int8`` also
     writes ``<name>-int8.onnx``, calibrated on the training images of ``data`` (default: the
     run's own data), and reports its mAP change and speedup (:mod:`.int8`)."""
-    from detforge.models import load_checkpoint
 
     weights = Path(weights)
     # the weights do not depend on the input size: rebuild at --imgsz when given
@@ -133,7 +134,5 @@ def export_onnx(
             out.unlink(missing_ok=True)  # an export that failed its check is not left behind
             raise
     if int8:
-        from detforge.engine.export.int8 import export_int8
-
         report["int8"] = export_int8(weights, out, data=data)
     return report

@@ -11,9 +11,11 @@ import tempfile
 from pathlib import Path
 
 from detforge.engine.export import parity
+from detforge.engine.export.int8 import quantized_report
 from detforge.engine.export.onnx import export_onnx
 from detforge.engine.infer.backends import OpenVinoBackend, TorchBackend, import_openvino
 from detforge.errors import DetforgeError
+from detforge.models import load_checkpoint
 
 
 def _convert(onnx_path: Path, xml: Path) -> None:
@@ -49,7 +51,6 @@ def export_openvino(
     also writes ``<name>-int8.xml``: NNCF post-training quantization calibrated on the
     training images of ``data`` (default: the run's own), with its metric change and speedup
     on the validation split in the report."""
-    from detforge.models import load_checkpoint
 
     import_openvino()  # before any work: say how to install it
     weights = Path(weights)
@@ -135,7 +136,6 @@ def quantize_ir(xml: Path, out: Path, calibration: list) -> Path:
 def export_openvino_int8(weights, xml: Path, out=None, data=None, overwrite=False) -> dict:
     """``xml`` (the fp32 IR of ``weights``) quantized to ``<name>-int8.xml``, and both scored
     on the validation split and timed (batch 1, interleaved)."""
-    from detforge.engine.export.int8 import quantized_report
 
     xml = Path(xml)
     out = Path(out) if out else xml.with_name(xml.stem + "-int8.xml")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from detforge.data.synth import render
 from detforge.errors import DetforgeError
 
 PROB_TOL = 1e-4  # f32 runtimes agree to ~1e-6 on probabilities; this leaves room for kernels
@@ -13,7 +14,6 @@ PROB_TOL = 1e-4  # f32 runtimes agree to ~1e-6 on probabilities; this leaves roo
 
 def parity_images(n: int, size: int, seed: int = 1) -> np.ndarray:
     """``n`` deterministic uint8 (3, size, size) test images: synthetic shapes scenes."""
-    from detforge.data.synth import render
 
     rng = np.random.default_rng(seed)
     ims = [np.asarray(render(rng, size, size, 3)[0]) for _ in range(n)]

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 
 from detforge._version import __version__
+from detforge.engine.evaluate.plots import png
+from detforge.engine.report import curve_figure, read_metrics
 from detforge.fileio import atomic_write_bytes
 
 
@@ -65,8 +67,6 @@ def _append_csv(path: Path, row: dict) -> None:
 
 
 def _plots(run: Path) -> None:
-    from detforge.engine.evaluate.plots import png
-    from detforge.engine.report import curve_figure, read_metrics
 
     rows = read_metrics(run)
     (run / "plots").mkdir(exist_ok=True)
