@@ -77,7 +77,7 @@ def _openvino(w: Path, name: str) -> str | None:
         import openvino  # noqa: F401
     except ImportError:
         return None
-    if name == "tracker":  # its graph has a dynamic batch; the IR export is fixed-batch
+    if name == "localizer":  # its graph has a dynamic batch; the IR export is fixed-batch
         return None
     return detforge.export(w, w.with_suffix(".xml"), format="openvino", check=False)["path"]
 
@@ -96,7 +96,7 @@ def bench_runtimes(tmp: Path, models: list[str], sizes=(320, 640), n: int = 12) 
             continue
         for size in (224,) if name in names("classify") else sizes:  # classifiers: ImageNet's size
             w = jittered_checkpoint(tmp / f"{name}{size}.pt", name, imgsz=size)
-            onnx = detforge.export(w, check=False, dynamic_batch=name == "tracker")["path"]
+            onnx = detforge.export(w, check=False, dynamic_batch=name == "localizer")["path"]
             ir = _openvino(w, name)
             fps = []
             for path in (w, onnx, ir):

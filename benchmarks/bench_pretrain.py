@@ -13,7 +13,12 @@ from PyPI, ``pip download deepforest==2.1.0 --no-deps``, into the scratch folder
 ``--deepforest-wheel`` names one; nothing of it is stored in the project).
 
     python benchmarks/bench_pretrain.py [--sets raccoon,few,trees] [--budgets 3,5,14]
-                                        [--seeds 0,1] [--deepforest-wheel W] [--json out.json]
+                                        [--seeds 0,1] [--sides none,synthetic]
+                                        [--deepforest-wheel W] [--json out.json]
+                                        [--keep DIR]
+
+``--sides synthetic`` trains only the default start: a before/after figure for a change
+elsewhere (run it on both checkouts).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -116,7 +122,7 @@ def data_set(name: str, root: Path, wheel: Path | None = None) -> Path:
     raise SystemExit(f"unknown set {name!r}: use raccoon, few or trees")
 
 
-def train_and_score(tmp: Path, data: Path, side: str, minutes: float, seed: int) -> dict:
+def train_and_score(tmp: Path, data: Path, side: str, minutes: float, seed: int, keep=None):
     import detforge
     from detforge.engine.evaluate.detection import coco_dt, coco_gt, coco_metrics, detections
     from detforge.engine.jobs import eval_split
@@ -129,6 +135,10 @@ def train_and_score(tmp: Path, data: Path, side: str, minutes: float, seed: int)
         check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     weights = tmp / "runs" / "train" / name / "weights" / "best.pt"
+    if keep:  # the weights and the split, to score again later (the scratch folder goes)
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(weights, Path(keep) / f"{name}.pt")
+        shutil.copytree(data.parent, Path(keep) / data.parent.name, dirs_exist_ok=True)
     det = detforge.load(weights, device="cpu")
     val, _ = eval_split(data, "val")
     m = coco_metrics(coco_gt(val), coco_dt(detections(det, val)))
@@ -140,8 +150,10 @@ def main() -> None:
     ap.add_argument("--sets", default="raccoon,few")
     ap.add_argument("--budgets", default="3,5,14", help="minutes, comma-separated")
     ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--sides", default=",".join(SIDES), help="none, synthetic or both")
     ap.add_argument("--deepforest-wheel", type=Path, help="for --sets trees (else from PyPI)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--keep", type=Path, help="copy each run's best.pt and data here")
     args = ap.parse_args()
     tmp = scratch("detforge-pretrain-")
     rows = []
@@ -149,8 +161,8 @@ def main() -> None:
         data = data_set(set_name, tmp / set_name, args.deepforest_wheel)
         for minutes in (float(b) for b in args.budgets.split(",")):
             for seed in (int(s) for s in args.seeds.split(",")):
-                for side in SIDES:  # the two sides back to back: the same machine state
-                    r = train_and_score(tmp, data, side, minutes, seed)
+                for side in args.sides.split(","):  # back to back: the same machine state
+                    r = train_and_score(tmp, data, side, minutes, seed, args.keep)
                     rows.append({"set": set_name, "minutes": minutes, "seed": seed,
                                  "pretrained": side, **r})  # fmt: skip
                     print(json.dumps(rows[-1]), flush=True)
@@ -163,6 +175,8 @@ def main() -> None:
     for set_name in args.sets.split(","):
         for minutes in sorted({r["minutes"] for r in rows if r["set"] == set_name}):
             mean = {}
+            if set(args.sides.split(",")) != set(SIDES):
+                continue
             for side in SIDES:
                 got = [r for r in rows if (r["set"], r["minutes"], r["pretrained"])
                        == (set_name, minutes, side)]  # fmt: skip

@@ -36,7 +36,7 @@ def loader_rate(ds, imgsz, batch, workers, n_batches) -> float:
 def train_rate(name, ds, imgsz, batch, steps) -> float:
     model = (
         build(name, ds.classes, imgsz=imgsz, largest=True)
-        if name == "tracker"
+        if name == "localizer"
         else build(name, ds.classes, imgsz=imgsz)
     )
     model.train()

@@ -1,7 +1,7 @@
 """Each model trained from scratch on the raccoon set (train.txt / val.txt) for the same CPU
 time budget: epochs reached, val mAP50 and mAP50-95. Writes a Markdown table.
 
-    python benchmarks/raccoon_table.py [--minutes 3] [--models ssdlite,tracker,...]
+    python benchmarks/raccoon_table.py [--minutes 3] [--models ssdlite,localizer,...]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main() -> None:
     data = splits(tmp / "data")
     lines = ["| model | epochs in budget | val mAP50 | val mAP50-95 |", "|---|---|---|---|"]
     for name in args.models.split(","):
-        opts = {"largest": True} if name == "tracker" else {}
+        opts = {"largest": True} if name == "localizer" else {}
         r = train(
             data=str(data),
             model=name,
