@@ -28,7 +28,6 @@ import detforge  # noqa: E402
 from detforge.data.synth import video  # noqa: E402
 from detforge.engine.export.onnx import NOT_EXPORTABLE  # noqa: E402
 from detforge.engine.infer.inputs import Source  # noqa: E402
-from detforge.engine.infer.outputs import predict_files  # noqa: E402
 from detforge.models import names  # noqa: E402
 
 from conftest import jittered_checkpoint  # noqa: E402
@@ -46,7 +45,7 @@ def bench_video(tmp: Path, n: int, model: str = "ssdlite") -> None:
     infer = n / (time.perf_counter() - t)
     out = tmp / "out"
     out.mkdir()
-    s = predict_files(det, str(src), out, conf=0.3, batch=4, progress=False)
+    s = detforge.predict(det, str(src), out=out, conf=0.3, batch=4, progress=False)
     e2e = s["frames"] / s["seconds"]
     print(f"video {n} frames 640x480, {model} at 320, batch 4, {torch.get_num_threads()} threads")
     print(f"  inference only (frames in memory): {infer:7.1f} frames/s")

@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 import detforge
 from detforge.cli import app
 from detforge.data.synth import classify_folders
-from detforge.engine.infer.outputs import predict_files
 from detforge.engine.train.loop import train
 from detforge.errors import DetforgeError
 
@@ -196,9 +195,11 @@ def test_eval_on_other_classes_and_box_formats_are_refused(one_epoch, tmp_path):
     with pytest.raises(DetforgeError, match="classes"):
         detforge.evaluate(w, other, project=tmp_path / "runs")
     with pytest.raises(DetforgeError, match="predictions go to jsonl"):
-        predict_files(detforge.load(w), str(root / "data"), tmp_path, fmt="csv", progress=False)
+        detforge.predict(
+            detforge.load(w), str(root / "data"), out=tmp_path, fmt="csv", progress=False
+        )
     with pytest.raises(DetforgeError, match="--save-labelme needs a detector"):
-        predict_files(detforge.load(w), str(root / "data"), tmp_path, save_labelme=True)
+        detforge.predict(detforge.load(w), str(root / "data"), out=tmp_path, save_labelme=True)
 
 
 def test_export_command_reports_probability_parity(one_epoch):
@@ -214,7 +215,7 @@ def test_classifier_predicts_video_frames(one_epoch, tmp_path):
 
     _, w = one_epoch
     clip, _, _ = video(tmp_path / "clip.mp4", frames=12, size=(96, 64), fps=10)
-    s = predict_files(detforge.load(w), str(clip), tmp_path / "pred" / "v", progress=False)
+    s = detforge.predict(detforge.load(w), str(clip), out=tmp_path / "pred" / "v", progress=False)
     assert s["frames"] == 12 and Path(s["video"]).stat().st_size > 0
     assert sum(s["counts"].values()) == 12 and set(s["counts"]) <= {"circle", "square", "triangle"}
     lines = Path(s["predictions"]).read_text().splitlines()

@@ -83,14 +83,13 @@ def test_predict_speed_leaves_out_loading_and_warm_up(tmp_path):
     """One image: the figure is the model's speed, not load + first-call setup."""
     import detforge
     from detforge.data.synth import render
-    from detforge.engine.infer.outputs import predict_files
 
     from conftest import jittered_checkpoint
 
     det = detforge.load(jittered_checkpoint(tmp_path / "m.pt"))
     det.backend = FirstCallSlow(det.backend)
     render(np.random.default_rng(0), 160, 120, 3)[0].save(tmp_path / "a.png")
-    s = predict_files(det, tmp_path / "a.png", tmp_path / "out", progress=False)
+    s = detforge.predict(det, tmp_path / "a.png", out=tmp_path / "out", progress=False)
     assert s["frames"] == 1 and det.backend.calls == 2
     assert s["warm_up_s"] >= 1.0 and s["seconds"] < 1.0
     assert s["fps"] == pytest.approx(1 / s["seconds"], rel=0.05)

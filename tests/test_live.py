@@ -25,7 +25,6 @@ from PIL import Image
 
 import detforge
 from detforge.data.video import LiveSource, is_network, redact
-from detforge.engine.infer.outputs import predict_files
 
 from conftest import jittered_checkpoint
 from rtsp_camera import RtspCamera
@@ -143,7 +142,7 @@ def test_live_stream_drops_old_frames_reconnects_and_hides_the_password(tmp_path
 
     threading.Thread(target=outage, daemon=True).start()
     t0 = time.perf_counter()
-    s = predict_files(det, url, tmp_path / "out", reconnect=4, progress=False)
+    s = detforge.predict(det, url, out=tmp_path / "out", reconnect=4, progress=False)
     took = time.perf_counter() - t0
     st = s["stream"]
     assert st["reconnects"] >= 1 and st["processed"] == s["frames"] > 10

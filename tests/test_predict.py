@@ -13,7 +13,6 @@ from PIL import Image
 
 import detforge
 from detforge.data.synth import render, video
-from detforge.engine.infer.outputs import predict_files
 from detforge.errors import CameraError, DetforgeError
 
 from conftest import jittered_checkpoint
@@ -104,13 +103,40 @@ def test_files_folders_globs_and_result_helpers(det, image, tmp_path):
     np.testing.assert_allclose(d["boxes"], r.boxes, atol=0.005)
 
 
+def test_thresholds_are_kept_and_bad_ones_refused_before_anything_is_written(det, image, tmp_path):
+    full = det.predict(image, conf=0.0, iou=1.0)[0]  # no NMS beyond the model's
+    assert len(full) > 3
+    top3 = det.predict(image, conf=0.0, iou=1.0, max_det=3)[0]
+    np.testing.assert_array_equal(top3.scores, full.scores[:3])  # the best three, best first
+    cut = float(np.median(full.scores))
+    above = det.predict(image, conf=cut, iou=1.0)[0]
+    assert len(above) == int((full.scores >= cut).sum()) and above.scores.min() >= cut
+    nms = det.predict(image, conf=0.0, iou=0.3)[0]
+    assert len(nms) < len(full)  # class-wise NMS at 0.3 merged overlapping boxes
+    # one object carries every threshold: the driver, a stream and a batch all keep the same
+    Image.fromarray(image).save(tmp_path / "a.png")
+    s = detforge.predict(det, tmp_path / "a.png", out=tmp_path / "o", conf=cut, iou=1.0,
+                         max_det=2, save=False, progress=False)  # fmt: skip
+    (row,) = [json.loads(x) for x in Path(s["predictions"]).read_text().splitlines()]
+    np.testing.assert_allclose(row["scores"], above.scores[:2], atol=1e-5)  # 5 decimals
+    bads = [({"conf": 1.5}, "conf 1.5"), ({"iou": 0}, "iou 0"), ({"max_det": 0}, "max_det 0"),
+            ({"max_det": 2.5}, "max_det 2.5")]  # fmt: skip
+    for bad, said in bads:
+        with pytest.raises(DetforgeError, match=said):
+            detforge.predict(det, tmp_path / "a.png", out=tmp_path / "bad", progress=False, **bad)
+        with pytest.raises(DetforgeError, match=said):
+            det.predict(image, **bad)
+    assert not (tmp_path / "bad").exists()  # refused before a folder was made
+    assert detforge.Thresholds(conf=0.3) == detforge.Thresholds(0.3, 0.5, 100)  # requests batch
+
+
 def test_video_in_annotated_video_out(det, tmp_path):
     src, _, _ = video(tmp_path / "v.mp4", frames=24, size=(200, 120), fps=12)
     results = list(det.stream(str(src), batch=4, conf=0.0))
     assert [r.index for r in results] == list(range(24))
     out = tmp_path / "out"
     out.mkdir()
-    s = predict_files(det, str(src), out, conf=0.1, progress=False)
+    s = detforge.predict(det, str(src), out=out, conf=0.1, progress=False)
     assert s["frames"] == 24 and Path(s["video"]).name == "v.mp4"
     cap = cv2.VideoCapture(s["video"])
     assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(12)
@@ -131,7 +157,7 @@ def test_corrupt_image_skipped_in_stream_refused_in_predict(det, image, tmp_path
         det.predict(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
-    s = predict_files(det, str(tmp_path), out, progress=False)
+    s = detforge.predict(det, str(tmp_path), out=out, progress=False)
     assert s["frames"] == 1 and Path(s["skipped"][0]["source"]).name == "b.jpg"
 
 
@@ -155,7 +181,7 @@ def test_save_labelme_round_trips_and_keeps_user_files(det, image, tmp_path):
     (imgs / "p2.json").write_text(json.dumps(mine))
     out = tmp_path / "out"
     out.mkdir()
-    s = predict_files(det, str(imgs), out, conf=0.05, save_labelme=True, progress=False)
+    s = detforge.predict(det, str(imgs), out=out, conf=0.05, save_labelme=True, progress=False)
     assert s["labelme_written"] == 2
     assert json.loads((imgs / "p2.json").read_text()) == mine  # the user's file is untouched
     (imgs / "p2.json").unlink()
@@ -176,8 +202,8 @@ def test_preannotations_for_cvat_and_label_studio_load_back(det, image, tmp_path
         where = imgs / "sub" if k == 2 else imgs
         Image.fromarray(np.roll(image, 30 * k, axis=0)).save(where / f"p{k}.jpg", quality=95)
     out = tmp_path / "out"
-    s = predict_files(det, str(imgs), out, conf=0.05, save_cvat=True, save_labelstudio=True,
-                      progress=False, model="detforge m.pt")  # fmt: skip
+    s = detforge.predict(det, str(imgs), out=out, conf=0.05, save_cvat=True, save_labelstudio=True,
+                         progress=False)  # fmt: skip
     assert sorted(Path(p).name for p in s["preannotations"]) == [
         "cvat_annotations.xml", "labelstudio_tasks.json"]  # fmt: skip
     preds = {Path(r.source).name: r for r in det.predict(imgs, conf=0.05)}
@@ -203,4 +229,4 @@ def test_preannotations_for_cvat_and_label_studio_load_back(det, image, tmp_path
     # a video has no image files to annotate
     clip, _, _ = video(tmp_path / "v.mp4", frames=4, size=(64, 48), fps=4)
     with pytest.raises(DetforgeError, match="--save-cvat needs image files"):
-        predict_files(det, clip, tmp_path / "v", save_cvat=True, progress=False)
+        detforge.predict(det, clip, out=tmp_path / "v", save_cvat=True, progress=False)

@@ -90,7 +90,7 @@ def test_a_measured_conf_travels_and_is_the_default_everywhere(tmp_path):
         lower = d.predict(image, conf=0.005, iou=1.0)[0]  # an explicit conf wins
         assert len(lower) > len(default)
     # predict writes what the default keeps; --conf on the command line still wins
-    s = detforge.predict(weights, image_path(tmp_path, image), save_dir=tmp_path / "p",
+    s = detforge.predict(weights, image_path(tmp_path, image), out=tmp_path / "p",
                          progress=False)  # fmt: skip
     rows = [json.loads(x) for x in Path(s["predictions"]).read_text().splitlines()]
     assert min(rows[0]["scores"]) >= 0.0123

@@ -152,7 +152,7 @@ def test_predict_track_with_a_trained_model_pt_and_onnx(trained, clip, tmp_path)
     bar 6); benchmarks/learning_margins.py gives this budget's figures per seed and kernel
     path."""
     root, best = trained
-    s = detforge.predict(best, clip["video"], save_dir=tmp_path / "pt", track=True,
+    s = detforge.predict(best, clip["video"], out=tmp_path / "pt", track=True,
                          progress=False)  # fmt: skip
     assert s["frames"] == 120 and s["video"] and s["tracks"].endswith("tracks.txt")
     m = detforge.evaluate_tracks(s["tracks"], clip["gt"])
@@ -183,5 +183,5 @@ def test_track_refuses_a_classifier(tmp_path, clip):
 
     w = jittered_checkpoint(tmp_path / "c.pt", "resnet18", imgsz=64)
     with pytest.raises(DetforgeError, match="--track needs a detector"):
-        detforge.predict(w, clip["video"], save_dir=tmp_path / "o", track=True, progress=False)
+        detforge.predict(w, clip["video"], out=tmp_path / "o", track=True, progress=False)
     assert not (tmp_path / "o" / "tracks.txt").exists()

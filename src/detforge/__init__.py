@@ -3,6 +3,8 @@
 from detforge import errors
 from detforge._version import __version__
 from detforge.api import (
+    Outputs,
+    Thresholds,
     check,
     collect,
     convert,
@@ -59,6 +61,8 @@ def __dir__() -> list[str]:
 __all__ = [
     "ClassResult",
     "FORMATS",
+    "Outputs",
+    "Thresholds",
     "Dataset",
     "Predictor",
     "Result",

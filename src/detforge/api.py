@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from detforge.data import Dataset, convert, fixed_copy, read, split_dataset, write
@@ -17,6 +18,7 @@ from detforge.data.shards import pack as _pack
 from detforge.data.synth import synth as _synth
 from detforge.data.synth import track_video
 from detforge.data.viz import show_dataset
+from detforge.engine.infer.options import Outputs, Thresholds
 from detforge.engine.train.config import TrainConfig
 from detforge.errors import DetforgeError
 from detforge.fileio import prepare_destination, refuse_overlap
@@ -245,12 +247,56 @@ def load(path, device: str = "auto", threads: int | None = None, precision: str 
     return _load(path, device, threads, precision)
 
 
-def predict(weights, source, **options) -> dict:
-    """Predict on files, folders, videos or a camera and write the outputs; see
-    :func:`detforge.engine.jobs.predict`."""
+def predict(
+    weights,
+    source,
+    *,
+    out=None,
+    conf: float | None = Thresholds.conf,
+    iou: float = Thresholds.iou,
+    max_det: int = Thresholds.max_det,
+    batch: int = 4,
+    fmt: str = Outputs.fmt,
+    save: bool = Outputs.save,
+    save_labelme: bool = Outputs.save_labelme,
+    overwrite_labelme: bool = Outputs.overwrite_labelme,
+    save_cvat: bool = Outputs.save_cvat,
+    save_labelstudio: bool = Outputs.save_labelstudio,
+    show: bool = Outputs.show,
+    track: bool = False,
+    tracker: dict | None = None,
+    reconnect: int | None = None,
+    progress: bool = True,
+    device: str = "auto",
+    precision: str = "f32",
+    project="runs",
+    name: str = "exp",
+    save_dir=None,
+) -> dict:
+    """Predict on ``source`` (an image, folder, glob, video, camera index or rtsp/http
+    stream) with ``weights`` (a ``.pt``, ``.onnx`` or OpenVINO ``.xml``, or a loaded
+    Predictor) and write the outputs into ``out`` (default: a new PROJECT/predict/NAME);
+    returns the summary (also ``summary.json``).
+
+    ``conf``, ``iou``, ``max_det``: see :class:`Thresholds` (default conf: the threshold
+    measured for the model). ``fmt``, ``save``, ``save_labelme``, ``overwrite_labelme``,
+    ``save_cvat``, ``save_labelstudio``, ``show``: see :class:`Outputs`. ``track``: ids
+    across frames (ByteTrack; ``tracker`` its options) in the table, the drawings and
+    ``tracks.txt``. A stream reconnects ``reconnect`` times after a drop (None: for ever).
+    ``precision``: an OpenVINO model's (f32, bf16, f16). ``save_dir``: ``out`` before 0.1.0."""
     from detforge.engine.jobs import predict as _predict
 
-    return _predict(weights, source, **options)
+    if save_dir is not None:
+        warnings.warn("predict(save_dir=) is now out=", FutureWarning, stacklevel=2)
+        out = save_dir if out is None else out
+    path = weights if isinstance(weights, (str, Path)) else getattr(weights, "weights", None)
+    model = f"detforge {Path(path).name}" if path is not None else "detforge"
+    asked = Outputs(fmt, save, save_labelme, overwrite_labelme, save_cvat, save_labelstudio,
+                    show, model)  # fmt: skip
+    return _predict(weights, source, out=out, limits=Thresholds(conf, iou, max_det),
+                    outputs=asked, batch=batch, track=track, tracker=tracker,
+                    reconnect=reconnect, progress=progress, device=device, precision=precision,
+                    project=project, name=name)  # fmt: skip
 
 
 def select(weights, source, out, n: int = 100, *, device: str = "auto", **options) -> dict:
@@ -327,6 +373,8 @@ def task_info(name: str):
 
 
 __all__ = [
+    "Outputs",
+    "Thresholds",
     "as_dataset",
     "check",
     "collect",

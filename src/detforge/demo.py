@@ -115,13 +115,13 @@ def export(d: Demo) -> None:
 def predict(d: Demo) -> None:
     if d.task == "classify":
         v = api.predict(d.summary["onnx"]["path"], str(d.run / "splits" / "test"),
-                        save_dir=d.run / "predict", progress=False)  # fmt: skip
+                        out=d.run / "predict", progress=False)  # fmt: skip
         d.say(f"    {v['frames']} images at {v['fps']:.1f} images/s -> {v['save_dir']}")
         d.summary["predict"] = {k: v[k] for k in ("frames", "fps", "predictions")}
         return
     clip = api.synth_video(d.run / "video", 150, seed=d.seed)
     track = _can_track()
-    v = api.predict(d.summary["onnx"]["path"], clip["video"], save_dir=d.run / "predict",
+    v = api.predict(d.summary["onnx"]["path"], clip["video"], out=d.run / "predict",
                     progress=False, track=track)  # fmt: skip
     d.say(f"    {v['frames']} frames at {v['fps']:.1f} frames/s -> {v['video']}")
     d.summary["predict"] = {k: v[k] for k in ("frames", "fps", "video", "predictions", "tracks")}

@@ -61,7 +61,10 @@ def predict(
     conf: float = typer.Option(
         None, help="Minimum score (default: the threshold measured for the model)."
     ),
-    iou: float = typer.Option(0.5, help="NMS IoU threshold."),
+    iou: float = typer.Option(
+        detforge.Thresholds.iou, help="Class-wise NMS IoU threshold (1: no NMS beyond the model's)."
+    ),
+    max_det: int = typer.Option(detforge.Thresholds.max_det, help="Most boxes kept an image."),
     batch: int = typer.Option(4, help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto (a GPU when there is one), cpu, cuda, mps."),
     precision: str = PRECISION,
@@ -105,6 +108,7 @@ def predict(
         precision=precision,
         conf=conf,
         iou=iou,
+        max_det=max_det,
         batch=batch,
         fmt=fmt,
         save=not no_save,
@@ -157,7 +161,7 @@ def _predict_on_ray(a: dict) -> None:
     s = detforge.predict_dataset(
         a["weights"], a["source"], a["save_dir"], project=a["project"], name=a["name"],
         fmt=a["fmt"], address=a["address"], actors=a["actors"], device=device,
-        batch=a["batch"], conf=a["conf"], iou=a["iou"],
+        batch=a["batch"], conf=a["conf"], iou=a["iou"], max_det=a["max_det"],
     )  # fmt: skip
     for e in s["errors"][:20]:
         err.print(f"[yellow]could not read[/] {escape(e['source'])}: {escape(e['error'])}",

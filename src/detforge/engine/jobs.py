@@ -7,19 +7,27 @@ scores exactly what training validated and what ``predict`` draws."""
 
 from __future__ import annotations
 
+import json
 import shutil
-import warnings
+import time
+from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from detforge.data.dataset import Dataset
 from detforge.engine.evaluate.detection import EVAL_BATCH
-from detforge.engine.infer.outputs import predict_files
+from detforge.engine.infer.inputs import Source
+from detforge.engine.infer.options import Outputs, Thresholds
+from detforge.engine.infer.outputs import PredictionWriter
+from detforge.engine.infer.predictor import Predictor
 from detforge.engine.loading import load, predictor
 from detforge.engine.report import eval_info, report_run, try_report, write_run_report
 from detforge.engine.scoring import eval_split, scoring_set
 from detforge.engine.tasks import task
 from detforge.errors import DetforgeError
-from detforge.fileio import atomic_write_json
+from detforge.fileio import atomic_write_json, atomic_write_text
 from detforge.runs import new_run_dir
 
 
@@ -84,31 +92,104 @@ def predict(
     weights,
     source,
     *,
-    out=None,
-    project="runs",
-    name: str = "exp",
-    device: str = "auto",
-    precision: str = "f32",
-    **options,
+    out,
+    limits: Thresholds,
+    outputs: Outputs,
+    batch: int,
+    track: bool,
+    tracker: dict | None,
+    reconnect: int | None,
+    progress: bool,
+    device: str,
+    precision: str,
+    project,
+    name: str,
 ) -> dict:
-    """Run a model over ``source`` (images, folder, glob, video, camera) and write the
-    results into ``out`` (default: a new ``runs/predict/NAME``); see
-    :func:`~detforge.engine.infer.outputs.predict_files` for ``options``. ``precision``: an
-    OpenVINO model's (f32, bf16, f16)."""
-
-    if "save_dir" in options:  # its name until 0.1.0
-        warnings.warn("predict(save_dir=) is now out=", FutureWarning, stacklevel=3)
-        out = options.pop("save_dir")
-    det = load(weights, device=device, precision=precision)
+    """The one predict driver (the API's ``predict`` gives every option its default): load
+    ``weights`` (or take a loaded Predictor), open ``source`` once, run it through the
+    model (``track``: ByteTrack ids across frames, ``tracker`` its options) keeping what
+    passes ``limits``, write ``outputs`` into ``out`` (default: a new PROJECT/predict/NAME)
+    and return the summary (also ``summary.json``). A network stream reconnects
+    ``reconnect`` times after a drop (None: for ever)."""
+    if isinstance(weights, Predictor):
+        det = weights
+    else:
+        det = load(weights, device=device, precision=precision)
     made = out is None or not Path(out).exists()
     save_dir = Path(out) if out is not None else new_run_dir("predict", name, project)
-    options.setdefault("model", f"detforge {Path(weights).name}")
     try:
-        return predict_files(det, source, save_dir, **options)
+        src = Source(source, reconnect=reconnect)
+        save_dir.mkdir(parents=True, exist_ok=True)
+        writer = PredictionWriter(det, src, save_dir, outputs, track=track)
+        summary = _predict_through(det, src, writer, limits, batch, track, tracker, progress)
     except BaseException:
         if made and save_dir.is_dir() and not any(save_dir.iterdir()):
             save_dir.rmdir()  # nothing was predicted: no empty folder left behind
         raise
+    summary = {
+        "source": src.name if src.live else str(source),  # a stream's password never shown
+        **summary,
+        "save_dir": str(save_dir),
+    }
+    if src.live:
+        summary["stream"] = dict(src.video.stats)
+    atomic_write_text(save_dir / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def _predict_through(det, src, writer, limits, batch, track, tracker, progress) -> dict:
+    skipped: list = []
+    counts: Counter = Counter()
+    tracks: set = set()
+    warm_up_s = det.warm_up()  # speeds below leave out loading and the first call's setup
+    n, ok, t0 = 0, False, time.perf_counter()
+    opts = {**asdict(limits), "batch": batch, "on_error": skipped.append}
+    try:
+        with _progress(progress) as bar:
+            task = bar.add_task("predict", total=src.total, fps=0.0)
+            results = det.track(src, tracker=tracker, **opts) if track else det.stream(src, **opts)
+            for r in results:
+                n += 1
+                counts.update(r.class_counts())
+                if track:
+                    tracks.update(r.track_ids.tolist())
+                if not writer.add(r):
+                    break
+                bar.update(task, advance=1, fps=n / (time.perf_counter() - t0))
+        ok = True
+    finally:
+        table = writer.close(keep_video=ok or n > 0)
+        if not ok and n == 0:  # failed before the first frame: no empty tables left behind
+            table.unlink(missing_ok=True)
+    seconds = time.perf_counter() - t0
+    return {
+        "task": det.task,
+        "frames": n,
+        "counts": dict(counts.most_common()),
+        "seconds": round(seconds, 3),
+        "fps": round(n / seconds, 2) if seconds else 0.0,
+        "warm_up_s": round(warm_up_s, 3),
+        "predictions": str(table),
+        "video": str(writer.sink.path) if writer.sink else None,
+        "tracks": str(writer.mot.path) if writer.mot else None,
+        "track_ids": len(tracks),
+        "labelme_written": writer.labelme_written,
+        "labelme_kept": writer.labelme_kept,
+        "preannotations": [str(p) for p in getattr(writer, "preannotations", [])],
+        "skipped": [{"source": f.source, "error": f.error} for f in skipped],
+    }
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("predicting"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[fps]:.1f} frames/s"),
+        TimeElapsedColumn(),
+        disable=not enabled,
+        transient=False,
+    )
 
 
 __all__ = ["eval_split", "evaluate", "load", "predict", "predictor", "report", "scoring_set"]

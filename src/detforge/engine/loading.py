@@ -16,9 +16,9 @@ from detforge.engine.tasks import task
 from detforge.errors import DetforgeError
 
 
-def predictor(backend) -> Predictor:
-    """A Predictor over ``backend`` with its task's result type."""
-    return Predictor(backend, task(backend.task).result)
+def predictor(backend, weights: Path | None = None) -> Predictor:
+    """A Predictor over ``backend`` (loaded from ``weights``) with its task's result type."""
+    return Predictor(backend, task(backend.task).result, weights)
 
 
 def load(
@@ -34,17 +34,17 @@ def load(
             f"{path}: not found", "pass runs/train/NAME/weights/best.pt, .onnx or OpenVINO .xml"
         )
     if path.suffix.lower() == ".xml":
-        return predictor(OpenVinoBackend(path, device, threads, precision))
+        return predictor(OpenVinoBackend(path, device, threads, precision), path)
     if precision != "f32":
         raise DetforgeError(
             f"{path.name}: precision {precision!r} is for OpenVINO models (.xml)",
             "export it with: detforge export WEIGHTS --format openvino (or drop --precision)",
         )
     if path.suffix.lower() == ".onnx":
-        return predictor(OnnxBackend(path, device, threads))
+        return predictor(OnnxBackend(path, device, threads), path)
     if threads:
         torch.set_num_threads(threads)
-    return predictor(TorchBackend.from_checkpoint(path, device))
+    return predictor(TorchBackend.from_checkpoint(path, device), path)
 
 
 def model_files(weights: Path) -> dict[str, bytes]:

@@ -26,6 +26,7 @@ import numpy as np
 from detforge.data.image import IMAGE_EXTS, decode
 from detforge.data.resize import prepare
 from detforge.engine.infer.inputs import Frame, image_paths
+from detforge.engine.infer.options import Thresholds
 from detforge.engine.loading import load, model_files, unpacked
 from detforge.errors import DetforgeError, ImageError, require
 from detforge.fileio import atomic_write_json
@@ -102,13 +103,13 @@ class PredictActor:
     model's files come through Ray's object store (``model``: ``{file name: bytes}``), so
     actors on other machines need no copy of them."""
 
-    def __init__(self, model, device: str, threads: int, options: dict):
+    def __init__(self, model, device: str, threads: int, limits: Thresholds):
         import ray
 
         files = ray.get(model) if isinstance(model, ray.ObjectRef) else model
         with unpacked(files) as path:  # removed once loaded
             self.det = load(path, device=device, threads=threads)
-        self.options = options
+        self.limits = limits
 
     def __call__(self, batch: dict):
         import pyarrow as pa
@@ -116,7 +117,7 @@ class PredictActor:
         ok = np.flatnonzero(batch["error"] == "")
         frames = [Frame(None, str(batch["path"][k]), int(k), hw=tuple(batch["hw"][k])) for k in ok]
         results = (
-            self.det.finish(frames, batch["image"][ok], batch["scale"][ok], **self.options)
+            self.det.finish(frames, batch["image"][ok], batch["scale"][ok], self.limits)
             if len(ok)
             else []
         )
@@ -199,7 +200,7 @@ def _count(out: Path, fmt: str) -> tuple[int, list[dict]]:
     return rows, errors
 
 
-def _pipeline(ray, paths: list[str], meta, weights: Path, batch: int, pool: dict, options: dict):
+def _pipeline(ray, paths: list[str], meta, weights: Path, batch: int, pool: dict, limits):
     """The Ray Dataset: read the files, decode and prepare them (tasks), predict (actors)."""
 
     cuda = pool["device"].startswith("cuda")
@@ -223,7 +224,7 @@ def _pipeline(ray, paths: list[str], meta, weights: Path, batch: int, pool: dict
             "model": ray.put(model_files(weights)),
             "device": pool["device"],
             "threads": pool["threads"],
-            "options": options,
+            "limits": limits,
         },
         batch_size=batch,
         compute=ray.data.ActorPoolStrategy(size=pool["actors"]),
@@ -258,9 +259,9 @@ def predict_dataset(
     threads: int | None = None,
     device: str = "cpu",
     batch: int = 16,
-    conf: float | None = None,
-    iou: float = 0.5,
-    max_det: int = 100,
+    conf: float | None = Thresholds.conf,
+    iou: float = Thresholds.iou,
+    max_det: int = Thresholds.max_det,
     progress: bool = True,
 ) -> dict:
     """Predict on every image of ``source`` with a pool of Ray actors and write one row per
@@ -292,8 +293,7 @@ def predict_dataset(
     t0 = time.perf_counter()
     try:
         pool = _plan(ray, actors, threads, device)
-        opts = {"conf": conf, "iou": iou, "max_det": max_det}
-        ds = _pipeline(ray, paths, meta, weights, batch, pool, opts)
+        ds = _pipeline(ray, paths, meta, weights, batch, pool, Thresholds(conf, iou, max_det))
         rows, errors = _write(ds, tmp, out, fmt)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -29,11 +29,13 @@ from pathlib import Path
 from detforge._version import __version__
 from detforge.data.image import decode
 from detforge.engine.infer.inputs import Frame
+from detforge.engine.infer.options import Thresholds
 from detforge.engine.loading import load, model_files, unpacked
 from detforge.errors import DetforgeError, ImageError, TooManyPixelsError, require
 
 PAGE = Path(__file__).with_name("serve_page.html")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MAX_DET = 10000  # the most boxes a request may ask for
 
 
 @dataclass
@@ -65,9 +67,9 @@ class MicroBatcher:
             self.task.cancel()
         self.pool.shutdown(wait=True)
 
-    async def predict(self, frame: Frame, conf, max_det: int):
+    async def predict(self, frame: Frame, limits: Thresholds):
         fut = asyncio.get_running_loop().create_future()
-        await self.queue.put((frame, conf, max_det, fut))
+        await self.queue.put((frame, limits, fut))
         return await fut
 
     async def _run(self) -> None:
@@ -83,32 +85,32 @@ class MicroBatcher:
                     items.append(await asyncio.wait_for(self.queue.get(), left))
                 except asyncio.TimeoutError:
                     break
-            items = [it for it in items if not it[3].done()]  # timed-out requests are gone
-            for (conf, max_det), group in _groups(items).items():
+            items = [it for it in items if not it[2].done()]  # timed-out requests are gone
+            for limits, group in _groups(items).items():
                 try:
                     results = await loop.run_in_executor(
-                        self.pool, lambda g=group, c=conf, m=max_det: self._batch(g, c, m)
+                        self.pool, lambda g=group, t=limits: self._batch(g, t)
                     )
                 except Exception as e:  # noqa: BLE001 - every waiting request gets the error
                     for it in group:
-                        if not it[3].done():
-                            it[3].set_exception(e)
+                        if not it[2].done():
+                            it[2].set_exception(e)
                     continue
                 for it, r in zip(group, results):
-                    if not it[3].done():
-                        it[3].set_result(r)
+                    if not it[2].done():
+                        it[2].set_result(r)
 
-    def _batch(self, group, conf, max_det):
+    def _batch(self, group, limits: Thresholds):
         self.opts.stats["batches"] += 1
         self.opts.stats["images"] += len(group)
-        return self.det.run([it[0] for it in group], conf=conf, max_det=max_det)
+        return self.det.run([it[0] for it in group], limits)
 
 
 def _groups(items) -> dict:
-    """Requests that share their parameters run as one batch."""
+    """Requests that share their thresholds run as one batch."""
     out: dict = {}
     for it in items:
-        out.setdefault((it[1], it[2]), []).append(it)
+        out.setdefault(it[1], []).append(it)
     return out
 
 
@@ -193,20 +195,18 @@ class _BadImage(Exception):
         self.status = 413 if isinstance(e, TooManyPixelsError) else 400
 
 
-def _params(request) -> tuple[float | None, int]:
+def _params(request) -> Thresholds:
+    """The request's ``conf`` and ``max_det`` (at most MAX_DET); NMS at the default IoU."""
     q = request.query_params
-    conf = q.get("conf")
-    max_det = q.get("max_det", "100")
+    conf, max_det = q.get("conf"), q.get("max_det", str(Thresholds.max_det))
     try:
-        c = None if conf in (None, "") else float(conf)
-        m = int(max_det)
-    except ValueError:
+        limits = Thresholds(None if conf in (None, "") else float(conf), max_det=int(max_det))
+        if limits.max_det > MAX_DET:
+            raise ValueError
+    except (ValueError, DetforgeError):
         raise DetforgeError(f"conf={conf!r}, max_det={max_det!r}: conf is a number in [0, 1], "
-                            "max_det a positive integer") from None  # fmt: skip
-    if (c is not None and not 0 <= c <= 1) or not 1 <= m <= 10000:
-        raise DetforgeError(f"conf={conf!r}, max_det={max_det!r}: conf is a number in [0, 1], "
-                            "max_det a positive integer")  # fmt: skip
-    return c, m
+                            f"max_det a whole number in [1, {MAX_DET}]") from None  # fmt: skip
+    return limits
 
 
 def build_app(det, weights, opts: ServeOptions | None = None):
@@ -246,14 +246,14 @@ def build_app(det, weights, opts: ServeOptions | None = None):
             return _error(401, "missing or wrong API key (send it as X-API-Key)")
         t0 = time.perf_counter()
         try:
-            conf, max_det = _params(request)
+            limits = _params(request)
             body = await _read_body(request, opts.max_body)
             files = await _images(request, body)
             if not files:
                 return _error(400, "no image: send one as the body or as multipart files")
             frames = [_decode(n, d) for n, d in files]
             opts.stats["requests"] += 1
-            waits = [batcher.predict(f, conf, max_det) for f in frames]
+            waits = [batcher.predict(f, limits) for f in frames]
             results = await asyncio.wait_for(asyncio.gather(*waits), opts.timeout)
         except _TooBig as e:
             return _error(413, f"request body of {e.size} bytes is over the {opts.max_body} "
@@ -271,7 +271,7 @@ def build_app(det, weights, opts: ServeOptions | None = None):
             d["source"] = name
             d["width"], d["height"] = int(f.hw[1]), int(f.hw[0])
             out.append(d)
-        return {"results": out, "ms": ms, "conf": det.conf if conf is None else conf}
+        return {"results": out, "ms": ms, "conf": det.conf if limits.conf is None else limits.conf}
 
     return app
 

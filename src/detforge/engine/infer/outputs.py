@@ -1,16 +1,13 @@
 """Where predictions go: annotated images or an annotated mp4, JSON lines / CSV / COCO results,
-labelme files beside the images (model-assisted labeling), a live window. ``predict_files``
-is what ``detforge predict`` runs."""
+labelme files beside the images (model-assisted labeling), a live window: the sinks that
+:func:`detforge.engine.jobs.predict`, the one predict driver, writes through."""
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import queue
 import threading
-import time
-from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -21,6 +18,7 @@ from detforge.data.formats.coco import coco_results
 from detforge.data.formats.labelme import to_json
 from detforge.data.image import FileImage
 from detforge.engine.infer.inputs import Source
+from detforge.engine.infer.options import Outputs
 from detforge.engine.infer.preannotations import Preannotations
 from detforge.engine.infer.tracking import mot_lines
 from detforge.errors import DetforgeError
@@ -175,8 +173,9 @@ class PredictionWriter:
     """Everything ``predict`` writes for each result: the table (jsonl/csv/coco), the
     annotated video or images, labelme files beside the images, the live window."""
 
-    def __init__(self, det, src: Source, save_dir: Path, *, fmt, save, labelme, show,
-                 track=False, cvat=False, labelstudio=False, model="detforge"):  # fmt: skip
+    def __init__(self, det, src: Source, save_dir: Path, asked: Outputs, track: bool = False):
+        fmt, labelme = asked.fmt, asked.save_labelme
+        cvat, labelstudio = asked.save_cvat, asked.save_labelstudio
         formats = det.result_type.table_formats
         if fmt not in formats:
             raise DetforgeError(
@@ -191,21 +190,22 @@ class PredictionWriter:
                 what = "image files" if src.video is not None else "a detector"
                 raise DetforgeError(f"{flag} needs {what}", f"drop {flag}")
         self.pre = Preannotations(save_dir, det.classes, src.spec, cvat=cvat,
-                                  labelstudio=labelstudio, model=model)  # fmt: skip
-        self.det, self.dir, self.save, self.labelme = det, save_dir, save, labelme
+                                  labelstudio=labelstudio, model=asked.model)  # fmt: skip
+        self.det, self.dir, self.save, self.labelme = det, save_dir, asked.save, labelme
+        self.overwrite_labelme = asked.overwrite_labelme
         self.table = TableSink(save_dir, fmt)
         self.mot = MotSink(save_dir / "tracks.txt") if track else None
         self.sink = None
-        if src.video is not None and save:
+        if src.video is not None and asked.save:
             v = src.video
             stem = Path(str(v.name)).stem
             self.sink = VideoSink(save_dir / f"{stem}.mp4", v.fps, (v.width, v.height))
-        self.window = _window("detforge") if show else None
+        self.window = _window("detforge") if asked.show else None
         self.used: set[str] = set()
         self.labelme_written = 0
         self.labelme_kept = 0  # existing files left as they were (they may hold corrections)
 
-    def add(self, r, overwrite_labelme: bool = False) -> bool:
+    def add(self, r) -> bool:
         """Write ``r`` everywhere asked; False when the user closed the window (q / Esc)."""
         self.table.add(r)
         if self.mot:
@@ -222,7 +222,7 @@ class PredictionWriter:
         if self.pre.wanted:
             self.pre.add(r)
         if self.labelme:
-            wrote = _labelme_beside(r, self.det.classes, overwrite_labelme)
+            wrote = _labelme_beside(r, self.det.classes, self.overwrite_labelme)
             self.labelme_written += wrote
             self.labelme_kept += not wrote
         if self.window:
@@ -239,99 +239,3 @@ class PredictionWriter:
             cv2.destroyAllWindows()
         self.preannotations = self.pre.close()
         return self.table.close(self.det.classes)
-
-
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("predicting"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.fields[fps]:.1f} frames/s"),
-        TimeElapsedColumn(),
-        disable=not enabled,
-        transient=False,
-    )
-
-
-def predict_files(
-    det,
-    source,
-    save_dir: Path,
-    *,
-    conf: float | None = None,
-    iou: float = 0.5,
-    batch: int = 4,
-    fmt: str = "jsonl",
-    save: bool = True,
-    save_labelme: bool = False,
-    overwrite_labelme: bool = False,
-    show: bool = False,
-    progress: bool = True,
-    track: bool = False,
-    tracker: dict | None = None,
-    save_cvat: bool = False,
-    save_labelstudio: bool = False,
-    model: str = "detforge",
-    reconnect: int | None = None,
-) -> dict:
-    """Run ``det`` over ``source`` (opened once) and write what was asked into ``save_dir``;
-    returns a summary (also ``summary.json``). ``track``: ids across frames (ByteTrack;
-    ``tracker`` its options), in the table, the drawings and ``tracks.txt`` (MOTChallenge).
-    ``save_cvat`` / ``save_labelstudio``: the boxes as pre-annotations for those tools
-    (:mod:`~detforge.engine.infer.preannotations`; ``model`` names the model in them).
-    A network stream reconnects ``reconnect`` times after a drop (None: for ever); its
-    frames received, processed and dropped and its reconnects are in the summary."""
-    src = Source(source, reconnect=reconnect)
-    save_dir = Path(save_dir)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    out = PredictionWriter(det, src, save_dir, fmt=fmt, save=save, labelme=save_labelme,
-                           show=show, track=track, cvat=save_cvat, labelstudio=save_labelstudio,
-                           model=model)  # fmt: skip
-    skipped: list = []
-    counts: Counter = Counter()
-    tracks: set = set()
-    warm_up_s = det.warm_up()  # speeds below leave out loading and the first call's setup
-    n, ok, t0 = 0, False, time.perf_counter()
-    try:
-        with _progress(progress) as bar:
-            task = bar.add_task("predict", total=src.total, fps=0.0)
-            opts = {"conf": conf, "iou": iou, "batch": batch, "on_error": skipped.append}
-            results = det.track(src, tracker=tracker, **opts) if track else det.stream(src, **opts)
-            for r in results:
-                n += 1
-                counts.update(r.class_counts())
-                if track:
-                    tracks.update(r.track_ids.tolist())
-                if not out.add(r, overwrite_labelme):
-                    break
-                bar.update(task, advance=1, fps=n / (time.perf_counter() - t0))
-        ok = True
-    finally:
-        table = out.close(keep_video=ok or n > 0)
-        if not ok and n == 0:  # failed before the first frame: no empty tables left behind
-            table.unlink(missing_ok=True)
-    seconds = time.perf_counter() - t0
-    summary = {
-        "source": src.name if src.live else str(source),  # a stream's password never shown
-        "task": det.task,
-        "frames": n,
-        "counts": dict(counts.most_common()),
-        "seconds": round(seconds, 3),
-        "fps": round(n / seconds, 2) if seconds else 0.0,
-        "warm_up_s": round(warm_up_s, 3),
-        "predictions": str(table),
-        "video": str(out.sink.path) if out.sink else None,
-        "tracks": str(out.mot.path) if out.mot else None,
-        "track_ids": len(tracks),
-        "labelme_written": out.labelme_written,
-        "labelme_kept": out.labelme_kept,
-        "preannotations": [str(p) for p in getattr(out, "preannotations", [])],
-        "skipped": [{"source": f.source, "error": f.error} for f in skipped],
-        "save_dir": str(save_dir),
-    }
-    if src.live:
-        summary["stream"] = dict(src.video.stats)
-    atomic_write_text(save_dir / "summary.json", json.dumps(summary, indent=2))
-    return summary

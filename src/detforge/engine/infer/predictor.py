@@ -14,6 +14,7 @@ import numpy as np
 
 from detforge.data.resize import prepare
 from detforge.engine.infer import inputs
+from detforge.engine.infer.options import Thresholds
 from detforge.engine.infer.tracking import TRACK_FLOOR, Tracker
 from detforge.errors import DetforgeError
 from detforge.models.base import FALLBACK_CONF
@@ -21,10 +22,12 @@ from detforge.models.base import FALLBACK_CONF
 
 class Predictor:
     """Load once, predict many times: ``det.predict(inputs)``, ``det.stream(source)``.
-    ``backend`` runs the model; ``result_type`` (Result or ClassResult) makes the results."""
+    ``backend`` runs the model; ``result_type`` (Result or ClassResult) makes the results;
+    ``weights`` is the file it was loaded from (None when built in memory)."""
 
-    def __init__(self, backend, result_type):
+    def __init__(self, backend, result_type, weights=None):
         self.backend = backend
+        self.weights = weights
         self.result_type = result_type
         self.classes = backend.classes
         self.imgsz = backend.imgsz
@@ -55,24 +58,22 @@ class Predictor:
         """One RGB image -> the model's uint8 (3, S, S) input and the scale back."""
         return prepare(image, self.imgsz, self.backend.resize)
 
-    def finish(self, frames: list, batch: np.ndarray, scales, **opts) -> list:
+    def finish(self, frames: list, batch: np.ndarray, scales, limits: Thresholds) -> list:
         """Results for ``frames`` from their prepared ``batch`` (which may have been made in
-        another process: a frame then needs only ``source`` and ``hw``). ``conf`` None (or
-        left out) is the model's own, :attr:`conf`."""
-        if opts.get("conf") is None:
-            opts["conf"] = self.conf
-        return self.result_type.from_batch(
-            frames, self.backend(batch), scales, self.classes, **opts
-        )
+        another process: a frame then needs only ``source`` and ``hw``). A ``limits.conf`` of
+        None is the model's own, :attr:`conf`."""
+        limits = limits.with_conf(self.conf)
+        raw = self.backend(batch)
+        return self.result_type.from_batch(frames, raw, scales, self.classes, limits)
 
-    def run(self, frames: list, *, conf: float | None = None, iou: float = 0.5, max_det: int = 100):
+    def run(self, frames: list, limits: Thresholds = Thresholds()) -> list:
         """Results for decoded ``frames`` (one batch)."""
         prepped = [self.prepare(f.image) for f in frames]
         batch = np.stack([p[0] for p in prepped])
         scales = [p[1] for p in prepped]
-        return self.finish(frames, batch, scales, conf=conf, iou=iou, max_det=max_det)
+        return self.finish(frames, batch, scales, limits)
 
-    def _batches(self, frames: Iterator, batch: int, on_error, **opts):
+    def _batches(self, frames: Iterator, batch: int, on_error, limits: Thresholds):
         chunk: list = []
         for f in frames:
             if f.image is None:
@@ -80,18 +81,18 @@ class Predictor:
                 continue
             chunk.append(f)
             if len(chunk) == batch:
-                yield from self.run(chunk, **opts)
+                yield from self.run(chunk, limits)
                 chunk = []
         if chunk:
-            yield from self.run(chunk, **opts)
+            yield from self.run(chunk, limits)
 
     def predict(
         self,
         images,
         *,
-        conf: float | None = None,
-        iou: float = 0.5,
-        max_det: int = 100,
+        conf: float | None = Thresholds.conf,
+        iou: float = Thresholds.iou,
+        max_det: int = Thresholds.max_det,
         batch: int = 8,
         bgr: bool = False,
         value_range=None,
@@ -110,16 +111,15 @@ class Predictor:
         frames = (
             inputs.load_item(x, k, bgr=bgr, value_range=value_range) for k, x in enumerate(items)
         )
-        opts = {"conf": conf, "iou": iou, "max_det": max_det}
-        return list(self._batches(frames, batch, strict, **opts))
+        return list(self._batches(frames, batch, strict, Thresholds(conf, iou, max_det)))
 
     def stream(
         self,
         source,
         *,
-        conf: float | None = None,
-        iou: float = 0.5,
-        max_det: int = 100,
+        conf: float | None = Thresholds.conf,
+        iou: float = Thresholds.iou,
+        max_det: int = Thresholds.max_det,
         batch: int = 4,
         bgr: bool = False,
         value_range=None,
@@ -132,28 +132,30 @@ class Predictor:
         keep up with, and reconnects when the stream drops. Unreadable images in a folder
         are passed to ``on_error(frame)`` (default: a warning) and skipped."""
 
-        def warn(f):
-            warnings.warn(f"skipped {f.source}: {f.error}", stacklevel=3)
-
         src = source if isinstance(source, inputs.Source) else inputs.Source(source)
+        limits = Thresholds(conf, iou, max_det)
+        yield from self._stream(src, limits, batch, on_error or _warn, bgr, value_range)
+
+    def _stream(self, src, limits: Thresholds, batch: int, on_error, bgr=False, value_range=None):
         if src.live:  # a network stream: one frame at a time, the newest (bounded latency)
             batch = 1
         ahead = 1 if src.live else 2 * batch
         frames = inputs.prefetch(src.frames(bgr=bgr, value_range=value_range), ahead)
-        opts = {"conf": conf, "iou": iou, "max_det": max_det}
-        yield from self._batches(frames, batch, on_error or warn, **opts)
+        yield from self._batches(frames, batch, on_error, limits)
 
     def track(
         self,
         source,
         *,
-        conf: float | None = None,
-        iou: float = 0.5,
-        max_det: int = 100,
+        conf: float | None = Thresholds.conf,
+        iou: float = Thresholds.iou,
+        max_det: int = Thresholds.max_det,
         batch: int = 4,
         fps: float | None = None,
         tracker: dict | None = None,
-        **stream_options,
+        bgr: bool = False,
+        value_range=None,
+        on_error=None,
     ) -> Iterator:
         """Like :meth:`stream`, with a persistent ``track_ids`` per box across frames
         (ByteTrack, see :class:`~detforge.engine.infer.tracking.Tracker`; ``tracker`` passes
@@ -170,7 +172,10 @@ class Predictor:
             fps = (src.video.fps if src.video is not None else 0) or 30.0
         start = self.conf if conf is None else float(conf)
         t = Tracker(fps, **{"start": start, **(tracker or {})})
-        floor = min(start, TRACK_FLOOR)
-        opts = {"conf": floor, "iou": iou, "max_det": max_det, "batch": batch}
-        for r in self.stream(src, **opts, **stream_options):
+        limits = Thresholds(min(start, TRACK_FLOOR), iou, max_det)
+        for r in self._stream(src, limits, batch, on_error or _warn, bgr, value_range):
             yield t.update(r)
+
+
+def _warn(frame) -> None:
+    warnings.warn(f"skipped {frame.source}: {frame.error}", stacklevel=5)

@@ -119,11 +119,13 @@ class Result:
         return {"boxes": self.boxes, "scores": self.scores, "labels": self.labels}
 
     @classmethod
-    def from_batch(cls, frames, raw, scales, classes, *, conf, iou, max_det) -> list[Result]:
+    def from_batch(cls, frames, raw, scales, classes, limits) -> list[Result]:
         """Results of one batch: ``raw[i]`` is (boxes, scores, labels) in model-input pixels
         of ``frames[i]``, brought to the input by ``scales[i]`` (sx, sy). Keeps scores >=
-        ``conf``, clips to the image's part of the input (letterbox: not the padding), runs
-        class-wise NMS at ``iou``, keeps ``max_det`` and maps boxes to image pixels."""
+        ``limits.conf``, clips to the image's part of the input (letterbox: not the padding),
+        runs class-wise NMS at ``limits.iou``, keeps ``limits.max_det`` and maps boxes to
+        image pixels."""
+        conf, iou, max_det = limits.conf, limits.iou, limits.max_det
         out = []
         for f, scale, (b, s, lab) in zip(frames, scales, raw):
             keep = s >= conf
@@ -193,7 +195,7 @@ class ClassResult:
         return {"probs": self.probs}
 
     @classmethod
-    def from_batch(cls, frames, raw, scales, classes, **_) -> list[ClassResult]:
+    def from_batch(cls, frames, raw, scales, classes, limits=None) -> list[ClassResult]:
         """Results of one batch: ``raw[i]`` is the (K,) probabilities of ``frames[i]``."""
         return [cls(p, classes, f.image, f.source, f.index, f.time) for f, p in zip(frames, raw)]
 
