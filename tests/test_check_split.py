@@ -130,3 +130,26 @@ def test_split_writes_folders_and_data_yaml(synth_ds, tmp_path):
     for k in splits:
         assert sorted(s.name for s in splits[k]) == sorted(s.name for s in parts[k])
         assert splits[k].format == "coco"
+
+
+def test_an_outside_image_is_a_finding_and_the_old_spellings_still_work(tmp_path):
+    """``check`` lists an annotation's image outside the dataset as ``outside_path`` and
+    skips it (``outside_paths='skip'``); the spellings before 0.1.0 (``'report'``, the
+    ``Report`` class) work with one FutureWarning each."""
+    import detforge.data.check as check_module
+    from badinputs import good_labelme, jpeg, labelme, put
+
+    ds = tmp_path / "src" / "ds"
+    good_labelme(ds, n=3)
+    put(tmp_path / "secret" / "x.jpg", jpeg(seed=9))  # not the dataset's, nor a sibling's
+    labelme(ds / "esc.json", "../../secret/x.jpg")
+    result = detforge.check(ds, progress=False)
+    assert result.images == 3 and [f.kind for f in result.findings] == ["outside_path"]
+    assert "esc.json" in result.findings[0].path and "x.jpg" in result.findings[0].message
+    with pytest.warns(FutureWarning, match="'report' is now 'skip'"):
+        old = detforge.check(ds, progress=False, outside_paths="report")
+    assert old.to_dict() == result.to_dict()
+    with pytest.warns(FutureWarning, match="Report is now CheckResult"):
+        assert check_module.Report is check_module.CheckResult
+    with pytest.raises(DetforgeError, match="points outside the dataset"):
+        read(ds)  # reading for training refuses it

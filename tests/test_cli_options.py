@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 import detforge
 import detforge.api
 from detforge.cli import app
-from detforge.data.check import Report
+from detforge.data.check import CheckResult
 
 runner = CliRunner()
 
@@ -117,7 +117,7 @@ class _Called(Exception):
     pass
 
 
-GOES_ON = {"check": lambda: Report(images=0, boxes=0)}  # data check --fix: check, then fix
+GOES_ON = {"check": lambda: CheckResult(images=0, boxes=0)}  # data check --fix: check, then fix
 
 
 def commands() -> dict:

@@ -30,10 +30,11 @@ def as_dataset(src, format: str = "auto", **opts) -> Dataset:
 
 def check(
     src, *, format: str = "auto", names=None, decode: bool = True, progress: bool = True, **opts
-) -> _check.Report:
+) -> _check.CheckResult:
     """Validate a dataset; see :func:`detforge.data.check.check`. Images an annotation points
-    at outside the dataset are reported (``outside_path``) unless ``outside_paths='allow'``."""
-    opts.setdefault("outside_paths", "report")
+    at outside the dataset are findings (``outside_path``) and skipped unless
+    ``outside_paths='allow'``."""
+    opts.setdefault("outside_paths", "skip")
     return _check.check(
         as_dataset(src, format, **opts), names=names, decode=decode, progress=progress
     )
@@ -50,9 +51,9 @@ def fix(
     overwrite: bool = False,
     images_dir=None,
     **opts,
-) -> tuple[Path, _check.Report]:
+) -> tuple[Path, _check.CheckResult]:
     """Write a fixed copy of ``src`` to ``out`` (the source is never edited) and check it; the
-    report's ``changes`` lists each image and box the fix dropped or clipped (see
+    result's ``changes`` lists each image and box the fix dropped or clipped (see
     :func:`detforge.data.fixed_copy`). ``images`` is how the copy's images are written (copy,
     link, none); ``images_dir`` where the reader finds the source's (a reader's ``images=``)."""
     if images_dir is not None:
@@ -220,7 +221,7 @@ def data_report(src, out=None, *, format: str = "auto", **opts) -> Path:
     its images with their boxes) and return its path; see
     :func:`detforge.data.report.data_report`. Images an annotation points at outside the
     dataset are findings (``outside_path``) unless ``outside_paths='allow'``."""
-    opts.setdefault("outside_paths", "report")
+    opts.setdefault("outside_paths", "skip")
     return _data_report(src, out, format=format, **opts)
 
 

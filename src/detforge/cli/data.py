@@ -58,18 +58,18 @@ def data_check(
     negatives: bool = NegOpt,
     allow_outside: bool = OutsideOpt,
     names: str = typer.Option(None, help="Expected class names, comma-separated."),
-    as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print every finding as JSON."),
     fast: bool = typer.Option(False, help="Read image headers only (misses truncated files)."),
     fix: str = typer.Option(None, help="Write a fixed copy: clip or drop bad boxes (needs --out)."),
     out_dir: Path = typer.Option(None, "--out", help="Where --fix writes the fixed copy."),
     to: str = typer.Option(None, help="Format of the fixed copy (default: the source's)."),
     overwrite: bool = typer.Option(False, help="Allow writing into a non-empty --out."),
 ):
-    """Report missing/unreadable images, size mismatches, bad boxes, unknown classes, duplicates.
+    """Find missing/unreadable images, size mismatches, bad boxes, unknown classes, duplicates.
     Exits 1 when errors remain."""
     opts = _src_opts(images, label_map, negatives, allow_outside)
     names_list = [n.strip() for n in names.split(",")] if names else None
-    report = detforge.check(
+    result = detforge.check(
         src, format=format, names=names_list, decode=not fast, progress=not as_json, **opts
     )
     if fix:
@@ -81,18 +81,18 @@ def data_check(
             src, out_dir, policy=fix, to=to, format=format, overwrite=overwrite, **fix_opts
         )
         if not as_json:
-            _print_report(report)
+            _print_findings(result)
             for line in after.changes[:50]:
                 out.print(f"  {line}", highlight=False)
             if len(after.changes) > 50:
                 out.print(f"  ... and {len(after.changes) - 50} more (--json lists all)")
             out.print(f"fixed copy written to [bold]{esc(dst)}[/] ({len(after.changes)} changes)")
-        report = after
+        result = after
     if as_json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps(result.to_dict(), indent=2))
     else:
-        _print_report(report)
-    raise typer.Exit(0 if report.ok else 1)
+        _print_findings(result)
+    raise typer.Exit(0 if result.ok else 1)
 
 
 def _short(path: str) -> str:
@@ -101,21 +101,21 @@ def _short(path: str) -> str:
     return rel if rel and not rel.startswith("..") else path
 
 
-def _print_report(report) -> None:
-    t = Table(title=f"{report.images} images, {report.boxes} boxes")
+def _print_findings(result) -> None:
+    t = Table(title=f"{result.images} images, {result.boxes} boxes")
     for col in ("severity", "kind", "count"):
         t.add_column(col, no_wrap=True)
     t.add_column("first example", overflow="fold")  # paths are shown whole, wrapped
     first: dict[str, str] = {}
-    for f in report.findings:
+    for f in result.findings:
         first.setdefault(f.kind, f"{_short(f.path)}: {f.message}")
-    sev = {f.kind: f.severity for f in report.findings}
-    for kind, n in sorted(report.by_kind().items(), key=lambda kv: (sev[kv[0]] != "error", kv[0])):
+    sev = {f.kind: f.severity for f in result.findings}
+    for kind, n in sorted(result.by_kind().items(), key=lambda kv: (sev[kv[0]] != "error", kv[0])):
         style = {"error": "red", "warning": "yellow"}.get(sev[kind], "dim")
         t.add_row(f"[{style}]{sev[kind]}[/]", kind, str(n), esc(first[kind]))
     show(t)
-    verdict = "[green]no errors[/]" if report.ok else f"[red]{report.errors} errors[/]"
-    out.print(f"{verdict}, {report.count('warning')} warnings")
+    verdict = "[green]no errors[/]" if result.ok else f"[red]{result.errors} errors[/]"
+    out.print(f"{verdict}, {result.count('warning')} warnings")
 
 
 @app.command("split")

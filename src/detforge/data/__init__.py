@@ -91,8 +91,9 @@ def fixed_copy(
     overwrite: bool = False,
 ):
     """Write a fixed copy of ``ds`` to ``out`` (see :func:`detforge.data.check.fix`; the source
-    is never edited) and check what was written. Returns ``(path, report)``; the report's
-    ``changes`` lists each image and box the fix dropped or clipped."""
+    is never edited) and check what was written. Returns ``(path, result)``: the
+    :class:`~detforge.data.check.CheckResult` of the copy, whose ``changes`` list each image
+    and box the fix dropped or clipped."""
     fixed, changes = _check.fix(ds, _check.check(ds, progress=False), policy)
     dst = write(fixed, out, to or ds.format, images=images, overwrite=overwrite)
     after = _check.check(read(dst, to or ds.format), progress=False)

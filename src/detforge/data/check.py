@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -52,7 +53,9 @@ class Finding:
 
 
 @dataclass
-class Report:
+class CheckResult:
+    """What ``check`` found in a dataset (``findings``), and what ``fix`` changed."""
+
     images: int
     boxes: int
     findings: list[Finding] = field(default_factory=list)
@@ -228,31 +231,31 @@ def check(
     min_size: float = 2.0,
     workers: int | None = None,
     progress: bool = True,
-) -> Report:
+) -> CheckResult:
     """Check every sample of ``ds``. ``names`` (expected class names) flags others as unknown;
     ``decode=False`` reads only image headers (faster; misses truncated files)."""
     from rich.progress import track
 
-    report = Report(len(ds), ds.num_boxes)
-    report.findings += [
+    result = CheckResult(len(ds), ds.num_boxes)
+    result.findings += [
         Finding(i.kind, i.path, i.message, SEVERITY.get(i.kind, i.severity)) for i in ds.issues
     ]
     if not len(ds):
-        report.findings.append(_finding("no_images", ds.root, "the dataset holds no usable image"))
+        result.findings.append(_finding("no_images", ds.root, "the dataset holds no usable image"))
     if names is not None:
         for c in ds.classes:
             if c not in names:
                 k = ds.classes.index(c)
                 n = sum(int((s.labels == k).sum()) + (s.category == k) for s in ds.samples)
                 what = "images" if ds.task == "classify" else "boxes"
-                report.findings.append(
+                result.findings.append(
                     _finding(
                         "unknown_class",
                         ds.root,
                         f"class {c!r} ({n} {what}) is not among the expected names {list(names)}",
                     )
                 )
-    reported = {(f.kind, f.path) for f in report.findings}
+    reported = {(f.kind, f.path) for f in result.findings}
     hashes: dict[str, str] = {}
     workers = workers or min(8, (os.cpu_count() or 1) + 2)
     with ThreadPoolExecutor(workers) as pool:
@@ -265,17 +268,17 @@ def check(
             transient=True,
         ):
             # the reader may have found the same unreadable image already: report it once
-            report.findings += [f for f in found if (f.kind, f.path) not in reported]
+            result.findings += [f for f in found if (f.kind, f.path) not in reported]
             if sha is not None:
                 if sha in hashes:
-                    report.findings.append(_duplicate(s, *hashes[sha], ds.classes))
+                    result.findings.append(_duplicate(s, *hashes[sha], ds.classes))
                 else:
                     hashes[sha] = (str(s.path), s.category)
-            report.findings += _check_boxes(s, len(ds.classes), min_size)
-    return report
+            result.findings += _check_boxes(s, len(ds.classes), min_size)
+    return result
 
 
-def fix(ds: Dataset, report: Report, policy: str = "clip") -> tuple[Dataset, list[str]]:
+def fix(ds: Dataset, result: CheckResult, policy: str = "clip") -> tuple[Dataset, list[str]]:
     """A fixed copy and a line per change: images that are missing or unreadable are dropped,
     boxes are clipped (``clip``) or dropped (``drop``) when out of bounds; NaN, inverted,
     zero-area, unknown-class and duplicate boxes are dropped either way. The source is never
@@ -283,7 +286,7 @@ def fix(ds: Dataset, report: Report, policy: str = "clip") -> tuple[Dataset, lis
     if policy not in ("clip", "drop"):
         raise DetforgeError(f"unknown fix policy {policy!r}", "use clip or drop")
     bad_images = {
-        f.path: f.kind for f in report.findings if f.kind in ("missing_image", "unreadable_image")
+        f.path: f.kind for f in result.findings if f.kind in ("missing_image", "unreadable_image")
     }
     samples, changes = [], []
     for s in ds.samples:
@@ -339,3 +342,10 @@ def without_invalid_boxes(ds: Dataset, doing: str = "used") -> Dataset:
         stacklevel=3,
     )
     return replace(ds, samples=samples)
+
+
+def __getattr__(name: str):
+    if name == "Report":  # its name until 0.1.0
+        warnings.warn("detforge.data.check.Report is now CheckResult", FutureWarning, stacklevel=2)
+        return CheckResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -40,7 +40,7 @@ def read(src, format: str = "auto", **opts) -> Dataset:
     name = formats.detect(src) if format == "auto" else format
     ds = formats.get(name).read(src, **opts)
     ds.format = name
-    if opts.get("outside_paths") != "report":  # `data check` reports them itself
+    if opts.get("outside_paths") not in ("skip", "report"):  # `data check` lists them itself
         if not len(ds):
             raise_empty(src, ds)
         warn_issues(ds)

@@ -70,7 +70,10 @@ def evaluate(
         atomic_write_json(run / "results.json", metrics)
     except BaseException:  # no half-written eval folder (an empty one given stays, empty)
         for p in list(run.iterdir()):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
         if out is None:
             run.rmdir()
         raise
@@ -146,7 +149,7 @@ def _predict_through(det, src, writer, limits, batch, track, tracker, progress) 
     opts = {**asdict(limits), "batch": batch, "on_error": skipped.append}
     try:
         with _progress(progress) as bar:
-            task = bar.add_task("predict", total=src.total, fps=0.0)
+            row = bar.add_task("predict", total=src.total, fps=0.0)
             results = det.track(src, tracker=tracker, **opts) if track else det.stream(src, **opts)
             for r in results:
                 n += 1
@@ -155,7 +158,7 @@ def _predict_through(det, src, writer, limits, batch, track, tracker, progress) 
                     tracks.update(r.track_ids.tolist())
                 if not writer.add(r):
                     break
-                bar.update(task, advance=1, fps=n / (time.perf_counter() - t0))
+                bar.update(row, advance=1, fps=n / (time.perf_counter() - t0))
         ok = True
     finally:
         table = writer.close(keep_video=ok or n > 0)

@@ -56,15 +56,15 @@ class MicroBatcher:
         self.det, self.opts = det, opts
         self.queue: asyncio.Queue | None = None
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="detforge-model")
-        self.task: asyncio.Task | None = None
+        self.worker: asyncio.Task | None = None
 
     def start(self) -> None:
         self.queue = asyncio.Queue()
-        self.task = asyncio.get_running_loop().create_task(self._run())
+        self.worker = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self.task:
-            self.task.cancel()
+        if self.worker:
+            self.worker.cancel()
         self.pool.shutdown(wait=True)
 
     async def predict(self, frame: Frame, limits: Thresholds):

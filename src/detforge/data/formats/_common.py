@@ -96,18 +96,22 @@ def image_size(img, issues: list[Issue]) -> tuple[int, int] | None:
     return w, h
 
 
-OUTSIDE_MODES = ("error", "allow", "report")
-OUTSIDE = "outside"  # what Within.pick returns for an image it refused (in report mode)
+OUTSIDE_MODES = ("error", "allow", "skip")
+OUTSIDE = "outside"  # what Within.pick returns for an image it refused (in skip mode)
 
 
 class Within:
     """Where a dataset's annotations may point: inside the folder the user named (for a file,
     its folder) or, for images kept in a sibling folder (LabelImg's ``../images``), inside that
     folder's parent. Checked on the path as written (``..`` and absolute paths), not through
-    symlinks the user made. ``mode``: ``error`` raises, ``report`` records an ``outside_path``
-    issue and skips the image, ``allow`` (``--allow-outside-paths``) follows any path."""
+    symlinks the user made. ``mode``: ``error`` raises, ``skip`` records an ``outside_path``
+    issue and skips the image (``report`` before 0.1.0), ``allow``
+    (``--allow-outside-paths``) follows any path."""
 
     def __init__(self, named, mode: str = "error", images=None):
+        if mode == "report":  # its name until 0.1.0
+            warnings.warn("outside_paths='report' is now 'skip'", FutureWarning, stacklevel=3)
+            mode = "skip"
         if mode not in OUTSIDE_MODES:
             raise ValueError(f"outside_paths must be one of {OUTSIDE_MODES}, got {mode!r}")
         named = Path(named)
@@ -127,7 +131,7 @@ class Within:
     def pick(self, candidates, where, written: str, issues: list[Issue]):
         """The first existing candidate inside; None when none exists. When only candidates
         outside exist: an error naming ``where`` (the annotation) and ``written`` (its text),
-        or in ``report`` mode an ``outside_path`` issue and :data:`OUTSIDE`."""
+        or in ``skip`` mode an ``outside_path`` issue and :data:`OUTSIDE`."""
         outside = None
         for c in candidates:
             if os.path.isfile(c):
@@ -144,7 +148,7 @@ class Within:
             f"image path {written!r} points outside the dataset folder {self.root} "
             f"(to {os.path.normpath(os.path.abspath(resolved))})"
         )
-        if self.mode == "report":
+        if self.mode == "skip":
             issues.append(Issue(str(where), "outside_path", msg, "error"))
             return
 

@@ -415,7 +415,7 @@ def _train_epoch(s: Session, stopping, bar, spent=lambda: False) -> dict | None:
     o.model.train()
     totals: dict[str, float] = state.totals
     label = f"epoch {_of(state.epoch + 1, cfg)}"
-    progress_task = bar.add_task(label, total=n, completed=state.batch)
+    bar_row = bar.add_task(label, total=n, completed=state.batch)
     o.opt.zero_grad(set_to_none=True)
     for i, (images, targets) in enumerate(
         _batches(s.data.loader, s.data.gen, state), start=state.batch
@@ -436,15 +436,15 @@ def _train_epoch(s: Session, stopping, bar, spent=lambda: False) -> dict | None:
         state.batch, state.step = i + 1, state.step + 1
         s.writer.add_scalar("train/loss", float(loss.detach()), state.step)
         s.writer.add_scalar("train/lr", o.opt.param_groups[0]["lr"], state.step)
-        bar.update(progress_task, advance=1, description=f"{label} loss {float(loss.detach()):.3f}")
+        bar.update(bar_row, advance=1, description=f"{label} loss {float(loss.detach()):.3f}")
         # every rank reaches this point at the same batches, so the vote below cannot hang
         if state.batch % cfg.accumulate == 0 and state.batch < n:
             if stopping():
-                bar.remove_task(progress_task)
+                bar.remove_task(bar_row)
                 return None
             if spent():
                 break
-    bar.remove_task(progress_task)
+    bar.remove_task(bar_row)
     means = {k: v / max(state.batch, 1) for k, v in totals.items()}
     state.batch, state.totals, state.epoch_rng = 0, {}, None
     return means

@@ -123,13 +123,14 @@ def save_environment(run: Path, cfg) -> None:
 
 class PlainProgress:
     """Progress as plain lines, for output that is not a terminal (a pipe, a log file, a
-    notebook, CI): one line every ``interval`` seconds, and at a tenth of a task when the last
+    notebook, CI): one line every ``interval`` seconds, and at each tenth of a bar when the last
     line is ``gap`` seconds old (never more than one line per ``gap``), with images/s and the
-    time left. Same calls as rich's Progress, as the loop uses them."""
+    time left. Same calls as rich's Progress (whose bars it calls tasks), as the loop uses
+    them."""
 
     def __init__(self, say, batch: int = 1, interval: float = 30.0, gap: float = 10.0):
         self.say, self.batch, self.interval, self.gap = say, batch, interval, gap
-        self.tasks: dict[int, dict] = {}
+        self.rows: dict[int, dict] = {}
 
     def __enter__(self):
         return self
@@ -138,9 +139,9 @@ class PlainProgress:
         return None
 
     def add_task(self, description: str, total: int, completed: int = 0) -> int:
-        k = len(self.tasks)
+        k = len(self.rows)
         now = time.monotonic()
-        self.tasks[k] = dict(
+        self.rows[k] = dict(
             desc=description,
             total=total,
             done=completed,
@@ -152,7 +153,7 @@ class PlainProgress:
         return k
 
     def update(self, k: int, advance: int = 1, description: str | None = None) -> None:
-        t = self.tasks[k]
+        t = self.rows[k]
         t["done"] += advance
         t["desc"] = description or t["desc"]
         now, tenth = time.monotonic(), t["done"] * 10 // max(t["total"], 1)
@@ -169,7 +170,7 @@ class PlainProgress:
             )
 
     def remove_task(self, k: int) -> None:
-        self.tasks.pop(k, None)
+        self.rows.pop(k, None)
 
 
 def _duration(seconds: float) -> str:
