@@ -137,6 +137,7 @@ def test_an_outside_image_is_a_finding_and_the_old_spellings_still_work(tmp_path
     skips it (``outside_paths='skip'``); the spellings before 0.1.0 (``'report'``, the
     ``Report`` class) work with one FutureWarning each."""
     import detforge.data.check as check_module
+
     from badinputs import good_labelme, jpeg, labelme, put
 
     ds = tmp_path / "src" / "ds"
