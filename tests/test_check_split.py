@@ -2,6 +2,7 @@
 
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,6 +131,20 @@ def test_split_writes_folders_and_data_yaml(synth_ds, tmp_path):
     for k in splits:
         assert sorted(s.name for s in splits[k]) == sorted(s.name for s in parts[k])
         assert splits[k].format == "coco"
+
+
+def test_split_counts_what_it_wrote_when_an_image_does_not_decode(synth_ds, tmp_path):
+    bad = synth_ds.samples[3].image.path
+    data = Path(bad).read_bytes()
+    Path(bad).write_bytes(data[: len(data) // 3])  # a truncated file among good ones
+    with pytest.warns(UserWarning, match=Path(bad).name):
+        parts = detforge.split(synth_ds, tmp_path / "out", ratios="0.5,0.5", to="coco")
+    assert sum(len(p) for p in parts.values()) == len(synth_ds) - 1
+    splits = detforge.read_splits(tmp_path / "out" / "data.yaml")
+    for k in splits:
+        assert len(splits[k]) == len(parts[k])  # the counts printed are the files written
+        assert splits[k].num_boxes == parts[k].num_boxes
+    assert Path(bad).read_bytes() == data[: len(data) // 3]  # the source is never edited
 
 
 def test_an_outside_image_is_a_finding_and_the_old_spellings_still_work(tmp_path):

@@ -49,13 +49,22 @@ def write(
             "label per image and would be written as images without any label",
             "write it as " + ", ".join(CLASSIFY_FORMATS),
         )
-    ds = without_invalid_boxes(ds, "written")
-    with destination(dst, overwrite, sources(ds)):
+    froms = sources(ds)
+    ds = writable(ds, format, images, strict)
+    with destination(dst, overwrite, froms):
         if format == "tfrecord":  # pack checks its images itself and counts them in its index
             opts["strict"] = strict
-        elif images != "none":
-            ds, _ = usable(ds, strict=strict)
         return module.write(ds, dst, images=images, overwrite=overwrite, **opts)
+
+
+def writable(ds: Dataset, format: str, images: str = "copy", strict: bool = False) -> Dataset:
+    """What :func:`write` writes of ``ds``: no invalid boxes and (images written, not a
+    TFRecord, whose packer checks its own) no image that does not decode, each named in a
+    warning."""
+    ds = without_invalid_boxes(ds, "written")
+    if format != "tfrecord" and images != "none":
+        ds, _ = usable(ds, strict=strict)
+    return ds
 
 
 def convert(
@@ -113,7 +122,8 @@ def split_dataset(
     strict: bool = False,
 ) -> dict[str, Dataset]:
     """Split ``ds`` (see :func:`detforge.data.split.split`); with ``out``, write each split to
-    ``out/<split>`` in ``to`` (default: its own format, else YOLO or class folders) and
+    ``out/<split>`` in ``to`` (default: its own format, else YOLO or class folders; each part
+    as written: images that do not decode are left out, see :func:`writable`) and
     ``out/data.yaml`` naming them. An empty split is left out with a warning; an empty train
     split is refused."""
     parts = _split.split(ds, ratios, seed)
@@ -137,7 +147,9 @@ def split_dataset(
         fmt = "folders" if ds.task == "classify" else "yolo"
     with destination(out, overwrite, sources(ds)):
         for name, part in parts.items():
-            write(part, Path(out) / name, fmt, images=images, overwrite=overwrite, strict=strict)
+            parts[name] = writable(part, fmt, images, strict)  # the counts say what was written
+            write(parts[name], Path(out) / name, fmt, images=images, overwrite=overwrite,
+                  strict=strict)  # fmt: skip
         write_data_yaml(out, {k: k for k in parts if k in SPLITS}, ds.classes)
     return parts
 
@@ -153,6 +165,7 @@ __all__ = [
     "read_splits",
     "sources",
     "split_dataset",
+    "writable",
     "write",
     "write_data_yaml",
 ]
