@@ -131,6 +131,8 @@ def test_sigint_saves_last_pt_and_resume_keeps_tensorboard_in_order(tmp_path):
     out = proc.communicate(timeout=300)[0].decode()
     assert proc.returncode == 0, out
     assert "interrupted" in out and "--resume" in out, out
+    curves = runs / "train" / "killed" / "plots" / "loss.png"
+    assert curves.is_file()  # drawn when the run stops, whatever the time since the last
     model, ckpt = load_checkpoint(runs / "train" / "killed" / "weights" / "last.pt")
     done = ckpt["train"]["epoch"]
     assert 1 <= done < 40 and model.classes == ["circle", "square", "triangle"]
@@ -144,6 +146,7 @@ def test_sigint_saves_last_pt_and_resume_keeps_tensorboard_in_order(tmp_path):
         steps = [e.step for e in acc.Scalars(tag)]
         assert steps == sorted(set(steps)), tag
     assert [int(r["epoch"]) for r in rows(runs / "train" / "killed")] == list(range(1, done + 2))
+    assert curves.stat().st_mtime >= metrics.stat().st_mtime  # redrawn with the last epoch
 
 
 def test_config_errors_name_the_field(tmp_path):

@@ -12,6 +12,7 @@ import dataclasses
 import shutil
 import signal
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -35,11 +36,13 @@ from detforge.engine.train.config import (
 from detforge.engine.train.distributed import agree, distributed, largest
 from detforge.engine.train.ema import precise_bn
 from detforge.engine.train.runlog import (
+    PLOT_EVERY_S,
     NullWriter,
     log_epoch,
     progress,
     save_environment,
     tensorboard,
+    write_plots,
 )
 from detforge.engine.train.session import (
     Placement,
@@ -230,9 +233,11 @@ def train(
         stopped = _loop(s, console)
     except BaseException:
         s.writer.close()
+        _final_plots(s)
         _drop_if_empty(s, resumed=resume is not None)
         raise
     s.writer.close()
+    _final_plots(s)
     if stopped:
         s.say(stopped + f"; resume with: detforge train --resume {escape(str(s.run))}")
     th = s.best_threshold
@@ -256,6 +261,15 @@ def train(
         "default_conf": th,  # detectors: best.pt's threshold and its precision, recall, F1
         "stopped": stopped,
     }
+
+
+def _final_plots(s: Session) -> None:
+    """The curves with every epoch logged (during training they are drawn every so often)."""
+    if s.place.rank == 0:
+        try:
+            write_plots(s.run)
+        except Exception as e:  # noqa: BLE001 - a plot never costs the run
+            warnings.warn(f"could not draw the training curves: {e}", stacklevel=2)
 
 
 def _drop_if_empty(s: Session, resumed: bool) -> None:
@@ -358,7 +372,9 @@ def _end_epoch(s: Session, losses: dict, clock=time.time) -> str | None:
     s.checkpoint("last.pt", complete=True)
     if improved:
         _save_best(s)
-    log_epoch(s.run, s.writer, state, losses, {k: metrics[k] for k in t.logged}, o.opt)
+    plot = time.monotonic() - s.plotted >= PLOT_EVERY_S
+    s.plotted = time.monotonic() if plot else s.plotted
+    log_epoch(s.run, s.writer, state, losses, {k: metrics[k] for k in t.logged}, o.opt, plot)
     s.say(
         f"epoch {_of(state.epoch, cfg)} "
         + " ".join(f"{k} {v:.4f}" for k, v in losses.items())

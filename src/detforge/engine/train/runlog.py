@@ -28,6 +28,9 @@ def tensorboard(run: Path, step: int):
     return SummaryWriter(str(run / "tensorboard"), purge_step=step if step else None)
 
 
+PLOT_EVERY_S = 30.0  # drawing the curves takes about half a second
+
+
 class NullWriter:
     def add_scalar(self, *a, **k):
         pass
@@ -36,7 +39,10 @@ class NullWriter:
         pass
 
 
-def log_epoch(run: Path, writer, state, losses: dict, metrics: dict, opt) -> None:
+def log_epoch(run: Path, writer, state, losses: dict, metrics: dict, opt, plot: bool) -> None:
+    """One epoch's row in TensorBoard and ``metrics.csv``; with ``plot``, the curves
+    (``plots/*.png``) drawn again too (training draws them at most every ``PLOT_EVERY_S``
+    seconds, and once when it ends)."""
     row = {
         "epoch": state.epoch,
         "step": state.step,
@@ -48,7 +54,8 @@ def log_epoch(run: Path, writer, state, losses: dict, metrics: dict, opt) -> Non
         if k not in ("epoch", "step"):
             writer.add_scalar(k if "/" in k else f"val/{k}", v, state.step)
     _append_csv(run / "metrics.csv", row)
-    _plots(run)
+    if plot:
+        write_plots(run)
 
 
 def _append_csv(path: Path, row: dict) -> None:
@@ -66,7 +73,10 @@ def _append_csv(path: Path, row: dict) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def _plots(run: Path) -> None:
+def write_plots(run: Path) -> None:
+    """The loss, mAP and accuracy curves of ``run/metrics.csv`` as ``run/plots/*.png``."""
+    if not (run / "metrics.csv").is_file():
+        return
 
     rows = read_metrics(run)
     (run / "plots").mkdir(exist_ok=True)

