@@ -42,6 +42,14 @@ def write(
     ``dst`` may not be, hold or lie inside a folder the data comes from; ``overwrite`` replaces
     only files detforge wrote there. Images that do not decode are left out, each named in a
     warning (``strict``: refused). On an error nothing of this write is left behind."""
+    module = _writer(ds, format)
+    with destination(dst, overwrite, sources(ds)):
+        ds = writable(ds, format, images, strict)
+        return _write_as_is(module, ds, dst, format, images, overwrite, strict, **opts)
+
+
+def _writer(ds: Dataset, format: str):
+    """The format's module, refused for a classification dataset it cannot hold."""
     module = formats.get(format)
     if ds.task == "classify" and format not in CLASSIFY_FORMATS:
         raise UnknownFormatError(
@@ -49,12 +57,14 @@ def write(
             "label per image and would be written as images without any label",
             "write it as " + ", ".join(CLASSIFY_FORMATS),
         )
-    froms = sources(ds)
-    ds = writable(ds, format, images, strict)
-    with destination(dst, overwrite, froms):
-        if format == "tfrecord":  # pack checks its images itself and counts them in its index
-            opts["strict"] = strict
-        return module.write(ds, dst, images=images, overwrite=overwrite, **opts)
+    return module
+
+
+def _write_as_is(module, ds, dst, format, images, overwrite, strict, **opts) -> Path:
+    """Write ``ds`` (already :func:`writable`) to ``dst``, inside the caller's destination."""
+    if format == "tfrecord":  # pack checks its images itself and counts them in its index
+        opts["strict"] = strict
+    return module.write(ds, dst, images=images, overwrite=overwrite, **opts)
 
 
 def writable(ds: Dataset, format: str, images: str = "copy", strict: bool = False) -> Dataset:
@@ -145,11 +155,12 @@ def split_dataset(
     fmt = to or ds.format
     if fmt in (None, "synth"):
         fmt = "folders" if ds.task == "classify" else "yolo"
+    module = _writer(ds, fmt)
     with destination(out, overwrite, sources(ds)):
         for name, part in parts.items():
-            parts[name] = writable(part, fmt, images, strict)  # the counts say what was written
-            write(parts[name], Path(out) / name, fmt, images=images, overwrite=overwrite,
-                  strict=strict)  # fmt: skip
+            with destination(Path(out) / name, overwrite, sources(part)):
+                parts[name] = writable(part, fmt, images, strict)  # counts: what was written
+                _write_as_is(module, parts[name], Path(out) / name, fmt, images, overwrite, strict)
         write_data_yaml(out, {k: k for k in parts if k in SPLITS}, ds.classes)
     return parts
 

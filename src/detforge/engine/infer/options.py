@@ -29,12 +29,11 @@ class Thresholds:
             raise DetforgeError(
                 f"iou {self.iou}: an IoU threshold is above 0", "pass iou in (0, 1]"
             )
-        if (
-            isinstance(self.max_det, bool)
-            or not isinstance(self.max_det, numbers.Integral)
-            or self.max_det < 1
-        ):
-            raise DetforgeError(f"max_det {self.max_det!r}: a positive whole number of boxes")
+        m = self.max_det
+        if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1:
+            raise DetforgeError(
+                f"max_det {m!r}: a positive whole number of boxes", "pass max_det such as 100"
+            )
 
     def with_conf(self, conf: float) -> Thresholds:
         """These thresholds with ``conf`` where none was given."""

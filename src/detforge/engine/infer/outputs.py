@@ -174,26 +174,26 @@ class PredictionWriter:
     annotated video or images, labelme files beside the images, the live window."""
 
     def __init__(self, det, src: Source, save_dir: Path, asked: Outputs, track: bool = False):
-        fmt, labelme = asked.fmt, asked.save_labelme
-        cvat, labelstudio = asked.save_cvat, asked.save_labelstudio
         formats = det.result_type.table_formats
-        if fmt not in formats:
+        if asked.fmt not in formats:
             raise DetforgeError(
-                f"--format {fmt!r}: a {det.task} model's predictions go to " + ", ".join(formats),
+                f"--format {asked.fmt!r}: a {det.task} model's predictions go to "
+                + ", ".join(formats),
                 f"use --format {formats[0]}",
             )
         if track and not det.result_type.has_boxes:
             raise DetforgeError(f"--track needs a detector; this is a {det.task} model")
-        for flag, on in (("--save-labelme", labelme), ("--save-cvat", cvat),
-                         ("--save-labelstudio", labelstudio)):  # fmt: skip
+        for flag, on in (("--save-labelme", asked.save_labelme), ("--save-cvat", asked.save_cvat),
+                         ("--save-labelstudio", asked.save_labelstudio)):  # fmt: skip
             if on and (src.video is not None or not det.result_type.has_boxes):
                 what = "image files" if src.video is not None else "a detector"
                 raise DetforgeError(f"{flag} needs {what}", f"drop {flag}")
-        self.pre = Preannotations(save_dir, det.classes, src.spec, cvat=cvat,
-                                  labelstudio=labelstudio, model=asked.model)  # fmt: skip
-        self.det, self.dir, self.save, self.labelme = det, save_dir, asked.save, labelme
-        self.overwrite_labelme = asked.overwrite_labelme
-        self.table = TableSink(save_dir, fmt)
+        self.pre = Preannotations(
+            save_dir, det.classes, src.spec, cvat=asked.save_cvat,
+            labelstudio=asked.save_labelstudio, model=asked.model,
+        )  # fmt: skip
+        self.det, self.dir, self.asked = det, save_dir, asked
+        self.table = TableSink(save_dir, asked.fmt)
         self.mot = MotSink(save_dir / "tracks.txt") if track else None
         self.sink = None
         if src.video is not None and asked.save:
@@ -212,7 +212,7 @@ class PredictionWriter:
             self.mot.add(r)
         if self.sink:
             self.sink.put(r)
-        elif self.save:
+        elif self.asked.save:
             name = Path(r.source).stem + ".jpg"
             if name in self.used:  # same stem in two folders: keep both
                 name = f"{Path(r.source).stem}_{r.index}.jpg"
@@ -221,8 +221,8 @@ class PredictionWriter:
             atomic_write_bytes(self.dir / name, jpg.tobytes())
         if self.pre.wanted:
             self.pre.add(r)
-        if self.labelme:
-            wrote = _labelme_beside(r, self.det.classes, self.overwrite_labelme)
+        if self.asked.save_labelme:
+            wrote = _labelme_beside(r, self.det.classes, self.asked.overwrite_labelme)
             self.labelme_written += wrote
             self.labelme_kept += not wrote
         if self.window:
