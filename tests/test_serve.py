@@ -178,6 +178,38 @@ def test_concurrent_requests_share_batches_and_sigterm_finishes_them(weights, im
         assert answers[-1] == 200 and proc.wait(30) == 0
 
 
+def test_the_batcher_adds_no_wait_alone_and_batches_what_queues_while_the_model_runs():
+    """The default (``wait_ms`` 0): a lone request runs alone, at once; requests that arrive
+    while the model is busy form the next batch, up to ``batch`` (with no wait and no
+    draining, every batch would hold one image)."""
+    import asyncio
+
+    from detforge import Thresholds
+    from detforge.engine.serve import MicroBatcher, ServeOptions
+
+    class SlowModel:  # 50 ms a batch, whatever its size; records the batches' sizes
+        sizes: list = []
+
+        def run(self, frames, limits):
+            self.sizes.append(len(frames))
+            time.sleep(0.05)
+            return [f"r{f}" for f in frames]
+
+    async def scenario():
+        batcher = MicroBatcher(SlowModel(), ServeOptions(batch=4, wait_ms=0.0))
+        batcher.start()
+        assert await batcher.predict(0, Thresholds()) == "r0"
+        first = asyncio.ensure_future(batcher.predict(1, Thresholds()))
+        await asyncio.sleep(0.01)  # the model is now busy with 1 ...
+        rest = [batcher.predict(i, Thresholds()) for i in range(2, 8)]  # ... while 6 arrive
+        got = await asyncio.gather(first, *rest)
+        await batcher.stop()
+        return got
+
+    assert asyncio.run(scenario()) == [f"r{i}" for i in range(1, 8)]
+    assert SlowModel.sizes == [1, 1, 4, 2]  # alone; alone while busy; then what queued, by 4
+
+
 @pytest.mark.slow
 def test_ray_serve_replicas_answer_as_predict_does(weights, images):
     """`serve --ray --replicas 2` on the local Ray it starts: both replicas answer, with

@@ -214,7 +214,9 @@ def serve(
     max_body_mb: float = typer.Option(32.0, help="Largest request body, MB."),
     timeout: float = typer.Option(30.0, help="Seconds a request may take."),
     batch: int = typer.Option(8, min=1, help="Images from concurrent requests run together."),
-    wait_ms: float = typer.Option(5.0, help="How long a batch waits to fill, ms."),
+    wait_ms: float = typer.Option(
+        0.0, help="How long a batch waits to fill, ms (0: it takes what queued meanwhile)."
+    ),
     device: str = typer.Option("auto", help="auto (a GPU when there is one), cpu, cuda, mps."),
     precision: str = PRECISION,
     ray: bool = typer.Option(

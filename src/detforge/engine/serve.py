@@ -3,8 +3,9 @@
 ``POST /predict`` takes an image as the request body or one or more multipart files and
 answers what ``predict`` writes to ``predictions.jsonl`` for each (boxes, scores, labels and
 names; a classifier's top 5) with the image's size and the time taken. Requests that arrive
-together are answered from one batch (:class:`MicroBatcher`: up to ``batch`` images, or what
-arrived within ``wait_ms``); the model runs on a worker thread, never on the event loop.
+together are answered from one batch (:class:`MicroBatcher`: up to ``batch`` images, those that
+queued while the model ran the batch before, or what arrived within ``wait_ms``); the model
+runs on a worker thread, never on the event loop.
 ``GET /health`` (with the batching counters), ``GET /model`` (task, classes, input size,
 default threshold, version, the weights' SHA-256) and a page at ``/`` to try it.
 
@@ -44,7 +45,9 @@ class ServeOptions:
     max_body: int = 32 << 20  # bytes a request body may hold
     timeout: float = 30.0  # seconds a request may take, queueing included
     batch: int = 8  # images run together at most
-    wait_ms: float = 5.0  # how long the first image of a batch waits for company
+    # How long the first image of a batch waits for company. 0: no wait; a batch is what queued
+    # while the model ran the one before (no added latency when requests come one at a time).
+    wait_ms: float = 0.0
     stats: dict = field(default_factory=lambda: {"requests": 0, "images": 0, "batches": 0})
 
 
@@ -78,6 +81,9 @@ class MicroBatcher:
             items = [await self.queue.get()]
             deadline = loop.time() + self.opts.wait_ms / 1000
             while len(items) < self.opts.batch:
+                if not self.queue.empty():  # what queued while the model was busy
+                    items.append(self.queue.get_nowait())
+                    continue
                 left = deadline - loop.time()
                 if left <= 0:
                     break
