@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import os
 import signal
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -52,10 +54,60 @@ def hold_bars(test: str, **bars) -> None:
                     "bar": bar,
                     "seed": LEARN_SEED,
                     "kernels": torch.backends.cpu.get_cpu_capability(),
+                    "workers": WORKERS,  # pytest -n: each worker trains on its share of cores
+                    "threads": torch.get_num_threads(),
                 }
                 fh.write(json.dumps(row) + "\n")  # fmt: skip
     missed = [f"{n} {v:.4g} (bar {op} {b})" for n, (v, op, b) in bars.items() if not ops[op](v, b)]
     assert not missed, f"{test}: " + ", ".join(missed)
+
+
+# ---- several workers (the README's `pytest -n auto`, pytest-xdist) ------------------------
+# Each worker computes on its share of the cores (two trainings at two threads each on two
+# cores oversubscribe OpenMP and each runs several times slower); the CLI runs a test starts
+# inherit it through OMP_NUM_THREADS. A test marked ``alone`` (it asserts a wall-clock bound
+# or takes every core: live streams, Ray, DDP) runs with no other test beside it, on all cores.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+THREADS = max(1, CPUS // WORKERS)
+TRAIN_THREADS = min(2, THREADS)  # the learning bars' margins were measured at two threads
+if WORKERS > 1:
+    torch.set_num_threads(THREADS)
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
+
+
+@contextmanager
+def _turn(alone: bool):
+    """A readers-writer lock over the run's workers (flock on two files that every worker of
+    this run opens): ordinary tests share the room, an ``alone`` test has it to itself. The
+    gate keeps new tests out while an ``alone`` test waits, so it is not starved."""
+    base = Path(tempfile.gettempdir()) / f"detforge-tests-{os.environ['PYTEST_XDIST_TESTRUNUID']}"
+    base.mkdir(exist_ok=True)
+    with open(base / "gate", "a") as gate, open(base / "room", "a") as room:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        if not alone:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        fcntl.flock(room, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if alone:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if WORKERS == 1:
+        return (yield)
+    alone = item.get_closest_marker("alone") is not None
+    with _turn(alone):
+        if not alone:
+            return (yield)
+        torch.set_num_threads(CPUS)
+        os.environ["OMP_NUM_THREADS"] = str(CPUS)
+        try:
+            return (yield)
+        finally:
+            torch.set_num_threads(THREADS)
+            os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 
 # The image-check cache of every test (and of the CLI runs tests start) stays out of ~/.cache.
@@ -188,6 +240,10 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.get_closest_marker("learning"):
             item.add_marker(pytest.mark.slow)
+    # the modules that train go first (each kept whole): the longest work starts early and
+    # the short tests fill the other workers' time, not a long tail at the end
+    training = {item.path for item in items if item.get_closest_marker("learning")}
+    items.sort(key=lambda item: item.path not in training)
 
 
 # ---- tiny training sets and run folders (shared by test_train, test_fastdet) ------------

@@ -13,7 +13,7 @@ from detforge.models import build, describe
 from detforge.models.fastdet.loss import assign
 from detforge.models.fastdet.network import anchor_points
 
-from conftest import LEARN_SEED, NO_AUG, hold_bars, rows, tiny
+from conftest import LEARN_SEED, NO_AUG, TRAIN_THREADS, hold_bars, rows, tiny
 
 
 def _pred(a: int, k: int = 2):
@@ -103,7 +103,7 @@ def test_recipe_is_listed_and_imgsz_rounds_to_the_stride():
 def test_det_n_learns(tmp_path):
     """Bar: train-set mAP50 >= 0.6 after 30 epochs of 4 steps on 16 synthetic images, from
     scratch with the recipe's optimizer (measured 0.87 on 2 CPU cores, about 30 s)."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(TRAIN_THREADS)
     from detforge.engine.train.loop import train
 
     r = train(

@@ -29,6 +29,9 @@ from detforge.data.video import LiveSource, is_network, redact
 from conftest import jittered_checkpoint
 from rtsp_camera import RtspCamera
 
+# live streams are judged by their latency and timeouts: no other test beside them
+pytestmark = pytest.mark.alone
+
 needs_ffmpeg = pytest.mark.skipif(
     shutil.which("ffmpeg") is None, reason="FFmpeg is not installed (apt-get install ffmpeg)"
 )

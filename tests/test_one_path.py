@@ -14,7 +14,7 @@ from detforge.data import write
 from detforge.data.synth import classify_folders, generate
 from detforge.engine.train.loop import train
 
-from conftest import LEARN_SEED, hold_bars
+from conftest import LEARN_SEED, TRAIN_THREADS, hold_bars
 
 NO_AUG = {"hflip": 0.0, "scale_jitter": [1.0, 1.0], "color": 0.0, "hue": 0.0, "iou_crop": 0.0}
 
@@ -32,7 +32,7 @@ def detector(tmp_path_factory):
     write(ds, root / "train", "yolo")
     write(ds, root / "val", "yolo")  # val = train: a model that learns in seconds scores > 0
     (root / "data.yaml").write_text("train: train\nval: val\nnames: [circle, square, triangle]\n")
-    torch.set_num_threads(2)
+    torch.set_num_threads(TRAIN_THREADS)
     r = train(data=str(root / "data.yaml"), model="ssdlite", epochs=10, imgsz=128, batch=8,
               workers=0, lr=3e-3, warmup_epochs=1, augment=NO_AUG,
               project=str(root / "runs"), seed=LEARN_SEED)  # fmt: skip

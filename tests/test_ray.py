@@ -24,6 +24,8 @@ from conftest import jittered_checkpoint
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'detforge[ray]')")
 pytest.importorskip("ray.data")
 
+pytestmark = pytest.mark.alone  # a local Ray takes every core
+
 
 @pytest.fixture(scope="module")
 def local_ray():

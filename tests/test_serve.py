@@ -154,6 +154,7 @@ def test_every_bad_request_gets_a_4xx_and_the_server_keeps_serving(weights, imag
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # a request in flight 100 ms after it is sent
 def test_concurrent_requests_share_batches_and_sigterm_finishes_them(weights, images):
     body = _png(images[2])
     with server(weights, "--wait-ms", "300", "--batch", "8") as (url, proc):
@@ -211,6 +212,7 @@ def test_the_batcher_adds_no_wait_alone_and_batches_what_queues_while_the_model_
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # a local Ray takes every core
 def test_ray_serve_replicas_answer_as_predict_does(weights, images):
     """`serve --ray --replicas 2` on the local Ray it starts: both replicas answer, with
     `predict`'s boxes; SIGTERM shuts Serve and Ray down and exits 0."""

@@ -17,6 +17,7 @@ from detforge.models import load_checkpoint
 from conftest import (
     LEARN_SEED,
     NO_AUG,
+    TRAIN_THREADS,
     assert_same_weights,
     cut_and_resume,
     hold_bars,
@@ -29,7 +30,7 @@ from conftest import (
 @pytest.mark.learning
 def test_ssdlite_learns(tmp_path):
     """Bar: train-set mAP50 >= 0.5 after 15 epochs (measured ~0.99 on 2 CPU cores, ~15 s)."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(TRAIN_THREADS)
     r = train(
         data=str(tiny(tmp_path)),
         model="ssdlite",
@@ -57,7 +58,7 @@ def test_ssdlite_learns(tmp_path):
 def test_tracker_learns(tmp_path):
     """Bar: train-set mAP50 >= 0.6 after 40 epochs on one-object images, from scratch
     (measured 1.0 at the end, ~30 s on 2 CPU cores)."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(TRAIN_THREADS)
     r = train(
         data=str(tiny(tmp_path, size=96, single=True)),
         model="localizer",
@@ -160,6 +161,7 @@ def test_config_errors_name_the_field(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # two training processes
 def test_ddp_two_processes_on_cpu(tmp_path):
     """torchrun with 2 processes (gloo), balanced sampling on: one run folder, written by rank 0
     only."""
