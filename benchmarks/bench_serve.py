@@ -184,19 +184,22 @@ def part_batching(onnx: Path, lua: Path, jpeg: Path, seconds: float) -> None:
 
 
 def part_soak(onnx: Path, lua: Path, jpeg: Path, truncated: Path, total: int) -> None:
-    """About ``total`` requests (wrk runs for a time: the count is sized from the rate)."""
+    """At least ``total`` requests, in wrk runs of a few seconds until the count is reached;
+    the RSS after the first run (about 1,000 requests) and at the end."""
     proc, url = start(onnx)
     try:
         first = wrk(url, lua, jpeg, 4, 5, truncated)
         rss1 = rss_mb(proc.pid)
-        seconds = max((total - first["n"]) / max(first["n"] / 5, 1), 1)
-        rest = wrk(url, lua, jpeg, 4, seconds, truncated)
+        n = {k: first[k] for k in ("2xx", "4xx", "5xx")}
+        seconds = max(1000 / max(first["n"] / 5, 1), 1)  # about 1,000 requests a run
+        while sum(n.values()) < total and proc.poll() is None:
+            r = wrk(url, lua, jpeg, 4, seconds, truncated)
+            n = {k: n[k] + r[k] for k in n}
         rss2 = rss_mb(proc.pid)
         alive = proc.poll() is None
     finally:
         proc.terminate()
         proc.wait(30)
-    n = {k: first[k] + rest[k] for k in ("2xx", "4xx", "5xx")}
     print(f"{sum(n.values())} requests (every tenth bad): {n['2xx']} answered 2xx, {n['4xx']} "
           f"4xx, {n['5xx']} 5xx or other; server alive: {alive} (0 restarts)")  # fmt: skip
     print(f"RSS after the first {first['n']}: {rss1:.0f} MB, at the end: {rss2:.0f} MB "
@@ -219,7 +222,7 @@ def part_live(tmp: Path, seconds: float) -> None:
     threading.Timer(seconds, cam.stop).start()  # the camera goes away for good: the run ends
     try:
         s = detforge.predict(weights, cam.url(), save=False, reconnect=0, progress=False,
-                             save_dir=tmp / "live", device="cpu")  # fmt: skip
+                             out=tmp / "live", device="cpu")  # fmt: skip
     finally:
         cam.close()
     st = s["stream"]
