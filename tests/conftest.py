@@ -76,6 +76,16 @@ if WORKERS > 1:
     os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """Under ``-n`` with no ``--dist`` asked: a file's tests run on one worker, so a
+    module-scoped fixture (a trained model, a local Ray) is made once. (``loadgroup`` would
+    group finer, but does not group under pytest 9.2: pytest-dev/pytest-xdist#1386.) Set
+    here, not in ``addopts``, so that pytest without xdist still runs the suite."""
+    if getattr(config.option, "numprocesses", None) and config.option.dist == "no":
+        config.option.dist = "loadfile"
+
+
 @contextmanager
 def _turn(alone: bool):
     """A readers-writer lock over the run's workers (flock on two files that every worker of
