@@ -19,6 +19,7 @@ from PIL import Image
 from detforge.data import write
 from detforge.data.dataset import Dataset
 from detforge.data.synth import generate
+from detforge.engine.devices import cpu_cores
 
 # Property tests draw the same examples on every run (CI must not turn red at random); the
 # fuzz harness in benchmarks/fuzz explores. HYPOTHESIS_PROFILE=explore draws fresh ones.
@@ -68,7 +69,7 @@ def hold_bars(test: str, **bars) -> None:
 # inherit it through OMP_NUM_THREADS. A test marked ``alone`` (it asserts a wall-clock bound
 # or takes every core: live streams, Ray, DDP) runs with no other test beside it, on all cores.
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+CPUS = cpu_cores()
 THREADS = max(1, CPUS // WORKERS)
 TRAIN_THREADS = min(2, THREADS)  # the learning bars' margins were measured at two threads
 if WORKERS > 1:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from detforge._version import __version__
 from detforge.data.image import decode
+from detforge.engine.devices import cpu_cores
 from detforge.engine.infer.inputs import Frame
 from detforge.engine.infer.options import Thresholds
 from detforge.engine.loading import load, model_files, unpacked
@@ -297,11 +298,6 @@ def check_bind(host: str, api_key: str | None, insecure: bool) -> str | None:
     )
 
 
-def _cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def serve(weights, *, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
           precision: str = "f32", insecure: bool = False, say=print,
           **options) -> None:  # fmt: skip
@@ -314,7 +310,7 @@ def serve(weights, *, host: str = "127.0.0.1", port: int = 8000, device: str = "
     # as many threads as cores, as by default, but named: onnxruntime's then wait without
     # spinning, leaving the cores to the event loop's decoding (1.2-1.7x the images/s at 4
     # and 16 connections on 2 cores; benchmarks/bench_serve.py)
-    det = load(weights, device=device, threads=_cores(), precision=precision)
+    det = load(weights, device=device, threads=cpu_cores(), precision=precision)
     app = build_app(det, weights, opts)
     if warning:
         say(f"warning: {warning}")
