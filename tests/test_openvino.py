@@ -175,6 +175,20 @@ def test_openvino_int8_export_quantizes_all_but_the_head_outputs(tmp_path, synth
         weight_from = op.input_value(1).get_node().get_type_name()
         head_output = "/head/cls." in name or "/head/reg." in name
         assert (weight_from == "Constant") == head_output, (name, weight_from)
+    # depthwise weights ranged per output channel only, as the CPU's int8 kernels need
+    # (through the ONNX Reshape NNCF ranged them per channel and kernel column: float kernels)
+    depthwise = [op for op in model.get_ops() if op.get_type_name() == "GroupConvolution"]
+    assert len(depthwise) >= 10
+    for op in depthwise:
+        scaled = op.input_value(1).get_node()  # int8 -> Convert -> Multiply, or FakeQuantize
+        ranges = [list(v.get_shape()) for v in scaled.input_values()[1:2]]
+        if scaled.get_type_name() == "Multiply":
+            consts = [
+                v for v in scaled.input_values() if v.get_node().get_type_name() == "Constant"
+            ]
+            ranges = [list(v.get_shape()) for v in consts]
+        groups = op.input_value(1).get_shape()[0]
+        assert ranges == [[groups, 1, 1, 1, 1]], (op.get_friendly_name(), ranges)
     assert model.get_rt_info(["detforge", "quantized"]).astype(str) == "int8"
     det = detforge.load(q["path"])  # it runs through the same backend, metadata intact
     assert det.task == "detect" and det.classes == ["circle", "square", "triangle"]

@@ -104,8 +104,29 @@ def import_nncf():
     return nncf
 
 
+# NNCF's own default: on raccoon (160 training images) det-n's int8 mAP50-95 moved -0.004 to
+# -0.011 from fp32 over three draws of 64 calibration images, and -0.001 on all of them
+OPENVINO_CALIBRATION = 300
+
 # det-n/s/m's output convolutions (scores and box sides): quantized, they cost confidences
 HEAD_OUTPUT_PATTERNS = [r".*/head/cls\.\d+/Conv.*", r".*/head/reg\.\d+/Conv.*"]
+
+
+def folded(model):
+    """``model`` with its constant subgraphs computed once. ONNX's grouped convolution reaches
+    OpenVINO as weights -> Reshape -> GroupConvolution, and through that Reshape NNCF ranges a
+    depthwise convolution's weights per output channel *and kernel column*; the CPU plugin
+    runs no int8 kernel on such weights, so every depthwise convolution stayed float with
+    quantize steps around it (det-n's graph 1.2x faster in int8, 1.45x with this fold)."""
+    try:
+        from openvino import passes
+    except ImportError:  # OpenVINO before 2025
+        from openvino.runtime import passes
+
+    manager = passes.Manager()
+    manager.register_pass(passes.ConstantFolding())
+    manager.run_passes(model)
+    return model
 
 
 def quantize_ir(xml: Path, out: Path, calibration: list) -> Path:
@@ -114,7 +135,7 @@ def quantize_ir(xml: Path, out: Path, calibration: list) -> Path:
     float) into ``out`` (+ ``.bin``), detforge's metadata kept and marked int8."""
     nncf = import_nncf()
     ov = import_openvino()
-    model = ov.Core().read_model(str(xml))
+    model = folded(ov.Core().read_model(str(xml)))
     q = nncf.quantize(
         model,
         nncf.Dataset(calibration),
@@ -142,4 +163,6 @@ def export_openvino_int8(weights, xml: Path, out=None, data=None, overwrite=Fals
     if out.exists() and not overwrite:
         raise DetforgeError(f"{out}: already exists", "pass --overwrite or another --output")
     files = [out, out.with_suffix(".bin")]
-    return quantized_report(OpenVinoBackend, quantize_ir, weights, xml, out, data, files)
+    return quantized_report(
+        OpenVinoBackend, quantize_ir, weights, xml, out, data, files, OPENVINO_CALIBRATION
+    )
