@@ -55,12 +55,18 @@ class FastDet(Detector):
         if pretrained == "synthetic":  # formula-pretrained, shipped in the package
             load_shipped(self, name)
 
-    def _raw(self, x: torch.Tensor):
-        """Normalized float batch (B, 3, S, S) -> class logits, side logits, sides, boxes."""
+    def _logits(self, x: torch.Tensor):
+        """Normalized float batch (B, 3, S, S) -> class logits, side logits, and the anchor
+        points and strides they sit on."""
         cls, reg = self.head(self.neck(self.backbone(x)))
         points, strides = self.points, self.strides
         if x.shape[-1] != self.imgsz or x.shape[-2] != self.imgsz:
             points, strides = anchor_points(x.shape[-1], x.device)
+        return cls, reg, points, strides
+
+    def _raw(self, x: torch.Tensor):
+        """Normalized float batch (B, 3, S, S) -> class logits, side logits, sides, boxes."""
+        cls, reg, points, strides = self._logits(x)
         sides, boxes = decode(reg, points, strides, self.reg_max)
         return cls, reg, sides, boxes, points, strides
 
@@ -108,7 +114,9 @@ class FastDet(Detector):
         return self._detect(self.normalize(x.float() / 255.0))
 
     def _detect(self, x: torch.Tensor):
-        cls, _, _, boxes, _, _ = self._raw(x)
+        # boxes are decoded for the candidates only, not every anchor: the same boxes, and at
+        # 640 a fraction of the softmax the exported graph ran on every side of every anchor
+        cls, reg, points, strides = self._logits(x)
         scores = cls.sigmoid()
         k = scores.shape[-1]
         out_b, out_s, out_l, out_i = [], [], [], []
@@ -118,7 +126,8 @@ class FastDet(Detector):
             keep = top > self.options["score_thresh"]
             top, idx = top[keep], idx[keep]
             anchor, label = idx // k, idx % k
-            b = boxes[i][anchor].clamp(0, self.imgsz)
+            _, b = decode(reg[i][anchor], points[anchor], strides[anchor], self.reg_max)
+            b = b.clamp(0, self.imgsz)
             if not self._keep_all:
                 kept = batched_nms(b, top, label, self.options["iou_thresh"])
                 b, top, label = b[kept], top[kept], label[kept]
