@@ -36,10 +36,24 @@ HEAD_OUTPUTS = ("/head/cls", "/head/reg")  # traced names of det-n/s/m's output 
 QUANTIZED_OPS = ["Conv", "Relu", "Add", "Resize", "MaxPool"]  # not Concat: see above
 
 
+class PreparedImages:
+    """``n`` images of ``ds`` drawn by ``seed``, each a prepared uint8 batch of one, decoded
+    every time they are iterated: calibration memory stays one image whatever ``n`` is."""
+
+    def __init__(self, ds, n: int, size: int, mode: str, seed: int = 0):
+        self.ds, self.size, self.mode = ds, size, mode
+        self.pick = np.random.default_rng(seed).permutation(len(ds))[:n].tolist()
+
+    def __len__(self) -> int:
+        return len(self.pick)
+
+    def __iter__(self):
+        for i in self.pick:
+            yield prepare(self.ds.samples[i].load(), self.size, self.mode)[0][None]
+
+
 def _images(ds, n: int, size: int, mode: str, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    pick = rng.permutation(len(ds))[:n]
-    return [prepare(ds.samples[int(i)].load(), size, mode)[0][None] for i in pick]
+    return list(PreparedImages(ds, n, size, mode, seed))
 
 
 class _Reader:
@@ -108,9 +122,11 @@ def _ms_per_image(open_backend, path: Path, images: list[np.ndarray], rounds: in
     return (time.perf_counter() - t) / (rounds * len(images)) * 1000
 
 
-def calibration_and_val(weights, data, imgsz: int, resize: str) -> tuple[list, object, str]:
-    """(prepared calibration batches from the training images of ``data``, default the data
-    the run trained on; the validation split and its name)."""
+def calibration_and_val(
+    weights, data, imgsz: int, resize: str, count: int = CALIBRATION_IMAGES
+) -> tuple[PreparedImages, object, str]:
+    """(``count`` prepared calibration batches from the training images of ``data``, default
+    the data the run trained on; the validation split and its name)."""
 
     ckpt = read_checkpoint(weights)
     data = data or ckpt.get("data", {}).get("source")
@@ -121,7 +137,7 @@ def calibration_and_val(weights, data, imgsz: int, resize: str) -> tuple[list, o
         )
     train_ds, _ = eval_split(data, "train", weights)
     val_ds, split = eval_split(data, "val", weights)
-    return _images(train_ds, CALIBRATION_IMAGES, imgsz, resize), val_ds, split
+    return PreparedImages(train_ds, count, imgsz, resize), val_ds, split
 
 
 def export_int8(weights, fp32: Path, out: Path | None = None, data=None) -> dict:
@@ -133,12 +149,18 @@ def export_int8(weights, fp32: Path, out: Path | None = None, data=None) -> dict
     return quantized_report(OnnxBackend, quantize, weights, fp32, out, data, [out])
 
 
-def quantized_report(open_backend, quantize_fn, weights, fp32: Path, out: Path, data, files):
-    """Calibrate on ``data``'s training images, ``quantize_fn(fp32, out, calibration)``, then
-    score and time both models (:func:`compare`); ``files`` (what quantizing wrote) are
-    removed when scoring fails, so no unchecked int8 model is left behind."""
+def quantized_report(
+    open_backend, quantize_fn, weights, fp32: Path, out: Path, data, files,
+    calibration_images: int = CALIBRATION_IMAGES,
+) -> dict:  # fmt: skip
+    """Calibrate on up to ``calibration_images`` of ``data``'s training images,
+    ``quantize_fn(fp32, out, calibration)``, then score and time both models
+    (:func:`compare`); ``files`` (what quantizing wrote) are removed when scoring fails, so
+    no unchecked int8 model is left behind."""
     backend = open_backend(fp32)
-    calib, val_ds, split = calibration_and_val(weights, data, backend.imgsz, backend.resize)
+    calib, val_ds, split = calibration_and_val(
+        weights, data, backend.imgsz, backend.resize, calibration_images
+    )
     quantize_fn(fp32, out, calib)
     try:
         report = compare(open_backend, fp32, out, val_ds, backend)
