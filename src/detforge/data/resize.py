@@ -33,6 +33,8 @@ def resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     kx, ky = max(1, w // width), max(1, h // height)
     if kx > 1 or ky > 1:  # whole-factor box shrink: exact area averages, no aliasing
         pixels = cv2.resize(pixels, (w // kx, h // ky), interpolation=cv2.INTER_AREA)
+        if pixels.shape[1] == width and pixels.shape[0] == height:  # e.g. 640x480 -> 320x240
+            return pixels
     return cv2.resize(pixels, (width, height), interpolation=cv2.INTER_LINEAR)
 
 

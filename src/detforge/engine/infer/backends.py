@@ -251,7 +251,8 @@ class OpenVinoBackend(GraphBackend):
 
     def run(self, batch: np.ndarray) -> list:
         with self.signal_stack:
-            res = self.request.infer({"images": batch})
+            # the batch is read in place (no copy into the request); outputs are copied out
+            res = self.request.infer({"images": batch}, share_inputs=True)
         return [np.asarray(res[o]) for o in self.outputs]
 
 
