@@ -1,6 +1,6 @@
-"""INT8 and bf16 on this CPU, every figure a ratio measured in this run: det-n exported to
-onnxruntime (fp32, QDQ int8) and OpenVINO (fp32, NNCF int8, bf16 where the CPU has it), and
-resnet18 in onnxruntime vs OpenVINO.
+"""INT8 and bf16 on this CPU, every figure a ratio measured in this run: det-n, det-s and
+det-m exported to onnxruntime (fp32, QDQ int8) and OpenVINO (fp32, NNCF int8, bf16 where the
+CPU has it), and resnet18 in onnxruntime vs OpenVINO.
 
 Speed is end to end as a user's loop sees it: ``detforge.load(path, threads=2).predict(frame)``
 on 640x480 frames (host resize into the graph's input included), batch 1, the variants
@@ -8,9 +8,11 @@ interleaved round by round and each one's fastest round kept. Accuracy is mAP50-
 raccoon val split (the shared data's val.txt) at the size det-n trained at.
 
     python benchmarks/bench_int8.py [--weights RUN/weights/best.pt] [--train-minutes 5]
-                                    [--sizes 320,640] [--rounds 5] [--frames 20]
+                                    [--models det-n,det-s,det-m] [--sizes 320,640]
+                                    [--rounds 5] [--frames 20]
 
-Without --weights, det-n trains on raccoon's train.txt first (--train-minutes).
+Without --weights, det-n trains on raccoon's train.txt first (--train-minutes). det-s and det-m
+run with random weights nudged off zero, calibrated on raccoon too: their rows are speed only.
 """
 
 from __future__ import annotations
@@ -41,18 +43,22 @@ def trained_det_n(tmp: Path, minutes: float) -> tuple[Path, Path]:
     return tmp / "runs" / "train" / "int8" / "weights" / "best.pt", data
 
 
-def variants(weights: Path, data: Path, tmp: Path, size: int) -> dict:
+def variants(weights: Path, data: Path, tmp: Path, size: int, trained: bool = True) -> dict:
     """name -> (path, load options); the int8 exports' own fp32-vs-int8 reports printed."""
     import detforge
     from detforge.engine.export.int8 import export_int8
 
-    onnx = detforge.export(weights, tmp / f"n{size}.onnx", imgsz=size, check=False)["path"]
-    ir = detforge.export(weights, tmp / f"n{size}.xml", format="openvino", imgsz=size,
+    stem = f"{weights.stem}-{size}"
+    onnx = detforge.export(weights, tmp / f"{stem}.onnx", imgsz=size, check=False)["path"]
+    ir = detforge.export(weights, tmp / f"{stem}.xml", format="openvino", imgsz=size,
                          check=False, int8=True, data=str(data))  # fmt: skip
-    q = export_int8(weights, Path(onnx), tmp / f"n{size}-int8.onnx", data=str(data))
+    q = export_int8(weights, Path(onnx), tmp / f"{stem}-int8.onnx", data=str(data))
     for name, r in (("onnxruntime", q), ("OpenVINO", ir["int8"])):
-        print(f"  {size}: {name} int8 vs fp32 on {r['val_split']} (as trained: 320 -> {size}): "
-              f"mAP50-95 {r['fp32']:.4f} -> {r['int8']:.4f} ({r['change']:+.4f})")  # fmt: skip
+        if trained:
+            print(
+                f"  {size}: {name} int8 vs fp32 on {r['val_split']} (as trained: 320 -> "
+                f"{size}): mAP50-95 {r['fp32']:.4f} -> {r['int8']:.4f} ({r['change']:+.4f})"
+            )
     out = {
         "ort fp32": (onnx, {}),
         "ort int8": (q["path"], {}),
@@ -115,11 +121,34 @@ def resnet18(tmp: Path, frames: list, rounds: int) -> None:
           f"({ms['ort fp32'] / ms['ov fp32']:.2f}x)")  # fmt: skip
 
 
+def jittered(tmp: Path, model: str) -> Path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from conftest import jittered_checkpoint
+
+    return jittered_checkpoint(tmp / f"{model}.pt", model, imgsz=320)
+
+
+def table(model, size, weights, data, tmp, frames, rounds, trained) -> None:
+    models = variants(weights, data, tmp, size, trained)
+    ms = interleaved_ms(models, frames, rounds)
+    maps = accuracy(models, data) if trained and size == 320 else {}
+    print(
+        f"{model}{'' if trained else ' (random weights)'} at {size}, batch 1, {THREADS} "
+        "threads, 640x480 frames (host resize included), fastest of interleaved rounds:"
+    )
+    for k in models:
+        m = f", mAP50-95 {maps[k]:.4f}" if k in maps else ""
+        ref = "ort fp32" if k.startswith("ort") else "ov fp32"
+        print(f"  {k:9s} {ms[k]:6.2f} ms  {ms[ref] / ms[k]:.2f}x its runtime's fp32{m}")
+    print(f"  OpenVINO fp32 vs onnxruntime fp32: {ms['ort fp32'] / ms['ov fp32']:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", type=Path)
     ap.add_argument("--data", type=Path, help="the weights' data.yaml (default: raccoon)")
     ap.add_argument("--train-minutes", type=float, default=5.0)
+    ap.add_argument("--models", default="det-n,det-s,det-m")
     ap.add_argument("--sizes", default="320,640")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--frames", type=int, default=20)
@@ -131,17 +160,11 @@ def main() -> None:
         weights, data = trained_det_n(tmp, a.train_minutes)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (480, 640, 3), np.uint8) for _ in range(a.frames)]
-    for size in (int(s) for s in a.sizes.split(",")):
-        models = variants(weights, data, tmp, size)
-        ms = interleaved_ms(models, frames, a.rounds)
-        maps = accuracy(models, data) if size == 320 else {}
-        print(f"det-n at {size}, batch 1, {THREADS} threads, 640x480 frames (host resize "
-              "included), fastest of interleaved rounds:")  # fmt: skip
-        for k in models:
-            m = f", mAP50-95 {maps[k]:.4f}" if k in maps else ""
-            ref = "ort fp32" if k.startswith("ort") else "ov fp32"
-            print(f"  {k:9s} {ms[k]:6.2f} ms  {ms[ref] / ms[k]:.2f}x its runtime's fp32{m}")
-        print(f"  OpenVINO fp32 vs onnxruntime fp32: {ms['ort fp32'] / ms['ov fp32']:.2f}x")
+    for model in a.models.split(","):
+        trained = model == "det-n"
+        w = weights if trained else jittered(tmp, model)
+        for size in (int(s) for s in a.sizes.split(",")):
+            table(model, size, w, data, tmp, frames, a.rounds, trained)
     resnet18(tmp, frames, a.rounds)
 
 
