@@ -3,6 +3,7 @@ the same Predictor, and refuses what it cannot be, in one line."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -146,8 +147,8 @@ def test_two_models_freed_in_order_leave_signal_handling_intact(tmp_path):
 
 def test_openvino_int8_export_quantizes_all_but_the_head_outputs(tmp_path, synth_ds):
     """`export --format openvino --int8`: NNCF post-training quantization calibrated on the
-    training images, scored and timed against the fp32 IR; the head's output convolutions
-    stay in float, and the IR says it is int8."""
+    training images (a truncated one skipped with a warning), scored and timed against the
+    fp32 IR; the head's output convolutions stay in float, and the IR says it is int8."""
     import openvino as ov
 
     from detforge.data import write
@@ -155,14 +156,19 @@ def test_openvino_int8_export_quantizes_all_but_the_head_outputs(tmp_path, synth
     write(synth_ds.subset(range(16)), tmp_path / "data" / "train", "yolo")
     write(synth_ds.subset(range(16, 24)), tmp_path / "data" / "val", "yolo")
     (tmp_path / "data" / "data.yaml").write_text("train: train\nval: val\n")
+    cut = sorted((tmp_path / "data" / "train").rglob("*.jpg"))[3]  # one truncated photo
+    data = cut.read_bytes()
+    cut.write_bytes(data[: len(data) // 3])
     weights = jittered_checkpoint(tmp_path / "m.pt", "det-n", imgsz=96)
-    r = detforge.export(
-        weights, tmp_path / "m.xml", format="openvino", int8=True,
-        data=str(tmp_path / "data" / "data.yaml"),
-    )  # fmt: skip
+    with pytest.warns(UserWarning, match=re.escape(f"skipping {cut}: corrupt or truncated")):
+        r = detforge.export(
+            weights, tmp_path / "m.xml", format="openvino", int8=True,
+            data=str(tmp_path / "data" / "data.yaml"),
+        )  # fmt: skip
+    assert cut.read_bytes() == data[: len(data) // 3]  # the user's file as it was
     q = r["int8"]
     assert q["path"] == str(tmp_path / "m-int8.xml") and (tmp_path / "m-int8.bin").is_file()
-    assert q["calibration_images"] == 16 and q["metric"] == "mAP50-95"
+    assert q["calibration_images"] == 15 and q["metric"] == "mAP50-95"
     assert q["ms_int8"] > 0  # the speedup comes from the unrounded times
     assert q["speedup"] == pytest.approx(q["ms_fp32"] / q["ms_int8"], abs=0.03)
     model = ov.Core().read_model(q["path"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from detforge.engine.infer.backends import OnnxBackend
 from detforge.engine.loading import predictor
 from detforge.engine.scoring import eval_split
 from detforge.engine.tasks import task
-from detforge.errors import DetforgeError
+from detforge.errors import DetforgeError, ImageError
 from detforge.fileio import atomic_write_bytes
 from detforge.models.checkpoint import read_checkpoint
 
@@ -38,18 +39,36 @@ QUANTIZED_OPS = ["Conv", "Relu", "Add", "Resize", "MaxPool"]  # not Concat: see 
 
 class PreparedImages:
     """``n`` images of ``ds`` drawn by ``seed``, each a prepared uint8 batch of one, decoded
-    every time they are iterated: calibration memory stays one image whatever ``n`` is."""
+    every time they are iterated: calibration memory stays one image whatever ``n`` is. An
+    image that does not decode is skipped with one warning naming it."""
 
     def __init__(self, ds, n: int, size: int, mode: str, seed: int = 0):
         self.ds, self.size, self.mode = ds, size, mode
         self.pick = np.random.default_rng(seed).permutation(len(ds))[:n].tolist()
+        self.skipped: set = set()
 
     def __len__(self) -> int:
         return len(self.pick)
 
     def __iter__(self):
+        yielded = 0
         for i in self.pick:
-            yield prepare(self.ds.samples[i].load(), self.size, self.mode)[0][None]
+            sample = self.ds.samples[i]
+            try:
+                image = sample.load()
+            except ImageError as e:
+                if sample.path not in self.skipped:
+                    self.skipped.add(sample.path)
+                    warnings.warn(f"skipping {e}", stacklevel=2)
+                continue
+            yielded += 1
+            yield prepare(image, self.size, self.mode)[0][None]
+        if not yielded:
+            raise DetforgeError(
+                f"{self.ds.root or 'the training split'}: none of the {len(self.pick)} images "
+                "drawn for calibration decodes",
+                "check them with `detforge data check`, or pass --data with other images",
+            )
 
 
 def _images(ds, n: int, size: int, mode: str, seed: int = 0) -> list[np.ndarray]:
@@ -168,7 +187,8 @@ def quantized_report(
         for f in files:
             Path(f).unlink(missing_ok=True)
         raise
-    return {"path": str(out), "calibration_images": len(calib), "val_split": split, **report}
+    used = len(calib) - len(calib.skipped)
+    return {"path": str(out), "calibration_images": used, "val_split": split, **report}
 
 
 def compare(open_backend, fp32: Path, int8: Path, val_ds, backend) -> dict:
