@@ -65,9 +65,9 @@ def variants(weights: Path, data: Path, tmp: Path, size: int, trained: bool = Tr
         "ov fp32": (ir["path"], {}),
         "ov int8": (ir["int8"]["path"], {}),
     }
-    import openvino as ov
+    from detforge.engine.export.openvino import cpu_has_bf16
 
-    if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+    if cpu_has_bf16():
         out["ov bf16"] = (ir["path"], {"precision": "bf16"})
     return out
 

@@ -171,6 +171,13 @@ def test_openvino_int8_export_quantizes_all_but_the_head_outputs(tmp_path, synth
     assert q["calibration_images"] == 15 and q["metric"] == "mAP50-95"
     assert q["ms_int8"] > 0  # the speedup comes from the unrounded times
     assert q["speedup"] == pytest.approx(q["ms_fp32"] / q["ms_int8"], abs=0.03)
+    from detforge.engine.export.openvino import cpu_has_bf16
+
+    assert ("bf16" in r) == cpu_has_bf16()  # bf16 measured beside int8 where the CPU has it
+    if "bf16" in r:
+        b = r["bf16"]
+        assert b["fp32"] == q["fp32"] and b["change"] == pytest.approx(b["bf16"] - b["fp32"])
+        assert b["speedup"] == pytest.approx(b["ms_fp32"] / b["ms_bf16"], abs=0.03)
     model = ov.Core().read_model(q["path"])
     fq = [op for op in model.get_ops() if op.get_type_name() == "FakeQuantize"]
     assert len(fq) > 20

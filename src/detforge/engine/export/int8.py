@@ -191,24 +191,25 @@ def quantized_report(
     return {"path": str(out), "calibration_images": used, "val_split": split, **report}
 
 
-def compare(open_backend, fp32: Path, int8: Path, val_ds, backend) -> dict:
+def compare(open_backend, fp32: Path, int8: Path, val_ds, backend, name="int8", open_other=None):
     """The task's metric of both models on ``val_ds`` and their ms per image (batch 1, the
-    fp32 model timed before and after the int8 one, the faster kept)."""
+    fp32 model timed before and after the other one, the faster kept). The other model is
+    ``int8`` opened by ``open_other`` (default ``open_backend``), reported under ``name``."""
 
     t = task(backend.task)
-    scores = {}
-    for name, path in (("fp32", fp32), ("int8", int8)):
-        scores[name] = t.score(predictor(open_backend(path)), val_ds).metrics[t.fitness]
+    open_other = open_other or open_backend
+    opened = (("fp32", open_backend, fp32), (name, open_other, int8))
+    scores = {n: t.score(predictor(o(p)), val_ds).metrics[t.fitness] for n, o, p in opened}
     timing = _images(val_ds, 16, backend.imgsz, backend.resize, seed=1)
     ms32 = _ms_per_image(open_backend, fp32, timing)
-    ms8 = _ms_per_image(open_backend, int8, timing)
+    ms_other = _ms_per_image(open_other, int8, timing)
     ms32 = min(ms32, _ms_per_image(open_backend, fp32, timing))
     return {
         "metric": t.fitness,
         "fp32": round(scores["fp32"], 4),
-        "int8": round(scores["int8"], 4),
-        "change": round(scores["int8"] - scores["fp32"], 4),
+        name: round(scores[name], 4),
+        "change": round(scores[name] - scores["fp32"], 4),
         "ms_fp32": round(ms32, 2),
-        "ms_int8": round(ms8, 2),
-        "speedup": round(ms32 / ms8, 2),
+        f"ms_{name}": round(ms_other, 2),
+        "speedup": round(ms32 / ms_other, 2),
     }
