@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -75,18 +74,10 @@ def variants(weights: Path, data: Path, tmp: Path, size: int, trained: bool = Tr
 def interleaved_ms(models: dict, frames: list, rounds: int) -> dict:
     """ms per frame of each model: the fastest of ``rounds`` rounds, models interleaved."""
     import detforge
+    from detforge.engine.export.int8 import interleaved_ms as turns
 
     loaded = {k: detforge.load(p, threads=THREADS, **o) for k, (p, o) in models.items()}
-    for det in loaded.values():
-        det.predict(frames[:3])
-    best = dict.fromkeys(loaded, float("inf"))
-    for _ in range(rounds):
-        for k, det in loaded.items():
-            t = time.perf_counter()
-            for f in frames:
-                det.predict(f)
-            best[k] = min(best[k], (time.perf_counter() - t) / len(frames) * 1000)
-    return best
+    return dict(zip(loaded, turns([d.predict for d in loaded.values()], frames, rounds)))
 
 
 def accuracy(models: dict, data: Path) -> dict:

@@ -69,6 +69,11 @@ def _held_out_part(ds: Dataset, data, split: str, weights) -> Dataset:
     return parts[split]
 
 
+def scorable(ds: Dataset) -> Dataset:
+    """``ds`` without its unreadable images and invalid boxes, each kind named in a warning."""
+    return without_invalid_boxes(usable(ds)[0], "scored")
+
+
 def scoring_set(det, weights, data, split: str | None, **opts) -> tuple[Dataset, str]:
     """The images ``det`` (loaded from ``weights``) is scored on: the ``split`` of ``data``
     (see :func:`eval_split`), its unreadable images and invalid boxes left out, refused
@@ -81,7 +86,7 @@ def scoring_set(det, weights, data, split: str | None, **opts) -> tuple[Dataset,
             f"{weights} is a {det.task} model but {data} holds {what[ds.task]}",
             f"evaluate it on {what[det.task]}",
         )
-    ds = without_invalid_boxes(usable(ds)[0], "scored")
+    ds = scorable(ds)
     if list(ds.classes) != list(det.classes):
         raise DetforgeError(
             f"{weights}: the model's classes {det.classes} differ from the dataset's {ds.classes}",

@@ -26,7 +26,7 @@ import numpy as np
 from detforge.data.resize import prepare
 from detforge.engine.infer.backends import OnnxBackend
 from detforge.engine.loading import predictor
-from detforge.engine.scoring import eval_split
+from detforge.engine.scoring import eval_split, scorable
 from detforge.engine.tasks import task
 from detforge.errors import DetforgeError, ImageError
 from detforge.fileio import atomic_write_bytes
@@ -130,15 +130,21 @@ def quantize(fp32: Path, out: Path, calibration: list[np.ndarray]) -> Path:
     return out
 
 
-def _ms_per_image(open_backend, path: Path, images: list[np.ndarray], rounds: int = 3) -> float:
-    backend = open_backend(path)
-    for b in images[:2]:
-        backend.run(b)
-    t = time.perf_counter()
+def interleaved_ms(calls: list, items: list, rounds: int = 7) -> list[float]:
+    """ms per item of each call (``call(item)``, one item at a time): ``rounds`` passes over
+    ``items``, the calls taking turns within each round, each one's fastest pass kept (a
+    busy moment of the machine then costs every call alike, or none)."""
+    for call in calls:
+        for item in items[:2]:
+            call(item)
+    best = [float("inf")] * len(calls)
     for _ in range(rounds):
-        for b in images:
-            backend.run(b)
-    return (time.perf_counter() - t) / (rounds * len(images)) * 1000
+        for k, call in enumerate(calls):
+            t = time.perf_counter()
+            for item in items:
+                call(item)
+            best[k] = min(best[k], (time.perf_counter() - t) / len(items) * 1000)
+    return best
 
 
 def calibration_and_val(
@@ -156,6 +162,7 @@ def calibration_and_val(
         )
     train_ds, _ = eval_split(data, "train", weights)
     val_ds, split = eval_split(data, "val", weights)
+    val_ds = scorable(val_ds)  # scored whole: its unreadable images left out, as eval does
     return PreparedImages(train_ds, count, imgsz, resize), val_ds, split
 
 
@@ -170,12 +177,13 @@ def export_int8(weights, fp32: Path, out: Path | None = None, data=None) -> dict
 
 def quantized_report(
     open_backend, quantize_fn, weights, fp32: Path, out: Path, data, files,
-    calibration_images: int = CALIBRATION_IMAGES,
+    calibration_images: int = CALIBRATION_IMAGES, more=None,
 ) -> dict:  # fmt: skip
     """Calibrate on up to ``calibration_images`` of ``data``'s training images,
     ``quantize_fn(fp32, out, calibration)``, then score and time both models
-    (:func:`compare`); ``files`` (what quantizing wrote) are removed when scoring fails, so
-    no unchecked int8 model is left behind."""
+    (:func:`compare`), and add what ``more(val_ds, backend)`` measures on the same split;
+    ``files`` (what quantizing wrote) are removed when scoring fails, so no unchecked int8
+    model is left behind."""
     backend = open_backend(fp32)
     calib, val_ds, split = calibration_and_val(
         weights, data, backend.imgsz, backend.resize, calibration_images
@@ -183,6 +191,7 @@ def quantized_report(
     quantize_fn(fp32, out, calib)
     try:
         report = compare(open_backend, fp32, out, val_ds, backend)
+        report.update(more(val_ds, backend) if more else {})
     except BaseException:
         for f in files:
             Path(f).unlink(missing_ok=True)
@@ -192,8 +201,8 @@ def quantized_report(
 
 
 def compare(open_backend, fp32: Path, int8: Path, val_ds, backend, name="int8", open_other=None):
-    """The task's metric of both models on ``val_ds`` and their ms per image (batch 1, the
-    fp32 model timed before and after the other one, the faster kept). The other model is
+    """The task's metric of both models on ``val_ds`` and their ms per image (batch 1,
+    interleaved rounds: :func:`interleaved_ms`). The other model is
     ``int8`` opened by ``open_other`` (default ``open_backend``), reported under ``name``."""
 
     t = task(backend.task)
@@ -201,9 +210,7 @@ def compare(open_backend, fp32: Path, int8: Path, val_ds, backend, name="int8", 
     opened = (("fp32", open_backend, fp32), (name, open_other, int8))
     scores = {n: t.score(predictor(o(p)), val_ds).metrics[t.fitness] for n, o, p in opened}
     timing = _images(val_ds, 16, backend.imgsz, backend.resize, seed=1)
-    ms32 = _ms_per_image(open_backend, fp32, timing)
-    ms_other = _ms_per_image(open_other, int8, timing)
-    ms32 = min(ms32, _ms_per_image(open_backend, fp32, timing))
+    ms32, ms_other = interleaved_ms([open_backend(fp32).run, open_other(int8).run], timing)
     return {
         "metric": t.fitness,
         "fp32": round(scores["fp32"], 4),
