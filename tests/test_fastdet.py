@@ -127,7 +127,14 @@ def test_det_n_learns(tmp_path):
     best = os.path.join(r["run_dir"], "weights", "best.pt")
     q = detforge.export(best, int8=True)["int8"]
     assert q["calibration_images"] == 16 and q["metric"] == "mAP50-95"
-    hold_bars("det-n", best_mAP50=(last, ">=", 0.6), int8_change=(abs(q["change"]), "<=", 0.05))
+    ov = detforge.export(best, format="openvino", int8=True)["int8"]  # NNCF, same images
+    assert ov["calibration_images"] == 16 and ov["fp32"] == pytest.approx(q["fp32"], abs=0.01)
+    hold_bars(
+        "det-n",
+        best_mAP50=(last, ">=", 0.6),
+        int8_change=(abs(q["change"]), "<=", 0.05),
+        openvino_int8_change=(abs(ov["change"]), "<=", 0.05),
+    )
     det = detforge.load(q["path"])
     assert det.backend.metadata["quantized"] == "int8"
     img = read(os.path.join(tmp_path, "set")).samples[0].load()

@@ -211,6 +211,19 @@ def test_openvino_int8_export_quantizes_all_but_the_head_outputs(tmp_path, synth
     det.predict(_images())
 
 
+@pytest.mark.parametrize("fmt,name", [("openvino", "m.xml"), ("onnx", "m.onnx")])
+def test_int8_without_calibration_images_is_refused_before_anything_is_written(
+    tmp_path, fmt, name
+):
+    """A checkpoint that does not say what it trained on, and no --data: one line saying to
+    pass --data, and no file written (not even the fp32 graph)."""
+    weights = jittered_checkpoint(tmp_path / "m.pt", "det-n", imgsz=64)
+    with pytest.raises(DetforgeError, match="does not say what it trained on") as e:
+        detforge.export(weights, tmp_path / name, format=fmt, int8=True)
+    assert "pass --data" in e.value.hint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
 def test_nncf_sends_no_telemetry_from_our_process():
     """NNCF reports usage through openvino_telemetry unless NNCF_CI is set before its first
     import; detforge's import of it sets it (checked outside pytest, which NNCF exempts)."""

@@ -147,19 +147,25 @@ def interleaved_ms(calls: list, items: list, rounds: int = 7) -> list[float]:
     return best
 
 
+def calibration_data(weights, data=None):
+    """The data to calibrate on: ``data``, else the data the run of ``weights`` trained on;
+    refused in one line when neither is known (checked before anything is written)."""
+    data = data or read_checkpoint(weights).get("data", {}).get("source")
+    if not data:
+        raise DetforgeError(
+            f"{weights}: the checkpoint does not say what it trained on",
+            "pass --data with the training data for calibration",
+        )
+    return data
+
+
 def calibration_and_val(
     weights, data, imgsz: int, resize: str, count: int = CALIBRATION_IMAGES
 ) -> tuple[PreparedImages, object, str]:
     """(``count`` prepared calibration batches from the training images of ``data``, default
     the data the run trained on; the validation split and its name)."""
 
-    ckpt = read_checkpoint(weights)
-    data = data or ckpt.get("data", {}).get("source")
-    if not data:
-        raise DetforgeError(
-            f"{weights}: the checkpoint does not say what it trained on",
-            "pass --data with the training data for calibration",
-        )
+    data = calibration_data(weights, data)
     train_ds, _ = eval_split(data, "train", weights)
     val_ds, split = eval_split(data, "val", weights)
     val_ds = scorable(val_ds)  # scored whole: its unreadable images left out, as eval does

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from detforge.engine.export import parity
-from detforge.engine.export.int8 import export_int8
+from detforge.engine.export.int8 import calibration_data, export_int8
 from detforge.engine.infer.backends import InferModule, OnnxBackend, TorchBackend
 from detforge.engine.tasks import task
 from detforge.errors import DetforgeError
@@ -111,6 +111,8 @@ def export_onnx(
     run's own data), and reports its mAP change and speedup (:mod:`.int8`)."""
 
     weights = Path(weights)
+    if int8:
+        calibration_data(weights, data)  # refused before anything is written
     # the weights do not depend on the input size: rebuild at --imgsz when given
     model, _ = load_checkpoint(weights, imgsz=int(imgsz) if imgsz else None)
     _refuse(model, dynamic_batch)

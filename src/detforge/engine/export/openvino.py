@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from detforge.engine.export import parity
-from detforge.engine.export.int8 import compare, quantized_report
+from detforge.engine.export.int8 import calibration_data, compare, quantized_report
 from detforge.engine.export.onnx import export_onnx
 from detforge.engine.infer.backends import OpenVinoBackend, TorchBackend, import_openvino
 from detforge.errors import DetforgeError
@@ -56,6 +56,9 @@ def export_openvino(
 
     import_openvino()  # before any work: say how to install it
     weights = Path(weights)
+    if int8:
+        import_nncf()
+        calibration_data(weights, data)  # refused before anything is written
     out = Path(out) if out else weights.with_suffix(".xml")
     if out.suffix.lower() != ".xml":
         raise DetforgeError(f"{out}: an OpenVINO IR is an .xml file", "name the output NAME.xml")
