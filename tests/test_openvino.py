@@ -212,9 +212,7 @@ def test_openvino_int8_export_quantizes_all_but_the_head_outputs(tmp_path, synth
 
 
 @pytest.mark.parametrize("fmt,name", [("openvino", "m.xml"), ("onnx", "m.onnx")])
-def test_int8_without_calibration_images_is_refused_before_anything_is_written(
-    tmp_path, fmt, name
-):
+def test_int8_without_calibration_images_is_refused_before_anything_is_written(tmp_path, fmt, name):
     """A checkpoint that does not say what it trained on, and no --data: one line saying to
     pass --data, and no file written (not even the fp32 graph)."""
     weights = jittered_checkpoint(tmp_path / "m.pt", "det-n", imgsz=64)
