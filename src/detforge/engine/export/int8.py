@@ -34,6 +34,7 @@ from detforge.models.checkpoint import read_checkpoint
 
 CALIBRATION_IMAGES = 64
 HEAD_OUTPUTS = ("/head/cls", "/head/reg")  # traced names of det-n/s/m's output convolutions
+NETWORK = ("/backbone", "/neck", "/head")  # what is quantized of det-n/s/m: not the decoding
 QUANTIZED_OPS = ["Conv", "Relu", "Add", "Resize", "MaxPool"]  # not Concat: see above
 
 
@@ -90,10 +91,17 @@ class _Reader:
 
 
 def _excluded(model_path: Path) -> list[str]:
+    """The nodes left in float: det-n/s/m's head output convolutions, and every op of theirs
+    outside the network proper (the input's normalization; the box decoding, whose Add would
+    put box corners on a 256-step grid, 1.6 px at 320)."""
     import onnx
 
-    graph = onnx.load(str(model_path)).graph
-    return [n.name for n in graph.node if n.op_type == "Conv" and n.name.startswith(HEAD_OUTPUTS)]
+    nodes = [n for n in onnx.load(str(model_path)).graph.node if n.op_type in QUANTIZED_OPS]
+    if not any(n.name.startswith(HEAD_OUTPUTS) for n in nodes):  # not det-n/s/m
+        return []
+    return [
+        n.name for n in nodes if n.name.startswith(HEAD_OUTPUTS) or not n.name.startswith(NETWORK)
+    ]
 
 
 def quantize(fp32: Path, out: Path, calibration: list[np.ndarray]) -> Path:
