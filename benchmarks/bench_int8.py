@@ -95,10 +95,7 @@ def accuracy(models: dict, data: Path) -> dict:
 def resnet18(tmp: Path, frames: list, rounds: int) -> None:
     import detforge
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from conftest import jittered_checkpoint
-
-    w = jittered_checkpoint(tmp / "r18.pt", "resnet18", imgsz=224)
+    w = jittered(tmp, "resnet18", imgsz=224)
     models = {
         "ort fp32": (detforge.export(w, tmp / "r18.onnx", check=False)["path"], {}),
         "ov fp32": (
@@ -112,11 +109,12 @@ def resnet18(tmp: Path, frames: list, rounds: int) -> None:
           f"({ms['ort fp32'] / ms['ov fp32']:.2f}x)")  # fmt: skip
 
 
-def jittered(tmp: Path, model: str) -> Path:
+def jittered(tmp: Path, model: str, imgsz: int = 320) -> Path:
+    """A random-weight checkpoint nudged off zero (the tests' helper)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from conftest import jittered_checkpoint
 
-    return jittered_checkpoint(tmp / f"{model}.pt", model, imgsz=320)
+    return jittered_checkpoint(tmp / f"{model}.pt", model, imgsz=imgsz)
 
 
 def table(model, size, weights, data, tmp, frames, rounds, trained) -> None:

@@ -195,7 +195,8 @@ def quantized_report(
 ) -> dict:  # fmt: skip
     """Calibrate on up to ``calibration_images`` of ``data``'s training images,
     ``quantize_fn(fp32, out, calibration)``, then score and time both models
-    (:func:`compare`), and add what ``more(val_ds, backend)`` measures on the same split;
+    (:func:`compare`), and add what ``more(val_ds, backend, fp32_score)`` measures on the
+    same split;
     ``files`` (what quantizing wrote) are removed when scoring fails, so no unchecked int8
     model is left behind."""
     backend = open_backend(fp32)
@@ -205,7 +206,7 @@ def quantized_report(
     quantize_fn(fp32, out, calib)
     try:
         report = compare(open_backend, fp32, out, val_ds, backend)
-        report.update(more(val_ds, backend) if more else {})
+        report.update(more(val_ds, backend, report["fp32"]) if more else {})
     except BaseException:
         for f in files:
             Path(f).unlink(missing_ok=True)
@@ -214,15 +215,22 @@ def quantized_report(
     return {"path": str(out), "calibration_images": used, "val_split": split, **report}
 
 
-def compare(open_backend, fp32: Path, int8: Path, val_ds, backend, name="int8", open_other=None):
+def compare(
+    open_backend, fp32: Path, int8: Path, val_ds, backend, name="int8", open_other=None,
+    fp32_score: float | None = None,
+) -> dict:  # fmt: skip
     """The task's metric of both models on ``val_ds`` and their ms per image (batch 1,
-    interleaved rounds: :func:`interleaved_ms`). The other model is
-    ``int8`` opened by ``open_other`` (default ``open_backend``), reported under ``name``."""
+    interleaved rounds: :func:`interleaved_ms`). The other model is ``int8`` opened by
+    ``open_other`` (default ``open_backend``), reported under ``name``; ``fp32_score`` is
+    the fp32 model's metric when it was already scored on ``val_ds``."""
 
     t = task(backend.task)
     open_other = open_other or open_backend
-    opened = (("fp32", open_backend, fp32), (name, open_other, int8))
+    opened = [(name, open_other, int8)]
+    if fp32_score is None:
+        opened.append(("fp32", open_backend, fp32))
     scores = {n: t.score(predictor(o(p)), val_ds).metrics[t.fitness] for n, o, p in opened}
+    scores.setdefault("fp32", fp32_score)
     timing = _images(val_ds, 16, backend.imgsz, backend.resize, seed=1)
     ms32, ms_other = interleaved_ms([open_backend(fp32).run, open_other(int8).run], timing)
     return {

@@ -98,11 +98,15 @@ def cpu_has_bf16() -> bool:
     return "BF16" in caps
 
 
-def bf16_report(xml: Path, val_ds, backend) -> dict:
-    """The fp32 IR at ``xml`` run in bf16 (``--precision bf16``): its metric change on
-    ``val_ds`` and its speedup, as the int8 report has them. Nothing is written."""
+def bf16_report(xml: Path, val_ds, backend, fp32_score: float) -> dict:
+    """The fp32 IR at ``xml`` (which scored ``fp32_score`` on ``val_ds``) run in bf16
+    (``--precision bf16``): its metric change and speedup, as the int8 report has them.
+    Nothing is written."""
     bf16 = functools.partial(OpenVinoBackend, precision="bf16")
-    return compare(OpenVinoBackend, xml, xml, val_ds, backend, name="bf16", open_other=bf16)
+    return compare(
+        OpenVinoBackend, xml, xml, val_ds, backend, name="bf16", open_other=bf16,
+        fp32_score=fp32_score,
+    )  # fmt: skip
 
 
 def import_nncf():
@@ -186,8 +190,8 @@ def export_openvino_int8(weights, xml: Path, out=None, data=None, overwrite=Fals
         raise DetforgeError(f"{out}: already exists", "pass --overwrite or another --output")
     files = [out, out.with_suffix(".bin")]
 
-    def bf16(val_ds, backend) -> dict:  # the other faster choice, where the CPU has it
-        return {"bf16": bf16_report(xml, val_ds, backend)} if cpu_has_bf16() else {}
+    def bf16(val_ds, backend, fp32_score) -> dict:  # the other faster choice, if the CPU has it
+        return {"bf16": bf16_report(xml, val_ds, backend, fp32_score)} if cpu_has_bf16() else {}
 
     return quantized_report(
         OpenVinoBackend, quantize_ir, weights, xml, out, data, files, OPENVINO_CALIBRATION, bf16
